@@ -1,0 +1,49 @@
+/* The one definition of an access report, shared by the BPF programs and Python.
+ *
+ * damon_bpf/access.py builds its numpy dtype by reading the struct below, so a field
+ * added here reaches Python with no second edit. Keep one field per line, in the form
+ * "<type> <name>;" with types from the table in access.py, and keep the size a multiple of 8
+ * (ring-buffer records are 8-byte aligned, and the reader relies on a fixed stride).
+ */
+#ifndef DAMON_BPF_ACCESS_H
+#define DAMON_BPF_ACCESS_H
+
+struct access_record {
+	__u64 addr;      /* faulting virtual address */
+	__u64 time_ns;   /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u32 cpu;
+	__u32 pid;       /* thread group id (the process) */
+	__u32 tid;       /* thread id */
+	__u8 write;      /* ACCESS_READ, ACCESS_WRITE or ACCESS_UNKNOWN */
+	__u8 pad0;
+	__u16 pad1;
+};
+
+#define ACCESS_READ 0
+#define ACCESS_WRITE 1
+#define ACCESS_UNKNOWN 2   /* the source cannot tell (perf page-fault events) */
+
+/* Sample filters (DAMON RFC sample control; see shared/damon-reference.md section 4). */
+#define MAX_FILTERS 8
+#define FILTER_CPUMASK 1
+#define FILTER_THREADS 2
+#define FILTER_WRITE 3
+#define MAX_CPUS 1024
+
+struct sample_filter {
+	__u32 type;      /* FILTER_*; 0 ends the list */
+	__u8 matching;
+	__u8 allow;
+	__u16 pad;
+	__u64 cpus[MAX_CPUS / 64];  /* FILTER_CPUMASK argument: bitmap of CPUs */
+};
+
+/* Slots of the per-CPU counters array. Filter i uses COUNTER_FILTER_BASE + 2*i (passed)
+ * and COUNTER_FILTER_BASE + 2*i + 1 (rejected). */
+#define COUNTER_SEEN 0       /* reports of target processes, before any filter */
+#define COUNTER_DELIVERED 1  /* written into the ring buffer */
+#define COUNTER_LOST 2       /* passed every filter but the ring buffer was full */
+#define COUNTER_FILTER_BASE 3
+#define NR_COUNTERS (COUNTER_FILTER_BASE + 2 * MAX_FILTERS)
+
+#endif

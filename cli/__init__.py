@@ -1,0 +1,1 @@
+"""Command-line front end of damon-bpf (click). All logic lives in the damon_bpf library."""

@@ -1,0 +1,74 @@
+"""The access report as Python sees it: one numpy dtype built from ``bpf/access.h``.
+
+The header is the single definition; this module parses its struct and #defines so the BPF side
+and the Python side cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+_C_TYPES = {"__u8": "u1", "__u16": "u2", "__u32": "u4", "__u64": "u8"}
+
+
+def bpf_dir() -> Path:
+    """Directory of the installed C sources (``damon_bpf/bpf`` inside the package)."""
+    return Path(str(resources.files("damon_bpf") / "bpf"))
+
+
+def _header_text() -> str:
+    return (bpf_dir() / "access.h").read_text()
+
+
+def _parse_struct(text: str, name: str) -> np.dtype:
+    body = re.search(r"struct\s+%s\s*\{(.*?)\};" % name, text, re.S)
+    if body is None:
+        raise RuntimeError(f"struct {name} not found in access.h")
+    fields = []
+    for ctype, field, count in re.findall(r"(__u\d+)\s+(\w+)(?:\[([^\]]+)\])?\s*;", body.group(1)):
+        if count:
+            raise RuntimeError(f"array field {field} is not supported in struct {name}")
+        fields.append((field, "<" + _C_TYPES[ctype]))
+    return np.dtype(fields)
+
+
+def _parse_defines(text: str) -> dict[str, int]:
+    values: dict[str, int] = {}
+    for name, expr in re.findall(r"^#define\s+([A-Z_][A-Z0-9_]*)\s+(.+?)\s*(?:/\*.*)?$", text, re.M):
+        try:
+            values[name] = int(eval(expr, {"__builtins__": {}}, dict(values)))  # noqa: S307 - our own header
+        except Exception:  # include guards and non-numeric macros
+            continue
+    return values
+
+
+@lru_cache(maxsize=None)
+def access_dtype() -> np.dtype:
+    """numpy dtype of ``struct access_record``."""
+    return _parse_struct(_header_text(), "access_record")
+
+
+@lru_cache(maxsize=None)
+def constants() -> dict[str, int]:
+    """Numeric #defines of access.h (ACCESS_WRITE, MAX_FILTERS, COUNTER_* ...)."""
+    return _parse_defines(_header_text())
+
+
+ACCESS_DTYPE = access_dtype()
+_C = constants()
+ACCESS_READ = _C["ACCESS_READ"]
+ACCESS_WRITE = _C["ACCESS_WRITE"]
+ACCESS_UNKNOWN = _C["ACCESS_UNKNOWN"]
+MAX_FILTERS = _C["MAX_FILTERS"]
+MAX_CPUS = _C["MAX_CPUS"]
+FILTER_TYPES = {"cpumask": _C["FILTER_CPUMASK"], "threads": _C["FILTER_THREADS"], "write": _C["FILTER_WRITE"]}
+
+
+def empty_batch(n: int = 0) -> np.ndarray:
+    """An array of ``n`` zeroed access records."""
+    return np.zeros(n, dtype=ACCESS_DTYPE)

@@ -1,0 +1,39 @@
+"""What one aggregation interval produces: every region with its counters and attribution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Snapshot:
+    """Regions of one target at the end of one aggregation interval.
+
+    All arrays have one entry per region, in address order. ``age`` counts aggregation
+    intervals (DAMON's ``age.aggr_intervals``). ``nr_reports`` is the raw number of access
+    reports that fell in the region during the aggregation; ``writes`` and ``reads`` split it
+    (reports whose kind is unknown are ``nr_reports - writes - reads``); ``by_cpu`` and
+    ``by_tid`` map a CPU number / thread id to that source's report count per region.
+    """
+
+    start_ns: int
+    end_ns: int
+    start: np.ndarray
+    end: np.ndarray
+    nr_accesses: np.ndarray
+    age: np.ndarray
+    nr_reports: np.ndarray
+    writes: np.ndarray
+    reads: np.ndarray
+    by_cpu: dict[int, np.ndarray] = field(default_factory=dict)
+    by_tid: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def nr_regions(self) -> int:
+        return len(self.start)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return (self.end - self.start).astype(np.uint64)
