@@ -17,8 +17,12 @@ _C_TYPES = {"__u8": "u1", "__u16": "u2", "__u32": "u4", "__u64": "u8"}
 
 
 def bpf_dir() -> Path:
-    """Directory of the installed C sources (``damon_bpf/bpf`` inside the package)."""
-    return Path(str(resources.files("damon_bpf") / "bpf"))
+    """Directory of the C sources: ``damon_bpf/bpf`` inside the installed package, or the
+    top-level ``bpf/`` when the package is imported straight from a source checkout."""
+    installed = Path(str(resources.files("damon_bpf") / "bpf"))
+    if installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parent.parent / "bpf"
 
 
 def _header_text() -> str:

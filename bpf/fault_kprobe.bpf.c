@@ -1,0 +1,27 @@
+/* Sources "kprobe" and "fentry": handle_mm_fault(vma, address, flags, regs), any architecture.
+ * Only user-mode faults (FAULT_FLAG_USER) count, and a retried fault (FAULT_FLAG_TRIED) is not
+ * counted twice, so the events match the tracepoint's. enum fault_flag values since Linux 5.11. */
+#include "report.bpf.h"
+
+#define FAULT_FLAG_WRITE 0x1
+#define FAULT_FLAG_TRIED 0x20
+#define FAULT_FLAG_USER 0x40
+
+static __always_inline int on_fault(unsigned long address, unsigned int flags)
+{
+	if (!(flags & FAULT_FLAG_USER) || (flags & FAULT_FLAG_TRIED))
+		return 0;
+	return report_access(address, (flags & FAULT_FLAG_WRITE) ? ACCESS_WRITE : ACCESS_READ);
+}
+
+#if USE_FENTRY
+KFUNC_PROBE(handle_mm_fault, void *vma, unsigned long address, unsigned int flags, void *regs)
+{
+	return on_fault(address, flags);
+}
+#else
+int kprobe__handle_mm_fault(struct pt_regs *ctx, void *vma, unsigned long address, unsigned int flags)
+{
+	return on_fault(address, flags);
+}
+#endif

@@ -1,0 +1,9 @@
+/* Source "perf-fault": the perf software page-faults event with sample_period 1. The sample gives the
+ * address, not the kind of access, so writes are reported as unknown rather than guessed. */
+#include <uapi/linux/bpf_perf_event.h>
+#include "report.bpf.h"
+
+int on_page_fault(struct bpf_perf_event_data *ctx)
+{
+	return report_access(ctx->addr, ACCESS_UNKNOWN);
+}

@@ -1,0 +1,10 @@
+/* Source "tracepoint": exceptions:page_fault_user (x86). Fires once per user-mode page fault;
+ * error_code bit 1 is set for a write. */
+#include "report.bpf.h"
+
+#define X86_PF_WRITE 0x2
+
+TRACEPOINT_PROBE(exceptions, page_fault_user)
+{
+	return report_access(args->address, (args->error_code & X86_PF_WRITE) ? ACCESS_WRITE : ACCESS_READ);
+}

@@ -1,0 +1,46 @@
+"""Options shared by the commands that monitor a process (trace, record, live)."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from damon_bpf.filters import build_filters
+from damon_bpf.sources.host import SOURCE_ORDER
+from damon_bpf.sources.targets import Targets
+from damon_bpf.sources.tracer import DEFAULT_RING_BYTES, Tracer
+
+_OPTIONS = [
+    click.option("-p", "--pid", "pids", type=int, multiple=True, help="Monitor this process (all its threads); repeatable."),
+    click.option("--follow-children", is_flag=True, help="Add child processes as they fork."),
+    click.option("--source", type=click.Choice(("auto",) + SOURCE_ORDER), default="auto", show_default=True,
+                 help="Where access reports come from (see `damon-bpf probe`)."),
+    click.option("--cpus", metavar="CPULIST", help="Keep only reports from these CPUs (e.g. 0-3,8)."),
+    click.option("--tids", metavar="TIDS", help="Keep only reports from these threads (e.g. 1234,1240)."),
+    click.option("--write-only", is_flag=True, help="Keep only writes."),
+    click.option("--read-only", is_flag=True, help="Keep only reads."),
+    click.option("--filter", "filter_specs", metavar="TYPE:MATCHING:ALLOW[:ARG]", multiple=True,
+                 help="A DAMON sample filter (cpumask|threads|write), applied in order after the shorthands; repeatable."),
+    click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+                 help="Stop after this long (default: until Ctrl-C or the targets exit)."),
+    click.option("--ring-mb", type=click.IntRange(1, 4096), default=DEFAULT_RING_BYTES >> 20, show_default=True,
+                 help="Ring buffer size; 64 MiB holds 1 s of reports at 1M events/s."),
+    click.argument("command", nargs=-1, type=click.UNPROCESSED),
+]
+
+
+def monitor_options(func):
+    """Decorate a command with the target, source and filter options."""
+    for option in reversed(_OPTIONS):
+        func = option(func)
+    return functools.wraps(func)(func)
+
+
+def open_monitor(options: dict) -> tuple[Tracer, Targets]:
+    """Check the cheap things first (filters, targets), then load the BPF program."""
+    filters = build_filters(options["cpus"], options["tids"], options["write_only"], options["read_only"],
+                            options["filter_specs"])
+    targets = Targets(options["pids"], options["command"], options["follow_children"])
+    tracer = Tracer(options["source"], filters, options["follow_children"], options["ring_mb"] << 20)
+    return tracer, targets

@@ -1,0 +1,42 @@
+"""``damon-bpf trace``: stream attributed access reports."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from cli.options import monitor_options, open_monitor
+from damon_bpf.errors import DamonBpfError
+from damon_bpf.eventlog import FORMATS, EventWriter
+from damon_bpf.session import Session
+
+
+@click.command(context_settings={"ignore_unknown_options": False})
+@monitor_options
+@click.option("-o", "--output", default="-", show_default=True, help="Where events go ('-' is stdout).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True,
+              help="jsonl: one object per event; binary: raw access records (numpy.fromfile with ACCESS_DTYPE).")
+@click.option("--summary-json", type=click.Path(dir_okay=False, writable=True), help="Write the accounting here as JSON.")
+def trace(output: str, fmt: str, summary_json: str | None, **options) -> None:
+    """Stream memory access reports of a process: -p PID, or -- COMMAND ARGS..."""
+    writer = EventWriter(output, fmt)
+    tracer, targets = open_monitor(options)
+    session = Session(tracer, targets, options["duration"])
+    try:
+        result = session.run(writer.write)
+    finally:
+        try:
+            writer.close()
+        finally:
+            tracer.close()
+    click.echo(f"damon-bpf: {result.summary_line()}", err=True)
+    if summary_json:
+        try:
+            with open(summary_json, "w") as stream:
+                json.dump(result.as_dict(), stream, indent=1)
+        except OSError as err:
+            raise DamonBpfError(f"cannot write {summary_json}: {err.strerror}") from None
+    if result.reason == "targets-exited" and options["pids"] and options["duration"]:
+        raise DamonBpfError(f"target process {', '.join(map(str, result.exited))} exited before --duration ran out; "
+                            "everything up to then was written")

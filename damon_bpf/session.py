@@ -1,0 +1,102 @@
+"""The run loop shared by trace, record and live: drain the source on a short timer, hand batches on,
+watch the targets, and end cleanly on a duration, Ctrl-C, SIGTERM or the targets' exit."""
+
+from __future__ import annotations
+
+import resource
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from damon_bpf.sources.targets import Targets
+from damon_bpf.sources.tracer import Accounting, Tracer
+
+POLL_INTERVAL_S = 0.01    # drain period: the ring needs no wakeups, so this bounds latency only
+TARGET_CHECK_S = 0.1
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class RunResult:
+    reason: str                      # "duration", "interrupted", "targets-exited"
+    elapsed_s: float
+    cpu_s: float                     # the collector's own CPU time during the run
+    accounting: Accounting
+    exited: list[int] = field(default_factory=list)
+    exit_status: int | None = None   # of a command we started
+
+    @property
+    def events_per_s(self) -> float:
+        return self.accounting.delivered / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def summary_line(self) -> str:
+        acc = self.accounting
+        return (f"{acc.seen} events seen, {acc.delivered} delivered, {acc.filtered} filtered, {acc.lost} lost "
+                f"in {self.elapsed_s:.2f} s ({self.events_per_s:.0f} events/s); collector CPU {self.cpu_s:.2f} s "
+                f"({100 * self.cpu_s / max(self.elapsed_s, 1e-9):.1f}% of a core); ended: {self.reason}")
+
+    def as_dict(self) -> dict:
+        return {**self.accounting.as_dict(), "duration_s": self.elapsed_s, "events_per_s": self.events_per_s,
+                "cpu_s": self.cpu_s, "reason": self.reason, "exited": self.exited, "exit_status": self.exit_status}
+
+
+class Session:
+    """One monitoring run over a loaded tracer and a target set."""
+
+    def __init__(self, tracer: Tracer, targets: Targets, duration_s: float | None = None,
+                 poll_interval_s: float = POLL_INTERVAL_S) -> None:
+        self.tracer = tracer
+        self.targets = targets
+        self.duration_s = duration_s
+        self.poll_interval_s = poll_interval_s
+        self.stop_reason: str | None = None
+
+    def request_stop(self, reason: str = "interrupted") -> None:
+        self.stop_reason = self.stop_reason or reason
+
+    def run(self, on_batch: Callable[[np.ndarray], None],
+            on_tick: Callable[[int], None] | None = None) -> RunResult:
+        """Run until stopped. ``on_batch`` gets every delivered record exactly once, ``on_tick`` the
+        monotonic time in ns after each drain. A failing callback still leaves the kernel side quiet."""
+        previous = {sig: signal.signal(sig, lambda *_: self.request_stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        start, cpu_start = time.monotonic(), cpu_seconds()
+        try:
+            self.targets.attach(self.tracer)
+            self._loop(on_batch, on_tick, start)
+        finally:
+            try:
+                last = self.tracer.quiesce()
+                if len(last):
+                    on_batch(last)
+            finally:
+                self.targets.close()
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+        return RunResult(self.stop_reason or "interrupted", time.monotonic() - start, cpu_seconds() - cpu_start,
+                         self.tracer.accounting(), list(self.targets.exited), self.targets.exit_status())
+
+    def _loop(self, on_batch, on_tick, start: float) -> None:
+        next_check = start
+        while self.stop_reason is None:
+            batch = self.tracer.drain()
+            if len(batch):
+                on_batch(batch)
+            now = time.monotonic()
+            if on_tick is not None:
+                on_tick(time.monotonic_ns())
+            if self.duration_s is not None and now - start >= self.duration_s:
+                self.request_stop("duration")
+            elif now >= next_check:
+                next_check = now + TARGET_CHECK_S
+                self.targets.update(self.tracer)
+                if not self.targets.alive:
+                    self.request_stop("targets-exited")
+            if self.stop_reason is None:
+                time.sleep(self.poll_interval_s)

@@ -1,0 +1,146 @@
+"""A loaded access source: targets and filters in, batches of access reports and accounting out."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import mmap
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from damon_bpf.access import ACCESS_DTYPE, FILTER_TYPES, MAX_FILTERS, constants
+from damon_bpf.errors import HostError, UsageError
+from damon_bpf.filters import SampleFilter
+from damon_bpf.sources import host
+from damon_bpf.sources.program import LoadError, compile_program, ring_pages
+from damon_bpf.sources.ringbuf import RingReader
+
+DEFAULT_RING_BYTES = 64 << 20  # 1 s of reader pause at 1M events/s is 40 MB of records
+_C = constants()
+
+
+@dataclass
+class FilterCount:
+    spec: str
+    passed: int
+    rejected: int
+
+
+@dataclass
+class Accounting:
+    """Every report of a target process, counted in the kernel: seen = delivered + filtered + lost."""
+
+    seen: int = 0
+    delivered: int = 0
+    lost: int = 0
+    filters: list[FilterCount] = field(default_factory=list)
+
+    @property
+    def filtered(self) -> int:
+        return sum(count.rejected for count in self.filters)
+
+    def as_dict(self) -> dict:
+        return {
+            "seen": self.seen,
+            "delivered": self.delivered,
+            "lost": self.lost,
+            "filtered": {
+                "total": self.filtered,
+                "filters": [{"filter": c.spec, "passed": c.passed, "rejected": c.rejected} for c in self.filters],
+            },
+        }
+
+
+class Tracer:
+    """One access source loaded in the kernel, with its target set, filters and ring reader."""
+
+    def __init__(self, source: str = "auto", filters: Sequence[SampleFilter] = (),
+                 follow_children: bool = False, ring_bytes: int = DEFAULT_RING_BYTES) -> None:
+        host.require_privileges()
+        self.source = host.choose_source(source)
+        self.follow_children = follow_children
+        self._check_filters(filters)
+        try:
+            self.bpf = compile_program(self.source, ring_bytes, follow_children)
+        except LoadError as err:
+            others = host.usable_sources(exclude=self.source)
+            raise HostError(f"{err}; try --source {others[0] if others else 'auto'}") from None
+        self._targets = self.bpf["targets"]
+        self._pending = self.bpf["pending_exec"]
+        ring = self.bpf["accesses"]
+        self.reader = RingReader(ring.map_fd, ring_pages(ring_bytes) * mmap.PAGESIZE, ACCESS_DTYPE)
+        self.filters: list[SampleFilter] = []
+        self.set_filters(filters)
+
+    def _check_filters(self, filters: Sequence[SampleFilter]) -> None:
+        if len(filters) > MAX_FILTERS:
+            raise UsageError(f"too many sample filters: {len(filters)} (at most {MAX_FILTERS})")
+        if self.source == "perf-fault" and any(f.kind == "write" for f in filters):
+            others = host.usable_sources(exclude="perf-fault")
+            raise UsageError("the perf-fault source cannot tell writes from reads, so write/read filters cannot "
+                             f"apply; use --source {others[0] if others else 'tracepoint'}")
+
+    def set_filters(self, filters: Sequence[SampleFilter]) -> None:
+        """Install an ordered filter list (replacing the previous one) and zero the counters."""
+        self._check_filters(filters)
+        table, tids = self.bpf["filters"], self.bpf["filter_tids"]
+        tids.clear()
+        for index in range(MAX_FILTERS):
+            leaf = table.Leaf()
+            if index < len(filters):
+                self._encode(leaf, filters[index], index, tids)
+            table[ct.c_int(index)] = leaf
+        self.filters = list(filters)
+        self.bpf["counters"].clear()
+
+    @staticmethod
+    def _encode(leaf, sample_filter: SampleFilter, index: int, tids) -> None:
+        leaf.type = FILTER_TYPES[sample_filter.kind]
+        leaf.matching = int(sample_filter.matching)
+        leaf.allow = int(sample_filter.allow)
+        for cpu in sample_filter.cpus:
+            leaf.cpus[cpu // 64] |= 1 << (cpu % 64)
+        for tid in sample_filter.tids:
+            tids[ct.c_uint64(index << 32 | tid)] = ct.c_uint8(1)
+
+    def add_target(self, pid: int) -> None:
+        self._targets[ct.c_uint32(pid)] = ct.c_uint8(1)
+
+    def add_on_exec(self, pid: int) -> None:
+        """Make ``pid`` a target from its next exec on (for commands we launch)."""
+        self._pending[ct.c_uint32(pid)] = ct.c_uint8(1)
+
+    def remove_target(self, pid: int) -> None:
+        try:
+            del self._targets[ct.c_uint32(pid)]
+        except KeyError:
+            pass
+
+    def kernel_targets(self) -> set[int]:
+        return {key.value for key in self._targets.keys()}
+
+    def drain(self) -> np.ndarray:
+        return self.reader.read()
+
+    def accounting(self) -> Accounting:
+        counters = self.bpf["counters"]
+        totals = [sum(counters[ct.c_int(slot)]) for slot in range(_C["NR_COUNTERS"])]
+        base = _C["COUNTER_FILTER_BASE"]
+        filters = [FilterCount(f.describe(), totals[base + 2 * i], totals[base + 2 * i + 1])
+                   for i, f in enumerate(self.filters)]
+        return Accounting(totals[_C["COUNTER_SEEN"]], totals[_C["COUNTER_DELIVERED"]], totals[_C["COUNTER_LOST"]],
+                          filters)
+
+    def quiesce(self, grace_s: float = 0.02) -> np.ndarray:
+        """Stop taking reports (empty the target set), let running programs finish, and return the
+        last records, so the accounting read afterwards is exact."""
+        self._pending.clear()
+        self._targets.clear()
+        time.sleep(grace_s)
+        return self.drain()
+
+    def close(self) -> None:
+        self.reader.close()
+        self.bpf.cleanup()

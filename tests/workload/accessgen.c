@@ -1,0 +1,156 @@
+/* accessgen: a workload with known memory accesses, for tests and benchmarks.
+ *
+ *   accessgen [--wait] [--duration SECONDS] NAME:CPU:MODE:KIB:PASSES ...
+ *
+ * Each spec starts one thread named NAME, pinned to CPU (-1: not pinned), that maps KIB KiB of fresh
+ * anonymous memory (no huge pages) and, PASSES times (0: until --duration runs out), touches every
+ * page once (MODE r = read, w = write) and then drops the pages with MADV_DONTNEED, so every touch
+ * is a page fault. The ground truth is printed as JSON on stdout before the threads start:
+ *   {"pid":P,"page_size":S,"threads":[{"name":..,"tid":..,"cpu":..,"mode":"w","start":A,"end":B},..]}
+ * With --wait the threads start only after a line is read from stdin (so a tracer can attach first).
+ * At the end one more JSON line gives each thread's touches and the elapsed time:
+ *   {"elapsed_s":T,"threads":[{"tid":..,"touches":N},..]}
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+struct worker {
+	char name[16];
+	int cpu;
+	char mode;
+	size_t bytes;
+	long passes;
+	char *mem;
+	pid_t tid;
+	long touches;
+	pthread_t thread;
+};
+
+static pthread_barrier_t ready, go;
+static double duration_s;
+static long page_size;
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void pin(int cpu)
+{
+	cpu_set_t set;
+	if (cpu < 0)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set)) {
+		perror("sched_setaffinity");
+		exit(2);
+	}
+}
+
+static void one_pass(struct worker *w)
+{
+	volatile char *p = w->mem;
+	char sink = 0;
+	for (size_t off = 0; off < w->bytes; off += page_size) {
+		if (w->mode == 'w')
+			p[off] = 1;
+		else
+			sink += p[off];
+	}
+	(void)sink;
+	w->touches += w->bytes / page_size;
+	madvise(w->mem, w->bytes, MADV_DONTNEED);
+}
+
+static void *run(void *arg)
+{
+	struct worker *w = arg;
+	prctl(PR_SET_NAME, w->name);
+	pin(w->cpu);
+	w->tid = syscall(SYS_gettid);
+	w->mem = mmap(NULL, w->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (w->mem == MAP_FAILED) {
+		perror("mmap");
+		exit(2);
+	}
+	madvise(w->mem, w->bytes, MADV_NOHUGEPAGE); /* one fault per small page, always */
+	pthread_barrier_wait(&ready);
+	pthread_barrier_wait(&go);
+	double end = now_s() + duration_s;
+	for (long i = 0; w->passes == 0 ? now_s() < end : i < w->passes; i++)
+		one_pass(w);
+	return NULL;
+}
+
+static int parse_spec(const char *spec, struct worker *w)
+{
+	char name[16];
+	long kib;
+	if (sscanf(spec, "%15[^:]:%d:%c:%ld:%ld", name, &w->cpu, &w->mode, &kib, &w->passes) != 5)
+		return -1;
+	if ((w->mode != 'r' && w->mode != 'w') || kib <= 0 || w->passes < 0)
+		return -1;
+	strcpy(w->name, name);
+	w->bytes = (size_t)kib * 1024;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	int wait = 0, n = 0;
+	struct worker *workers = calloc(argc, sizeof(*workers));
+	page_size = sysconf(_SC_PAGESIZE);
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--wait"))
+			wait = 1;
+		else if (!strcmp(argv[i], "--duration") && i + 1 < argc)
+			duration_s = atof(argv[++i]);
+		else if (parse_spec(argv[i], &workers[n++])) {
+			fprintf(stderr, "accessgen: bad thread spec '%s' (NAME:CPU:r|w:KIB:PASSES)\n", argv[i]);
+			return 2;
+		}
+	}
+	if (!n) {
+		fprintf(stderr, "usage: accessgen [--wait] [--duration S] NAME:CPU:r|w:KIB:PASSES ...\n");
+		return 2;
+	}
+	pthread_barrier_init(&ready, NULL, n + 1);
+	pthread_barrier_init(&go, NULL, n + 1);
+	for (int i = 0; i < n; i++)
+		pthread_create(&workers[i].thread, NULL, run, &workers[i]);
+	pthread_barrier_wait(&ready);
+
+	printf("{\"pid\":%d,\"page_size\":%ld,\"threads\":[", getpid(), page_size);
+	for (int i = 0; i < n; i++)
+		printf("%s{\"name\":\"%s\",\"tid\":%d,\"cpu\":%d,\"mode\":\"%c\",\"start\":%lu,\"end\":%lu}",
+		       i ? "," : "", workers[i].name, workers[i].tid, workers[i].cpu, workers[i].mode,
+		       (unsigned long)workers[i].mem, (unsigned long)(workers[i].mem + workers[i].bytes));
+	printf("]}\n");
+	fflush(stdout);
+	if (wait) {
+		char line[64];
+		if (!fgets(line, sizeof(line), stdin))
+			return 3;
+	}
+	double start = now_s();
+	pthread_barrier_wait(&go);
+	for (int i = 0; i < n; i++)
+		pthread_join(workers[i].thread, NULL);
+	printf("{\"elapsed_s\":%.6f,\"threads\":[", now_s() - start);
+	for (int i = 0; i < n; i++)
+		printf("%s{\"tid\":%d,\"touches\":%ld}", i ? "," : "", workers[i].tid, workers[i].touches);
+	printf("]}\n");
+	return 0;
+}
