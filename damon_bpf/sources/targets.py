@@ -61,10 +61,9 @@ class _ProcEvents:
         return events
 
     def close(self) -> None:
-        try:
-            self.socket.control(listen=False)
-        finally:
-            self.socket.close()
+        # Closing the socket leaves the multicast group; control(listen=False) would wait for a reply
+        # that can be queued behind other process events and hang.
+        self.socket.close()
 
 
 class Targets:

@@ -9,7 +9,8 @@
  *   {"pid":P,"page_size":S,"threads":[{"name":..,"tid":..,"cpu":..,"mode":"w","start":A,"end":B},..]}
  * With --wait the threads start only after a line is read from stdin (so a tracer can attach first).
  * At the end one more JSON line gives each thread's touches and the elapsed time:
- *   {"elapsed_s":T,"threads":[{"tid":..,"touches":N},..]}
+ *   {"elapsed_s":T,"threads":[{"tid":..,"touches":N,"go_ns":G,"done_ns":D},..]}
+ * where [go_ns, done_ns] (CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns) is when the thread made its passes.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -32,6 +33,8 @@ struct worker {
 	char *mem;
 	pid_t tid;
 	long touches;
+	long long go_ns;   /* CLOCK_MONOTONIC, as bpf_ktime_get_ns(): when this thread began its passes */
+	long long done_ns; /* ... and when it finished them */
 	pthread_t thread;
 };
 
@@ -46,17 +49,29 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void pin(int cpu)
+static long long now_ns(void)
 {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Pinned from creation, so even the thread's first instruction runs on its CPU. */
+static void start_pinned(struct worker *w, void *(*fn)(void *))
+{
+	pthread_attr_t attr;
 	cpu_set_t set;
-	if (cpu < 0)
-		return;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	if (sched_setaffinity(0, sizeof(set), &set)) {
-		perror("sched_setaffinity");
+	pthread_attr_init(&attr);
+	if (w->cpu >= 0) {
+		CPU_ZERO(&set);
+		CPU_SET(w->cpu, &set);
+		pthread_attr_setaffinity_np(&attr, sizeof(set), &set);
+	}
+	if (pthread_create(&w->thread, &attr, fn, w)) {
+		fprintf(stderr, "accessgen: cannot start thread %s on CPU %d\n", w->name, w->cpu);
 		exit(2);
 	}
+	pthread_attr_destroy(&attr);
 }
 
 static void one_pass(struct worker *w)
@@ -78,7 +93,6 @@ static void *run(void *arg)
 {
 	struct worker *w = arg;
 	prctl(PR_SET_NAME, w->name);
-	pin(w->cpu);
 	w->tid = syscall(SYS_gettid);
 	w->mem = mmap(NULL, w->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (w->mem == MAP_FAILED) {
@@ -88,9 +102,11 @@ static void *run(void *arg)
 	madvise(w->mem, w->bytes, MADV_NOHUGEPAGE); /* one fault per small page, always */
 	pthread_barrier_wait(&ready);
 	pthread_barrier_wait(&go);
+	w->go_ns = now_ns();
 	double end = now_s() + duration_s;
 	for (long i = 0; w->passes == 0 ? now_s() < end : i < w->passes; i++)
 		one_pass(w);
+	w->done_ns = now_ns();
 	return NULL;
 }
 
@@ -129,7 +145,7 @@ int main(int argc, char **argv)
 	pthread_barrier_init(&ready, NULL, n + 1);
 	pthread_barrier_init(&go, NULL, n + 1);
 	for (int i = 0; i < n; i++)
-		pthread_create(&workers[i].thread, NULL, run, &workers[i]);
+		start_pinned(&workers[i], run);
 	pthread_barrier_wait(&ready);
 
 	printf("{\"pid\":%d,\"page_size\":%ld,\"threads\":[", getpid(), page_size);
@@ -150,7 +166,8 @@ int main(int argc, char **argv)
 		pthread_join(workers[i].thread, NULL);
 	printf("{\"elapsed_s\":%.6f,\"threads\":[", now_s() - start);
 	for (int i = 0; i < n; i++)
-		printf("%s{\"tid\":%d,\"touches\":%ld}", i ? "," : "", workers[i].tid, workers[i].touches);
+		printf("%s{\"tid\":%d,\"touches\":%ld,\"go_ns\":%lld,\"done_ns\":%lld}", i ? "," : "",
+		       workers[i].tid, workers[i].touches, workers[i].go_ns, workers[i].done_ns);
 	printf("]}\n");
 	return 0;
 }
