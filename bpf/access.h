@@ -38,12 +38,16 @@ struct sample_filter {
 	__u64 cpus[MAX_CPUS / 64];  /* FILTER_CPUMASK argument: bitmap of CPUs */
 };
 
-/* Slots of the per-CPU counters array. Filter i uses COUNTER_FILTER_BASE + 2*i (passed)
- * and COUNTER_FILTER_BASE + 2*i + 1 (rejected). */
+/* Slots of the per-CPU counters (one array value, so an event costs one map lookup). Filter i uses
+ * COUNTER_FILTER_BASE + 2*i (passed) and COUNTER_FILTER_BASE + 2*i + 1 (rejected). */
 #define COUNTER_SEEN 0       /* reports of target processes, before any filter */
 #define COUNTER_DELIVERED 1  /* written into the ring buffer */
 #define COUNTER_LOST 2       /* passed every filter but the ring buffer was full */
 #define COUNTER_FILTER_BASE 3
 #define NR_COUNTERS (COUNTER_FILTER_BASE + 2 * MAX_FILTERS)
+
+struct counters {
+	__u64 slot[NR_COUNTERS];
+};
 
 #endif

@@ -12,14 +12,7 @@ BPF_HASH(targets, u32, u8, 65536);        /* thread group ids being monitored */
 BPF_HASH(pending_exec, u32, u8, 64);      /* processes we started: targets from their exec on */
 BPF_ARRAY(filters, struct sample_filter, MAX_FILTERS);
 BPF_HASH(filter_tids, u64, u8, 65536);    /* (filter index << 32 | tid) for FILTER_THREADS */
-BPF_PERCPU_ARRAY(counters, u64, NR_COUNTERS);
-
-static __always_inline void count(u32 slot)
-{
-	u64 *counter = counters.lookup(&slot);
-	if (counter)
-		(*counter)++;
-}
+BPF_PERCPU_ARRAY(counters, struct counters, 1);
 
 static __always_inline int filter_matches(struct sample_filter *filter, u32 index, u32 cpu, u32 tid, u8 write)
 {
@@ -37,7 +30,7 @@ static __always_inline int filter_matches(struct sample_filter *filter, u32 inde
 
 /* DAMON RFC semantics as documented (shared/damon-reference.md section 4): a report passes iff every
  * filter is satisfied; filters run in order and the first unsatisfied one rejects (and counts) it. */
-static __always_inline int passes_filters(u32 cpu, u32 tid, u8 write)
+static __always_inline int passes_filters(struct counters *count, u32 cpu, u32 tid, u8 write)
 {
 #pragma unroll
 	for (u32 i = 0; i < MAX_FILTERS; i++) {
@@ -48,10 +41,10 @@ static __always_inline int passes_filters(u32 cpu, u32 tid, u8 write)
 		int match = filter_matches(filter, i, cpu, tid, write);
 		int satisfied = filter->allow ? (match == filter->matching) : (match != filter->matching);
 		if (!satisfied) {
-			count(COUNTER_FILTER_BASE + 2 * i + 1);
+			count->slot[COUNTER_FILTER_BASE + 2 * i + 1]++;
 			return 0;
 		}
-		count(COUNTER_FILTER_BASE + 2 * i);
+		count->slot[COUNTER_FILTER_BASE + 2 * i]++;
 	}
 	return 1;
 }
@@ -62,13 +55,17 @@ static __always_inline int report_access(u64 addr, u8 write)
 	u32 tgid = pid_tgid >> 32, tid = (u32)pid_tgid;
 	if (!targets.lookup(&tgid))
 		return 0;
+	u32 zero = 0;
+	struct counters *count = counters.lookup(&zero);
+	if (!count)
+		return 0;
 	u32 cpu = bpf_get_smp_processor_id();
-	count(COUNTER_SEEN);
-	if (!passes_filters(cpu, tid, write))
+	count->slot[COUNTER_SEEN]++;
+	if (!passes_filters(count, cpu, tid, write))
 		return 0;
 	struct access_record *record = accesses.ringbuf_reserve(sizeof(*record));
 	if (!record) {
-		count(COUNTER_LOST);
+		count->slot[COUNTER_LOST]++;
 		return 0;
 	}
 	record->addr = addr;
@@ -82,7 +79,7 @@ static __always_inline int report_access(u64 addr, u8 write)
 	/* No wakeup: the reader drains on a timer. A wakeup per event costs an IPI on the faulting
 	 * CPU and slowed the workload 1.6-2.7x on the CI machine (shared/collector-notes.md). */
 	accesses.ringbuf_submit(record, BPF_RB_NO_WAKEUP);
-	count(COUNTER_DELIVERED);
+	count->slot[COUNTER_DELIVERED]++;
 	return 0;
 }
 

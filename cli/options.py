@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-
 import click
 
+from damon_bpf.core.attrs import MonitoringAttrs
+from damon_bpf.core.layout import LAYOUT_MODES
 from damon_bpf.filters import build_filters
 from damon_bpf.sources.host import SOURCE_ORDER
 from damon_bpf.sources.targets import Targets
@@ -34,7 +34,7 @@ def monitor_options(func):
     """Decorate a command with the target, source and filter options."""
     for option in reversed(_OPTIONS):
         func = option(func)
-    return functools.wraps(func)(func)
+    return func
 
 
 def open_monitor(options: dict) -> tuple[Tracer, Targets]:
@@ -44,3 +44,32 @@ def open_monitor(options: dict) -> tuple[Tracer, Targets]:
     targets = Targets(options["pids"], options["command"], options["follow_children"])
     tracer = Tracer(options["source"], filters, options["follow_children"], options["ring_mb"] << 20)
     return tracer, targets
+
+
+_REGION_OPTIONS = [
+    click.option("--sample-us", type=int, default=MonitoringAttrs.sample_interval_us, show_default=True,
+                 help="DAMON sample interval (microseconds)."),
+    click.option("--aggr-us", type=int, default=MonitoringAttrs.aggr_interval_us, show_default=True,
+                 help="DAMON aggregation interval (microseconds)."),
+    click.option("--update-us", type=int, default=MonitoringAttrs.update_interval_us, show_default=True,
+                 help="How often the target's memory layout is re-read (microseconds)."),
+    click.option("--min-regions", type=int, default=MonitoringAttrs.min_nr_regions, show_default=True),
+    click.option("--max-regions", type=int, default=MonitoringAttrs.max_nr_regions, show_default=True),
+    click.option("--regions", type=click.Choice(LAYOUT_MODES), default="damon", show_default=True,
+                 help="damon: DAMON's three regions (skips the two largest gaps); all-mappings: every mapping."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random region splits."),
+]
+
+
+def region_options(func):
+    """Decorate a command with DAMON's monitoring attributes."""
+    for option in reversed(_REGION_OPTIONS):
+        func = option(func)
+    return func
+
+
+def monitoring_attrs(options: dict) -> MonitoringAttrs:
+    attrs = MonitoringAttrs(options["sample_us"], options["aggr_us"], options["update_us"], options["min_regions"],
+                            options["max_regions"])
+    attrs.validate()
+    return attrs

@@ -63,8 +63,10 @@ class Session:
 
     def run(self, on_batch: Callable[[np.ndarray], None],
             on_tick: Callable[[int], None] | None = None) -> RunResult:
-        """Run until stopped. ``on_batch`` gets every delivered record exactly once, ``on_tick`` the
-        monotonic time in ns after each drain. A failing callback still leaves the kernel side quiet."""
+        """Run until stopped. ``on_batch`` gets every delivered record exactly once; ``on_tick`` gets,
+        after each drain, the monotonic time in ns at which that drain began: every report that
+        happened before it has been handed to ``on_batch`` (give or take a report still being written
+        by a producer at that instant). A failing callback still leaves the kernel side quiet."""
         previous = {sig: signal.signal(sig, lambda *_: self.request_stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
         start, cpu_start = time.monotonic(), cpu_seconds()
         try:
@@ -85,12 +87,13 @@ class Session:
     def _loop(self, on_batch, on_tick, start: float) -> None:
         next_check = start
         while self.stop_reason is None:
+            drained_at = time.monotonic_ns()
             batch = self.tracer.drain()
             if len(batch):
                 on_batch(batch)
-            now = time.monotonic()
             if on_tick is not None:
-                on_tick(time.monotonic_ns())
+                on_tick(drained_at)
+            now = time.monotonic()
             if self.duration_s is not None and now - start >= self.duration_s:
                 self.request_stop("duration")
             elif now >= next_check:

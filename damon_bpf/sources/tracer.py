@@ -125,8 +125,8 @@ class Tracer:
         return self.reader.read()
 
     def accounting(self) -> Accounting:
-        counters = self.bpf["counters"]
-        totals = [sum(counters[ct.c_int(slot)]) for slot in range(_C["NR_COUNTERS"])]
+        per_cpu = self.bpf["counters"][ct.c_int(0)]
+        totals = [sum(cpu.slot[index] for cpu in per_cpu) for index in range(_C["NR_COUNTERS"])]
         base = _C["COUNTER_FILTER_BASE"]
         filters = [FilterCount(f.describe(), totals[base + 2 * i], totals[base + 2 * i + 1])
                    for i, f in enumerate(self.filters)]

@@ -5,7 +5,8 @@
  * Each spec starts one thread named NAME, pinned to CPU (-1: not pinned), that maps KIB KiB of fresh
  * anonymous memory (no huge pages) and, PASSES times (0: until --duration runs out), touches every
  * page once (MODE r = read, w = write) and then drops the pages with MADV_DONTNEED, so every touch
- * is a page fault. The ground truth is printed as JSON on stdout before the threads start:
+ * is a page fault. MODE c (cold) writes its range once before the threads start and then only
+ * sleeps until --duration runs out: mapped, resident, and never touched while monitored. The ground truth is printed as JSON on stdout before the threads start:
  *   {"pid":P,"page_size":S,"threads":[{"name":..,"tid":..,"cpu":..,"mode":"w","start":A,"end":B},..]}
  * With --wait the threads start only after a line is read from stdin (so a tracer can attach first).
  * At the end one more JSON line gives each thread's touches and the elapsed time:
@@ -100,10 +101,18 @@ static void *run(void *arg)
 		exit(2);
 	}
 	madvise(w->mem, w->bytes, MADV_NOHUGEPAGE); /* one fault per small page, always */
+	if (w->mode == 'c')
+		memset(w->mem, 1, w->bytes);
 	pthread_barrier_wait(&ready);
 	pthread_barrier_wait(&go);
 	w->go_ns = now_ns();
 	double end = now_s() + duration_s;
+	if (w->mode == 'c') {
+		while (now_s() < end)
+			usleep(10000);
+		w->done_ns = now_ns();
+		return NULL;
+	}
 	for (long i = 0; w->passes == 0 ? now_s() < end : i < w->passes; i++)
 		one_pass(w);
 	w->done_ns = now_ns();
@@ -116,7 +125,7 @@ static int parse_spec(const char *spec, struct worker *w)
 	long kib;
 	if (sscanf(spec, "%15[^:]:%d:%c:%ld:%ld", name, &w->cpu, &w->mode, &kib, &w->passes) != 5)
 		return -1;
-	if ((w->mode != 'r' && w->mode != 'w') || kib <= 0 || w->passes < 0)
+	if (!strchr("rwc", w->mode) || kib <= 0 || w->passes < 0)
 		return -1;
 	strcpy(w->name, name);
 	w->bytes = (size_t)kib * 1024;
@@ -134,12 +143,12 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--duration") && i + 1 < argc)
 			duration_s = atof(argv[++i]);
 		else if (parse_spec(argv[i], &workers[n++])) {
-			fprintf(stderr, "accessgen: bad thread spec '%s' (NAME:CPU:r|w:KIB:PASSES)\n", argv[i]);
+			fprintf(stderr, "accessgen: bad thread spec '%s' (NAME:CPU:r|w|c:KIB:PASSES)\n", argv[i]);
 			return 2;
 		}
 	}
 	if (!n) {
-		fprintf(stderr, "usage: accessgen [--wait] [--duration S] NAME:CPU:r|w:KIB:PASSES ...\n");
+		fprintf(stderr, "usage: accessgen [--wait] [--duration S] NAME:CPU:r|w|c:KIB:PASSES ...\n");
 		return 2;
 	}
 	pthread_barrier_init(&ready, NULL, n + 1);
