@@ -35,7 +35,10 @@ def main() -> None:
 
 
 from cli.probe import probe  # noqa: E402 - commands register on the group above
+from cli.record import record  # noqa: E402
+from cli.report import report  # noqa: E402
 from cli.trace import trace  # noqa: E402
+from cli.live import live  # noqa: E402
 
-cli.add_command(probe)
-cli.add_command(trace)
+for command in (probe, trace, record, report, live):
+    cli.add_command(command)

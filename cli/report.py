@@ -1,0 +1,175 @@
+"""``damon-bpf report``: heatmap, access, wss and breakdown reports from a record file."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+
+import click
+from rich.console import Console
+
+from damon_bpf.errors import DamonBpfError, UsageError
+from damon_bpf.recordfile import read_record
+from damon_bpf.reports import access as access_mod
+from damon_bpf.reports import breakdown as breakdown_mod
+from damon_bpf.reports import heatmap as heatmap_mod
+from damon_bpf.reports import wss as wss_mod
+
+_UNITS_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "min": 60 * 10**9, "m": 60 * 10**9}
+_LABEL_COLS = 17  # width heatmap row labels take on screen
+
+
+def _one_line_errors(func):
+    """Same one-line form as the top-level group, also when the group runs on its own (tests)."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except DamonBpfError as err:
+            click.echo(f"damon-bpf: error: {err}", err=True)
+            sys.exit(err.exit_code)
+    return wrapper
+
+
+def _common(func):
+    func = click.option("--target", "target_id", type=int, metavar="ID",
+                        help="Target id in the record (default: the first).")(func)
+    func = click.option("-i", "--input", "input_path", default="damon.data", show_default=True,
+                        type=click.Path(dir_okay=False), help="Record file to read.")(func)
+    return _one_line_errors(func)
+
+
+def _duration_ns(text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(ns|us|ms|s|min|m)?\s*", text, re.I)
+    if not m:
+        raise UsageError(f"bad time {text!r}: use a number with ns, us, ms, s or min "
+                         "(bare numbers are seconds)")
+    ns = float(m.group(1)) * _UNITS_NS[(m.group(2) or "s").lower()]
+    if not ns < 2**62:  # also inf, from 1e999
+        raise UsageError(f"time {text!r} is too large")
+    return round(ns)
+
+
+def _time_range(values: tuple[str, str] | None) -> tuple[int, int] | None:
+    if not values:
+        return None
+    start, end = (_duration_ns(v) for v in values)
+    if end <= start:
+        raise UsageError(f"--time-range end {values[1]} is not after its start {values[0]}")
+    return start, end
+
+
+def _address_range(values: tuple[str, str] | None) -> tuple[int, int] | None:
+    if not values:
+        return None
+    try:
+        start, end = (int(v, 0) for v in values)
+    except ValueError:
+        raise UsageError(f"bad --address-range {' '.join(values)}: use numbers such as "
+                         "0x7f0000000000 or 140737488355328") from None
+    if not 0 <= start < end <= 2**64:
+        raise UsageError(f"--address-range {values[0]} {values[1]} is empty or out of range")
+    return start, end
+
+
+def _json_out(obj: object) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+@click.group()
+def report() -> None:
+    """Reports from a record file (damon.data); damo's reports read the same file."""
+
+
+@report.command()
+@_common
+@click.option("--resol", nargs=2, type=click.IntRange(1, 2000), metavar="ROWS COLS",
+              help="Address cells x time cells (default: 30 x terminal width; 300 x 500 for "
+                   "images). Note damo's --resol is TIME ADDRESS.")
+@click.option("--address-range", nargs=2, metavar="START END",
+              help="Absolute addresses (default: the spans ever accessed, cold gaps skipped).")
+@click.option("--time-range", nargs=2, metavar="START END",
+              help="From the record's start, e.g. 2s 5.5s or 100ms 300ms (bare numbers: seconds).")
+@click.option("--output", default="stdout", show_default=True, metavar="stdout|raw|FILE",
+              help="Terminal, damo's raw '<time> <address> <heat>' lines, or an image (.png/.svg/.pdf).")
+@click.option("--by", type=click.Choice(["cpu", "tid", "rw"]),
+              help="One heatmap per CPU, per thread (busiest 8) or for reads and writes.")
+@click.option("--scale", type=click.Choice(["log", "linear"]), default="log", show_default=True,
+              help="Colour scale; log shows sparse accesses next to hot spots.")
+def heatmap(input_path, target_id, resol, address_range, time_range, output, by, scale) -> None:
+    """When which addresses were how often accessed (time on x, address on y)."""
+    records = read_record(input_path)
+    addr, times = _address_range(address_range), _time_range(time_range)
+    if output not in ("stdout", "raw"):
+        _to_image(records, output, by, resol or (300, 500), addr, times, target_id, scale)
+        click.echo(f"wrote {output}")
+        return
+    console = Console()
+    if resol is None:
+        resol = (30, max(10, console.width - _LABEL_COLS - 1))
+    maps = heatmap_mod.heatmaps(records, by, resol, addr, times, target_id)
+    if output == "raw":
+        click.echo("\n\n".join(heatmap_mod.raw_text(m) for m in maps))
+        return
+    # 16 colours cannot tell ten heat levels apart; characters can
+    color = not console.no_color and console.color_system in ("256", "truecolor")
+    console.print(heatmap_mod.render(maps, color=color, scale=scale))
+
+
+def _to_image(records, path, by, resol, addr, times, target_id, scale) -> None:
+    try:
+        heatmap_mod.to_png(records, path, by, resol, addr, times, target_id, scale)
+    except ValueError as err:  # matplotlib: unknown image format
+        raise UsageError(f"cannot draw {path}: {err}") from None
+    except OSError as err:
+        raise DamonBpfError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+@report.command()
+@_common
+@click.option("--snapshot", type=int, default=-1, show_default=True, metavar="N",
+              help="Snapshot index; negative counts from the end.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def access(input_path, target_id, snapshot, as_json) -> None:
+    """The regions of one snapshot: size, access frequency, age."""
+    result = access_mod.access(read_record(input_path), snapshot, target_id)
+    if as_json:
+        _json_out(access_mod.to_json(result))
+    else:
+        Console().print(access_mod.table(result))
+
+
+@report.command()
+@_common
+@click.option("--write", is_flag=True, help="Dirty set (regions written) and write rate.")
+@click.option("--skip", type=click.IntRange(0), default=0, show_default=True, metavar="N",
+              help="Leave out the first N snapshots (damo's --exclude_samples; damo skips 20).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def wss(input_path, target_id, write, skip, as_json) -> None:
+    """Working-set size over time, as percentiles."""
+    result = wss_mod.wss(read_record(input_path), target_id, write=write, skip=skip)
+    if as_json:
+        _json_out(wss_mod.to_json(result))
+    else:
+        Console().print(wss_mod.table(result))
+
+
+@report.command()
+@_common
+@click.option("--top", type=click.IntRange(1), default=10, show_default=True, metavar="N",
+              help="How many of the hottest regions.")
+@click.option("--snapshot", type=int, default=-1, show_default=True, metavar="N",
+              help="Snapshot whose regions are the layout; negative counts from the end.")
+@click.option("--time-range", nargs=2, metavar="START END",
+              help="Count reports only in this span from the record's start (e.g. 2s 5s).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def breakdown(input_path, target_id, top, snapshot, time_range, as_json) -> None:
+    """Share of the hottest regions' reports by CPU, thread, and reads vs writes."""
+    result = breakdown_mod.breakdown(read_record(input_path), top, snapshot, _time_range(time_range),
+                                     target_id)
+    if as_json:
+        _json_out(breakdown_mod.to_json(result))
+    else:
+        Console().print(breakdown_mod.table(result))

@@ -1,0 +1,8 @@
+"""Reports over record files, one module each: ``heatmap``, ``access`` (one snapshot's regions),
+``wss`` and ``breakdown``.
+
+Each takes ``list[TargetRecord]`` (from ``damon_bpf.recordfile.read_record``) and returns plain
+data, with ``table``/``render`` for rich renderables and ``to_json`` for JSON; nothing here knows
+about click. The modules' main functions share their module's name (``access.access``), so they
+are not re-exported here: that would hide the modules.
+"""

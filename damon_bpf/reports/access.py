@@ -1,0 +1,99 @@
+"""The regions of one snapshot with their access frequency and age (like ``damo report access``).
+
+Rates follow damo: ``hz = nr_accesses / aggregation seconds`` and
+``percent = nr_accesses * 100 / (aggr_us / sample_us)`` (the share of sample intervals in which
+the region was seen accessed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from rich import box
+from rich.table import Table
+
+from damon_bpf.recordfile import TargetRecord
+from damon_bpf.reports.common import fmt_addr, fmt_ns, fmt_size, pick_snapshot, select_target
+
+BAR = 8  # width of the heat bar column
+
+
+@dataclass
+class AccessRow:
+    start: int
+    end: int
+    size: int
+    nr_accesses: int
+    hz: float
+    percent: float
+    age: int  # aggregation intervals
+    age_s: float
+    reports: int
+    writes: int
+    reads: int
+
+
+@dataclass
+class AccessReport:
+    target_id: int
+    pid: int | None
+    snapshot: int  # index in the record (non-negative)
+    start_ns: int  # relative to the record's first snapshot
+    end_ns: int
+    sample_us: int
+    aggr_us: int
+    regions: list[AccessRow]
+
+    @property
+    def total_size(self) -> int:
+        return sum(r.size for r in self.regions)
+
+    @property
+    def accessed_size(self) -> int:
+        return sum(r.size for r in self.regions if r.nr_accesses > 0)
+
+
+def access(records: list[TargetRecord], snapshot: int = -1,
+           target_id: int | None = None) -> AccessReport:
+    """The regions of snapshot ``snapshot`` (default the last) of one target."""
+    rec = select_target(records, target_id)
+    snap = pick_snapshot(rec, snapshot)
+    index = snapshot % len(rec.snapshots)
+    per_s = 1e6 / rec.aggr_us
+    max_samples = rec.aggr_us / rec.sample_us
+    cols = zip(snap.start.tolist(), snap.end.tolist(), snap.nr_accesses.tolist(),
+               snap.age.tolist(), snap.nr_reports.tolist(), snap.writes.tolist(),
+               snap.reads.tolist())
+    rows = [AccessRow(s, e, e - s, n, n * per_s, n * 100.0 / max_samples, age,
+                      age * rec.aggr_us / 1e6, rep, w, r)
+            for s, e, n, age, rep, w, r in cols]
+    origin = rec.snapshots[0].start_ns
+    return AccessReport(rec.target_id, rec.pid, index, snap.start_ns - origin,
+                        snap.end_ns - origin, rec.sample_us, rec.aggr_us, rows)
+
+
+def to_json(report: AccessReport) -> dict:
+    """JSON-ready dict (plain numbers: bytes, Hz, seconds)."""
+    out = asdict(report)
+    out["total_size"] = report.total_size
+    out["accessed_size"] = report.accessed_size
+    return out
+
+
+def table(report: AccessReport) -> Table:
+    max_hz = 1e6 / report.sample_us  # accessed in every sample
+    t = Table(title=f"target {report.target_id}"
+              + (f" (pid {report.pid})" if report.pid is not None else "")
+              + f", snapshot {report.snapshot} [{fmt_ns(report.start_ns)}, "
+                f"{fmt_ns(report.end_ns)}), max {max_hz:.0f} Hz",
+              caption=f"{len(report.regions)} regions, {fmt_size(report.total_size)}, "
+                      f"accessed {fmt_size(report.accessed_size)}",
+              box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("start", "size", "access", "%", "", "age", "reports", "writes"):
+        t.add_column(name, justify="left" if name in ("start", "") else "right", no_wrap=True)
+    for r in report.regions:
+        bar = "█" * max(1, round(BAR * min(1.0, r.hz / max_hz))) if r.hz else ""
+        t.add_row(fmt_addr(r.start), fmt_size(r.size), f"{r.hz:.3g} Hz", f"{r.percent:.0f}",
+                  bar, f"{r.age_s:.3g} s", str(r.reports),
+                  f"{100 * r.writes / r.reports:.0f}%" if r.reports else "-")
+    return t

@@ -1,0 +1,152 @@
+"""Who touches the hottest regions: share of reports by CPU, by thread, reads vs writes.
+
+One aggregation holds few page-fault reports, so counts are summed over every snapshot in the
+time range. DAMON re-splits and merges regions each aggregation, so the regions of one snapshot
+(the last by default) serve as the layout, and each snapshot's counts are moved onto it in
+proportion to the bytes its regions overlap. Hotness is the layout region's time-averaged
+access frequency (Hz), computed the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from rich import box
+from rich.table import Table
+
+from damon_bpf.recordfile import TargetRecord
+from damon_bpf.reports.common import (bin_masses, fmt_addr, fmt_ns, fmt_size, in_time,
+                                      pick_snapshot, select_target)
+
+SHOWN_SOURCES = 3  # per region, the busiest CPUs / threads shown in the table
+
+
+@dataclass
+class RegionShare:
+    start: int
+    end: int
+    hz: float  # time-averaged access frequency
+    reports: float
+    reads: float
+    writes: float
+    by_cpu: dict[int, float] = field(default_factory=dict)
+    by_tid: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class Breakdown:
+    target_id: int
+    pid: int | None
+    nr_snapshots: int
+    span_ns: tuple[int, int]  # relative to the record's first snapshot
+    regions: list[RegionShare]  # hottest first
+    total: RegionShare  # every report in the time range, whatever the region
+
+
+def _share(counts: dict[int, float], total: float) -> dict[int, float]:
+    """Non-zero shares in [0, 1], biggest first."""
+    if total <= 0:
+        return {}
+    return {k: v / total for k, v in sorted(counts.items(), key=lambda kv: -kv[1]) if v > 0}
+
+
+def breakdown(records: list[TargetRecord], top: int = 10, snapshot: int = -1,
+              time_range: tuple[int, int] | None = None,
+              target_id: int | None = None) -> Breakdown:
+    """The ``top`` hottest regions of snapshot ``snapshot``'s layout with their report shares."""
+    rec = select_target(records, target_id)
+    layout = pick_snapshot(rec, snapshot)
+    snaps = [s for s in in_time(rec, time_range) if s.nr_regions]
+    lo, hi = layout.start.astype(np.float64), layout.end.astype(np.float64)
+    cpu_ids = sorted({c for s in snaps for c in s.by_cpu})
+    tid_ids = sorted({t for s in snaps for t in s.by_tid})
+    row = {("cpu", c): 4 + i for i, c in enumerate(cpu_ids)}
+    row.update({("tid", t): 4 + len(cpu_ids) + i for i, t in enumerate(tid_ids)})
+    moved = np.zeros((4 + len(row), len(lo)))
+    for s in snaps:  # every quantity of a snapshot moved onto the layout in one pass
+        mass = np.zeros((len(moved), s.nr_regions))
+        # nr_accesses is a per-region rate, not a count: spread it as rate x bytes
+        mass[0] = s.nr_accesses * (s.end - s.start).astype(np.float64)
+        mass[1], mass[2], mass[3] = s.nr_reports, s.reads, s.writes
+        for c, v in s.by_cpu.items():
+            mass[row["cpu", c]] = v
+        for t, v in s.by_tid.items():
+            mass[row["tid", t]] = v
+        moved += bin_masses(s.start, s.end, mass, lo, hi)
+    hz = moved[0] / (hi - lo) / max(1, len(snaps)) * 1e6 / rec.aggr_us
+    reports, reads, writes = moved[1], moved[2], moved[3]
+    cpus = {c: moved[row["cpu", c]] for c in cpu_ids}
+    tids = {t: moved[row["tid", t]] for t in tid_ids}
+    order = sorted(range(len(lo)), key=lambda i: (-hz[i], -reports[i], i))[:max(0, top)]
+    regions = [RegionShare(
+        int(layout.start[i]), int(layout.end[i]), float(hz[i]), float(reports[i]),
+        float(reads[i]), float(writes[i]),
+        _share({c: float(v[i]) for c, v in cpus.items()}, reports[i]),
+        _share({t: float(v[i]) for t, v in tids.items()}, reports[i])) for i in order]
+    origin = rec.snapshots[0].start_ns
+    span = ((snaps[0].start_ns - origin, snaps[-1].end_ns - origin) if snaps else (0, 0))
+    return Breakdown(rec.target_id, rec.pid, len(snaps), span, regions, _total(snaps))
+
+
+def _total(snaps) -> RegionShare:
+    reports = float(sum(int(s.nr_reports.sum()) for s in snaps))
+    cpus: dict[int, float] = {}
+    tids: dict[int, float] = {}
+    for s in snaps:
+        for c, v in s.by_cpu.items():
+            cpus[c] = cpus.get(c, 0.0) + float(v.sum())
+        for t, v in s.by_tid.items():
+            tids[t] = tids.get(t, 0.0) + float(v.sum())
+    lo = min((int(s.start[0]) for s in snaps), default=0)
+    hi = max((int(s.end[-1]) for s in snaps), default=0)
+    return RegionShare(lo, hi, 0.0, reports, float(sum(int(s.reads.sum()) for s in snaps)),
+                       float(sum(int(s.writes.sum()) for s in snaps)),
+                       _share(cpus, reports), _share(tids, reports))
+
+
+def to_json(b: Breakdown) -> dict:
+    def one(r: RegionShare) -> dict:
+        return {"start": r.start, "end": r.end, "size": r.size, "hz": r.hz,
+                "reports": r.reports, "reads": r.reads, "writes": r.writes,
+                "cpu_share": {str(k): v for k, v in r.by_cpu.items()},
+                "tid_share": {str(k): v for k, v in r.by_tid.items()}}
+    return {"target_id": b.target_id, "pid": b.pid, "nr_snapshots": b.nr_snapshots,
+            "span_ns": list(b.span_ns), "regions": [one(r) for r in b.regions],
+            "total": one(b.total)}
+
+
+def _top(shares: dict[int, float]) -> str:
+    shown = [f"{k}:{v:.0%}" for k, v in list(shares.items())[:SHOWN_SOURCES]]
+    rest = len(shares) - SHOWN_SOURCES
+    return " ".join(shown) + (f" +{rest}" if rest > 0 else "") if shown else "-"
+
+
+def _rw(r: RegionShare) -> str:
+    if r.reports <= 0:
+        return "-"
+    unknown = r.reports - r.reads - r.writes
+    text = f"{100 * r.reads / r.reports:.0f}/{100 * r.writes / r.reports:.0f}"
+    return text + (f" (?{unknown / r.reports:.0%})" if unknown > 0.005 * r.reports else "")
+
+
+def table(b: Breakdown) -> Table:
+    t = Table(title=f"target {b.target_id}" + (f" (pid {b.pid})" if b.pid is not None else "")
+              + f": hottest regions, reports over {b.nr_snapshots} snapshots "
+                f"[{fmt_ns(b.span_ns[0])}, {fmt_ns(b.span_ns[1])})",
+              caption="shares of each region's reports; cpu:share, tid:share, busiest first",
+              box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("start", "size", "access", "reports", "r/w %", "cpus", "threads"):
+        t.add_column(name, justify="left" if name in ("start", "cpus", "threads") else "right",
+                     no_wrap=name in ("start", "size", "access", "reports"))
+    for r in b.regions:
+        t.add_row(fmt_addr(r.start), fmt_size(r.size), f"{r.hz:.3g} Hz", f"{r.reports:.0f}",
+                  _rw(r), _top(r.by_cpu), _top(r.by_tid))
+    tot = b.total
+    t.add_row("all", "", "", f"{tot.reports:.0f}", _rw(tot), _top(tot.by_cpu), _top(tot.by_tid),
+              style="bold", end_section=False)
+    return t
