@@ -106,3 +106,19 @@ def test_every_ending_leaves_a_readable_record(tmp_path, accessgen, how):
     finally:
         target.kill()
         target.wait()
+
+
+def test_damo_reads_what_we_recorded(tmp_path, accessgen):
+    from test_damo_interop import _damo_wss, damo
+
+    from damon_bpf.reports import wss
+
+    _, rec, path = record(tmp_path, accessgen, ["hot:0:w:4096:0", "cold:1:c:4096:0"], seconds=3)
+    doc = json.loads(damo(tmp_path, "access", "-i", str(path), "--json"))
+    assert len(doc[0]["snapshots"]) == len(rec.snapshots)
+    assert [len(s["regions"]) for s in doc[0]["snapshots"]] == [s.nr_regions for s in rec.snapshots]
+    avg, percentiles = _damo_wss(damo(tmp_path, "wss", "-i", str(path), "--exclude_samples", "0", "--raw_number",
+                                      "--range", "0", "101", "25"))
+    ours = wss.wss([rec], percentiles=(0, 25, 50, 75, 100))
+    assert percentiles == ours.percentiles and percentiles[100] >= 4 << 20
+    assert damo(tmp_path, "heatmap", "-i", str(path), "--output", "raw").strip()
