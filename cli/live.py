@@ -1,0 +1,77 @@
+"""``damon-bpf live``: a live terminal heatmap of a process, with per-CPU, per-thread and
+read/write views; optionally recording at the same time."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+
+from cli.options import bind_record, monitor_options, monitoring_attrs, open_monitor, region_options
+from damon_bpf.errors import DamonBpfError
+from damon_bpf.live.app import LiveScreen, SnapshotPrinter
+from damon_bpf.live.model import LiveModel
+from damon_bpf.live.views import VIEW_NAMES
+from damon_bpf.recorder import Recorder, run_meta
+from damon_bpf.recordfile import RecordWriter
+from damon_bpf.session import Session
+
+
+@click.command()
+@monitor_options
+@region_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Also record to this file (the same file as `record -o`).")
+@click.option("--view", type=click.Choice(tuple(VIEW_NAMES)), default="all", show_default=True,
+              help="The view to start with (keys a, c, t, w switch later).")
+@click.option("--refresh-hz", type=click.FloatRange(0.2, 20), default=4.0, show_default=True,
+              help="Redraw the screen at most this often.")
+def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
+    """Watch a process's memory heat live: -p PID, or -- COMMAND ARGS...
+
+    \b
+    Keys: a all accesses, c by CPU, t by thread, w reads vs writes,
+          p pause the display (recording goes on), n next target, q quit.
+
+    When the output is not a terminal, prints one line per aggregation snapshot instead.
+    With NO_COLOR set, the heatmap uses plain characters instead of colours. A command's own
+    output shares the terminal (the next refresh draws over it): redirect it to keep the screen
+    clean, e.g. -- sh -c 'exec CMD > cmd.log 2>&1'.
+    """
+    attrs = monitoring_attrs(options)
+    writer = RecordWriter(output) if output else None
+    tracer, targets = open_monitor(options)
+    bind_record(tracer, writer)   # --source damon: kernel DAMON's snapshots go to the same file
+    recorder = Recorder(attrs, options["regions"], writer, run_meta(tracer.source, tracer.filters,
+                        list(options["command"]) or [f"-p {p}" for p in options["pids"]], options["regions"]),
+                        seed=options["seed"])
+    recorder.add_targets(targets.pids)
+    session = Session(tracer, targets, options["duration"])
+    console = Console()
+    if console.is_terminal and not console.is_dumb_terminal:
+        model = LiveModel()
+        display = LiveScreen(model, attrs, tracer, console, session.request_stop, VIEW_NAMES[view], refresh_hz,
+                             output)
+        recorder.listeners.append(model.on_snapshot)
+    else:
+        display = SnapshotPrinter(recorder.start_ns, session.request_stop)
+        recorder.listeners.append(display.on_snapshot)
+
+    def on_tick(now_ns: int) -> None:
+        recorder.on_tick(now_ns)  # closes snapshots, which reach the display through its listener
+        display.on_tick(now_ns)
+
+    result = None
+    try:
+        with display:
+            result = session.run(recorder.on_batch, on_tick)
+    finally:
+        try:
+            recorder.finish(result)
+        finally:
+            tracer.close()
+    snapshots = sum(s.snapshots for s in recorder.targets.values())
+    where = f", written to {output}" if output else ""
+    click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} "
+               f"target(s){where}", err=True)
+    if result.reason == "targets-exited" and options["pids"] and options["duration"]:
+        raise DamonBpfError(f"target process {', '.join(map(str, result.exited))} exited before --duration ran out")

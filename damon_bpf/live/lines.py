@@ -1,0 +1,28 @@
+"""One line per aggregation snapshot, for when the output is not a terminal (a pipe, a log file).
+
+key=value fields, so ``grep``/``awk`` can follow a run:
+``t=1.200 target=0 pid=42 regions=16 accessed=3 accessed_bytes=1048576 reports=512 reads=0
+writes=512 hottest=0x7f00-0x7f40 hottest_nr_accesses=20``
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from damon_bpf.core.snapshot import Snapshot
+
+
+def snapshot_line(target_id: int, pid: int, s: Snapshot, origin_ns: int) -> str:
+    """``t`` is the snapshot's end in seconds since the run started."""
+    accessed = s.nr_accesses > 0
+    fields = [f"t={(s.end_ns - origin_ns) / 1e9:.3f}", f"target={target_id}", f"pid={pid}",
+              f"regions={s.nr_regions}", f"accessed={int(accessed.sum())}",
+              f"accessed_bytes={int(s.sizes[accessed].sum())}", f"reports={int(s.nr_reports.sum())}",
+              f"reads={int(s.reads.sum())}", f"writes={int(s.writes.sum())}"]
+    if accessed.any():
+        # hottest by DAMON's frequency, the bigger one on ties (what a user looks for first)
+        i = int(np.lexsort((s.sizes, s.nr_accesses))[-1])
+        fields += [f"hottest={int(s.start[i]):#x}-{int(s.end[i]):#x}", f"hottest_nr_accesses={int(s.nr_accesses[i])}"]
+    else:
+        fields += ["hottest=-", "hottest_nr_accesses=0"]
+    return " ".join(fields)

@@ -1,0 +1,111 @@
+"""The full screen: header (target, view keys), heatmap, hottest regions table, footer (rates).
+
+Sizes are computed here, so the heatmap knows exactly how many cells it has: 80x24 stacks the
+table under the heatmap; wide terminals put it beside.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from rich.console import RenderableType
+from rich.layout import Layout
+from rich.text import Text
+
+from damon_bpf.live.views import VIEWS, View
+from damon_bpf.session import cpu_seconds
+
+SIDE_BY_SIDE_COLS = 150  # from this width the table goes beside the heatmap
+SIDE_TABLE_COLS = 92
+METER_PERIOD_S = 1.0  # footer rates are averaged over about this long
+
+
+@dataclass
+class Sizes:
+    heat: tuple[int, int]  # (width, height) of the heatmap panel, border included
+    table: tuple[int, int]
+    side_by_side: bool
+
+
+def sizes(width: int, height: int) -> Sizes:
+    body = max(4, height - 2)  # header and footer lines
+    if width >= SIDE_BY_SIDE_COLS:
+        return Sizes((width - SIDE_TABLE_COLS, body), (SIDE_TABLE_COLS, body), True)
+    table = min(14, max(5, body // 3))
+    return Sizes((width, body - table), (width, table), False)
+
+
+def compose(header: Text, heat: RenderableType, table: RenderableType, footer: Text, s: Sizes) -> Layout:
+    root = Layout()
+    body = Layout(name="body")
+    root.split_column(Layout(header, size=1), body, Layout(footer, size=1))
+    if s.side_by_side:
+        body.split_row(Layout(heat), Layout(table, size=s.table[0]))
+    else:
+        body.split_column(Layout(heat), Layout(table, size=s.table[1]))
+    return root
+
+
+def header(view: View, pid: int | None, comm: str, target: str, paused: bool, width: int) -> Text:
+    """Target on the left, keys on the right; the target's part is what gets cut to fit."""
+    keys = Text(no_wrap=True)
+    for v in VIEWS.values():  # the view on screen is highlighted
+        keys.append(f" {v.key}", style="bold")
+        keys.append(f" {v.hint}", style="reverse" if v is view else None)
+    keys.append(" │ p", style="bold")
+    keys.append(" pause" if not paused else " PAUSED", style="bold reverse red" if paused else None)
+    keys.append(" q", style="bold")
+    keys.append(" quit")
+    who = Text(no_wrap=True)
+    who.append(" damon-bpf ", style="bold reverse")
+    who.append(f" pid {pid} {comm}" if pid is not None else " waiting for the target")
+    if target:
+        who.append(f" {target}", style="dim")
+    who.append(" │")
+    room = width - keys.cell_len
+    if who.cell_len > room:
+        who = who[len(" damon-bpf "):]  # the badge goes first
+        who.truncate(max(0, room), overflow="ellipsis")
+    return Text.assemble(who, keys, no_wrap=True, overflow="ellipsis")
+
+
+def _count(n: float) -> str:
+    for unit, scale in (("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+class Meter:
+    """Footer numbers: event rate and the collector's own CPU share over the last second or so."""
+
+    def __init__(self, tracer) -> None:
+        self.tracer = tracer
+        self.start = self.at = time.monotonic()
+        self.cpu_at = cpu_seconds()
+        self.delivered_at = 0
+        self.events_per_s = 0.0
+        self.cpu_share = 0.0
+        self.accounting = tracer.accounting()
+
+    def sample(self) -> None:
+        now = time.monotonic()
+        if now - self.at < METER_PERIOD_S:
+            return
+        self.accounting = acc = self.tracer.accounting()
+        cpu = cpu_seconds()
+        self.events_per_s = (acc.delivered - self.delivered_at) / (now - self.at)
+        self.cpu_share = (cpu - self.cpu_at) / (now - self.at)
+        self.at, self.cpu_at, self.delivered_at = now, cpu, acc.delivered
+
+    def footer(self, regions: int, snapshots: int, output: str | None) -> Text:
+        acc = self.accounting
+        out = Text(no_wrap=True, overflow="ellipsis")
+        parts = [f" {time.monotonic() - self.start:.0f} s", f"{_count(self.events_per_s)} events/s",
+                 f"lost {_count(acc.lost)}", f"filtered {_count(acc.filtered)}", f"regions {regions}",
+                 f"collector CPU {100 * self.cpu_share:.0f}%"]
+        parts += [f"rec {output}"] if output else []
+        parts.append(f"snapshots {snapshots}")
+        out.append(" │ ".join(parts), style="red" if acc.lost else None)
+        return out
