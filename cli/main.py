@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -22,6 +23,14 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("damon-bpf: interrupted", err=True)
             sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as err:  # a bug of ours: still one line, and the output files are already closed
+            if os.environ.get("DAMON_BPF_DEBUG"):
+                raise
+            click.echo(f"damon-bpf: internal error: {type(err).__name__}: {err} "
+                       "(run with DAMON_BPF_DEBUG=1 for the traceback, and please report it)", err=True)
+            sys.exit(70)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
