@@ -19,7 +19,11 @@ static __always_inline int filter_matches(struct sample_filter *filter, u32 inde
 	if (filter->type == FILTER_CPUMASK) {
 		if (cpu >= MAX_CPUS)
 			return 0;
-		return (filter->cpus[(cpu / 64) & (MAX_CPUS / 64 - 1)] >> (cpu % 64)) & 1;
+		u32 word = cpu / 64;
+		/* Keep the mask below in the program: clang drops it after the check above, and the 6.1
+		 * verifier does not carry that check over to the index ("invalid access to map value"). */
+		asm volatile("" : "+r"(word));
+		return (filter->cpus[word & (MAX_CPUS / 64 - 1)] >> (cpu % 64)) & 1;
 	}
 	if (filter->type == FILTER_THREADS) {
 		u64 key = ((u64)index << 32) | tid;
