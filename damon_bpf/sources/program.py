@@ -7,7 +7,6 @@ import mmap
 import os
 
 from damon_bpf.access import bpf_dir
-from damon_bpf.errors import HostError
 from damon_bpf.sources import host, kheaders
 
 class LoadError(Exception):

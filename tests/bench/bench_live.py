@@ -13,7 +13,6 @@ nothing.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import re
@@ -22,7 +21,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 _spec = importlib.util.spec_from_file_location("bench_trace", Path(__file__).resolve().parent / "bench_trace.py")
@@ -76,11 +74,7 @@ def run_live_tmux(binary: str, seconds: float, mode: str, tmp: Path, tool: str) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--mode", choices=("w", "r"), default="w")
-    parser.add_argument("--damon-bpf", default=str(Path(sys.executable).parent / "damon-bpf"))
+    parser = bench_trace.base_parser(__doc__)
     parser.add_argument("--no-tmux", action="store_true", help="Skip the full-screen run.")
     args = parser.parse_args()
     tool = args.damon_bpf
@@ -90,13 +84,7 @@ def main() -> None:
             "damon-bpf live (pipe)": lambda *a: run_live_pipe(*a, tool=tool)}
     if shutil.which("tmux") and not args.no_tmux:
         rows["damon-bpf live (tmux)"] = lambda *a: run_live_tmux(*a, tool=tool)
-    results: dict[str, list[dict]] = {name: [] for name in rows}
-    with tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
-        binary = bench_trace.build(tmp)
-        for _ in range(args.runs):
-            for name, run in rows.items():
-                results[name].append(run(binary, args.seconds, args.mode, tmp))
+    results = bench_trace.run_rows(rows, args)
     bench_trace.report(results, args)
     base = statistics.median(r["rate"] for r in results["untraced"])
     trace = statistics.median(base / r["rate"] for r in results["damon-bpf trace"])

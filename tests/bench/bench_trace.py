@@ -96,18 +96,17 @@ def run_perf(binary, seconds, mode, tmp) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def base_parser(doc: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--mode", choices=("w", "r"), default="w")
     parser.add_argument("--damon-bpf", default=str(Path(sys.executable).parent / "damon-bpf"))
-    args = parser.parse_args()
-    rows = {"untraced": run_untraced, "damon-bpf trace": lambda *a: run_damon_bpf(*a, tool=args.damon_bpf)}
-    if shutil.which("bpftrace"):
-        rows["bpftrace count (ref)"] = run_bpftrace
-    if shutil.which("perf"):
-        rows["perf record -d (ref)"] = run_perf
+    return parser
+
+
+def run_rows(rows: dict, args) -> dict[str, list[dict]]:
+    """Every row once per round, rounds alternating, so background load hits all rows alike."""
     results: dict[str, list[dict]] = {name: [] for name in rows}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -115,7 +114,17 @@ def main() -> None:
         for _ in range(args.runs):
             for name, run in rows.items():
                 results[name].append(run(binary, args.seconds, args.mode, tmp))
-    report(results, args)
+    return results
+
+
+def main() -> None:
+    args = base_parser(__doc__).parse_args()
+    rows = {"untraced": run_untraced, "damon-bpf trace": lambda *a: run_damon_bpf(*a, tool=args.damon_bpf)}
+    if shutil.which("bpftrace"):
+        rows["bpftrace count (ref)"] = run_bpftrace
+    if shutil.which("perf"):
+        rows["perf record -d (ref)"] = run_perf
+    report(run_rows(rows, args), args)
 
 
 def report(results: dict[str, list[dict]], args) -> None:
