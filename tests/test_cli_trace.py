@@ -19,6 +19,14 @@ def run(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProce
     return subprocess.run([DAMON_BPF, *args], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+def wait_until_writing(path, timeout: float = 60) -> None:
+    """The tracer has loaded its program and delivers events once its output grows."""
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.stat().st_size > 0):
+        assert time.monotonic() < deadline, f"{path} stayed empty"
+        time.sleep(0.05)
+
+
 def _one_clean_line(stderr: str) -> str:
     """The error line; never a traceback."""
     assert "Traceback" not in stderr
@@ -78,7 +86,8 @@ def test_signal_ends_a_pid_trace_cleanly(accessgen, tmp_path, how):
         out, summary = tmp_path / "ev.jsonl", tmp_path / "s.json"
         tracer = subprocess.Popen([DAMON_BPF, "trace", "-p", str(target.pid), "-o", str(out), "--summary-json",
                                    str(summary)], stderr=subprocess.PIPE, text=True)
-        time.sleep(3)
+        wait_until_writing(out)
+        time.sleep(1)
         tracer.send_signal(how)
         _, stderr = tracer.communicate(timeout=30)
         assert tracer.returncode == 0, stderr
@@ -156,3 +165,28 @@ def test_probe_reports_this_host():
     assert info["numa_nodes"] and info["privileged"] is True
     text = run("probe")
     assert "tracepoint" in text.stdout and "NUMA nodes" in text.stdout
+
+
+def test_a_one_second_reader_stall_loses_nothing(accessgen, tmp_path):
+    """The ring holds more than a second of reports at the generator's full fault rate."""
+    target = subprocess.Popen([accessgen, "--duration", "60", "w:0:w:4096:0", "r:1:r:4096:0"], stdout=subprocess.PIPE)
+    try:
+        target.stdout.readline()
+        summary = tmp_path / "s.json"
+        tracer = subprocess.Popen([DAMON_BPF, "trace", "-p", str(target.pid), "--format", "binary", "-o",
+                                   str(tmp_path / "ev.bin"), "--summary-json", str(summary)],
+                                  stderr=subprocess.PIPE, text=True)
+        wait_until_writing(tmp_path / "ev.bin")
+        tracer.send_signal(signal.SIGSTOP)
+        time.sleep(1.0)
+        tracer.send_signal(signal.SIGCONT)
+        time.sleep(1.0)
+        tracer.send_signal(signal.SIGINT)
+        _, stderr = tracer.communicate(timeout=60)
+        assert tracer.returncode == 0, stderr
+        acc = json.loads(summary.read_text())
+        assert acc["lost"] == 0 and acc["delivered"] == acc["seen"] > 200_000
+        assert (tmp_path / "ev.bin").stat().st_size == 32 * acc["delivered"]
+    finally:
+        target.kill()
+        target.wait()

@@ -93,7 +93,10 @@ def test_every_ending_leaves_a_readable_record(tmp_path, accessgen, how):
         if how == "target-exit":
             target.wait(timeout=30)
         else:
-            time.sleep(4.5)   # past the first periodic flush (every 2 s)
+            from test_cli_trace import wait_until_writing
+
+            wait_until_writing(out)   # the first periodic flush (every 2 s) after tracing began
+            time.sleep(2.5)           # and one more, with a couple of seconds of snapshots
             recorder.send_signal(getattr(signal, how))
         _, stderr = recorder.communicate(timeout=60)
         if how != "SIGKILL":
