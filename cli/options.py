@@ -7,15 +7,25 @@ import click
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.layout import LAYOUT_MODES
 from damon_bpf.filters import build_filters
+from damon_bpf.samplers import SAMPLER_NAMES, make_sampler, warn_stderr
+from damon_bpf.samplers.numa_state import recover_stale
+from damon_bpf.errors import UsageError
 from damon_bpf.sources.host import SOURCE_ORDER
+from damon_bpf.sources.kdamond import KernelDamon, stop_all_ours
+from damon_bpf.sources.perf_mem import DEFAULT_SAMPLE_PERIOD, PerfMemTracer
 from damon_bpf.sources.targets import Targets
 from damon_bpf.sources.tracer import DEFAULT_RING_BYTES, Tracer
 
 _OPTIONS = [
     click.option("-p", "--pid", "pids", type=int, multiple=True, help="Monitor this process (all its threads); repeatable."),
     click.option("--follow-children", is_flag=True, help="Add child processes as they fork."),
-    click.option("--source", type=click.Choice(("auto",) + SOURCE_ORDER), default="auto", show_default=True,
-                 help="Where access reports come from (see `damon-bpf probe`)."),
+    click.option("--source", type=click.Choice(("auto",) + SOURCE_ORDER + ("perf-mem", "damon")),
+                 default="auto", show_default=True,
+                 help="Where access reports come from (see `damon-bpf probe`); perf-mem samples loads/stores with the "
+                      "PMU (Intel PEBS, AMD IBS); damon (record/live) adds kernel DAMON's own view to the record, next "
+                      "to the page-fault view of --source auto."),
+    click.option("--sample-period", type=click.IntRange(min=1), default=DEFAULT_SAMPLE_PERIOD, show_default=True,
+                 help="perf-mem: one sample per this many loads/stores (IBS: ops, rounded to 16)."),
     click.option("--cpus", metavar="CPULIST", help="Keep only reports from these CPUs (e.g. 0-3,8)."),
     click.option("--tids", metavar="TIDS", help="Keep only reports from these threads (e.g. 1234,1240)."),
     click.option("--write-only", is_flag=True, help="Keep only writes."),
@@ -24,6 +34,11 @@ _OPTIONS = [
                  help="A DAMON sample filter (cpumask|threads|write), applied in order after the shorthands; repeatable."),
     click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
                  help="Stop after this long (default: until Ctrl-C or the targets exit)."),
+    click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="none", show_default=True,
+                 help="Make steady-state accesses fault again: soft-dirty (writes; clear_refs every interval) or "
+                      "numa-hint (reads and writes; the kernel's NUMA-balancing scanner, 2+ nodes)."),
+    click.option("--sampler-us", type=click.IntRange(min=100), metavar="US",
+                 help="How often the sampler re-arms faults (default: --sample-us, or 5000)."),
     click.option("--ring-mb", type=click.IntRange(1, 4096), default=DEFAULT_RING_BYTES >> 20, show_default=True,
                  help="Ring buffer size; 64 MiB holds 1 s of reports at 1M events/s."),
     click.argument("command", nargs=-1, type=click.UNPROCESSED),
@@ -42,8 +57,33 @@ def open_monitor(options: dict) -> tuple[Tracer, Targets]:
     filters = build_filters(options["cpus"], options["tids"], options["write_only"], options["read_only"],
                             options["filter_specs"])
     targets = Targets(options["pids"], options["command"], options["follow_children"])
-    tracer = Tracer(options["source"], filters, options["follow_children"], options["ring_mb"] << 20)
+    recover_stale(warn_stderr)   # NUMA-balancing settings a crashed numa-hint run left changed
+    stop_all_ours(warn_stderr)   # a kdamond a killed --source damon run left on
+    sample_us = options.get("sample_us") or MonitoringAttrs.sample_interval_us
+    sampler = make_sampler(options.get("sampler") or "none", options.get("sampler_us") or sample_us,
+                           options.get("aggr_us") or MonitoringAttrs.aggr_interval_us)
+    kernel_damon = None
+    if options.get("source") == "damon":
+        if "sample_us" not in options:
+            raise UsageError("--source damon records kernel DAMON's regions: use it with record or live")
+        kernel_damon = KernelDamon(monitoring_attrs(options))
+    if options.get("source") == "perf-mem":
+        tracer = PerfMemTracer(filters, options["follow_children"], options["ring_mb"] << 20,
+                               options.get("sample_period") or DEFAULT_SAMPLE_PERIOD)
+    else:
+        fault_source = "auto" if kernel_damon else options["source"]
+        tracer = Tracer(fault_source, filters, options["follow_children"], options["ring_mb"] << 20)
+    # Session.run starts and closes these with the targets, on every exit path
+    tracer.samplers = [s for s in (sampler, kernel_damon) if s is not None]
     return tracer, targets
+
+
+def bind_record(tracer, writer) -> None:
+    """Let companions that produce snapshots of their own (kernel DAMON) write into the record file."""
+    if writer is not None:
+        for companion in getattr(tracer, "samplers", ()):
+            if hasattr(companion, "bind_writer"):
+                companion.bind_writer(writer)
 
 
 _REGION_OPTIONS = [

@@ -13,6 +13,10 @@ def _yes(value) -> str:
     return "yes" if value else "no"
 
 
+def _status_line(name: str, status: dict) -> str:
+    return f"  {name:<15} {'available  ' if status['available'] else 'unavailable'}  {status['why']}"
+
+
 def _lines(info: dict) -> list[str]:
     headers = info["headers"]
     lines = [
@@ -25,8 +29,10 @@ def _lines(info: dict) -> list[str]:
         f"BTF               {_yes(info['btf'])}",
         "sources:",
     ]
-    for name, status in info["sources"].items():
-        lines.append(f"  {name:<15} {'available  ' if status['available'] else 'unavailable'}  {status['why']}")
+    for name, status in {**info["sources"], **info["other_sources"]}.items():
+        lines.append(_status_line(name, status))
+    lines.append("samplers:")
+    lines += [_status_line(name, status) for name, status in info["samplers"].items()]
     damon = info["damon"]
     pmu = info["pmu"]
     lines += [

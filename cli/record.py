@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import click
@@ -10,7 +9,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from cli.options import monitor_options, monitoring_attrs, open_monitor, region_options
+from cli.options import bind_record, monitor_options, monitoring_attrs, open_monitor, region_options
 from damon_bpf.errors import DamonBpfError
 from damon_bpf.recorder import Recorder, run_meta
 from damon_bpf.recordfile import RecordWriter
@@ -55,6 +54,7 @@ def record(output: str, **options) -> None:
     attrs = monitoring_attrs(options)
     writer = RecordWriter(output)
     tracer, targets = open_monitor(options)
+    bind_record(tracer, writer)   # --source damon: kernel DAMON's snapshots go to the same file
     recorder = Recorder(attrs, options["regions"], writer, run_meta(tracer.source, tracer.filters,
                         list(options["command"]) or [f"-p {p}" for p in options["pids"]], options["regions"]),
                         seed=options["seed"])

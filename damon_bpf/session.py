@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import resource
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -31,6 +32,7 @@ class RunResult:
     accounting: Accounting
     exited: list[int] = field(default_factory=list)
     exit_status: int | None = None   # of a command we started
+    samplers: list[dict] = field(default_factory=list)   # each sampler's summary (damon_bpf.samplers)
 
     @property
     def events_per_s(self) -> float:
@@ -43,17 +45,23 @@ class RunResult:
                 f"({100 * self.cpu_s / max(self.elapsed_s, 1e-9):.1f}% of a core); ended: {self.reason}")
 
     def as_dict(self) -> dict:
+        extra = {"samplers": self.samplers} if self.samplers else {}
         return {**self.accounting.as_dict(), "duration_s": self.elapsed_s, "events_per_s": self.events_per_s,
-                "cpu_s": self.cpu_s, "reason": self.reason, "exited": self.exited, "exit_status": self.exit_status}
+                "cpu_s": self.cpu_s, "reason": self.reason, "exited": self.exited, "exit_status": self.exit_status,
+                **extra}
 
 
 class Session:
-    """One monitoring run over a loaded tracer and a target set."""
+    """One monitoring run over a loaded tracer and a target set.
+
+    Samplers (damon_bpf.samplers) make steady-state accesses fault again; they default to the ones
+    cli.options.open_monitor hung on the tracer, since they serve that source."""
 
     def __init__(self, tracer: Tracer, targets: Targets, duration_s: float | None = None,
-                 poll_interval_s: float = POLL_INTERVAL_S) -> None:
+                 poll_interval_s: float = POLL_INTERVAL_S, samplers: list | None = None) -> None:
         self.tracer = tracer
         self.targets = targets
+        self.samplers = list(getattr(tracer, "samplers", ()) if samplers is None else samplers)
         self.duration_s = duration_s
         self.poll_interval_s = poll_interval_s
         self.stop_reason: str | None = None
@@ -69,10 +77,19 @@ class Session:
         by a producer at that instant). A failing callback still leaves the kernel side quiet."""
         previous = {sig: signal.signal(sig, lambda *_: self.request_stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
         start, cpu_start = time.monotonic(), cpu_seconds()
+        started = []
         try:
             self.targets.attach(self.tracer)
+            for sampler in self.samplers:
+                sampler.start(self.targets)
+                started.append(sampler)
             self._loop(on_batch, on_tick, start)
         finally:
+            for sampler in started:   # before the tracer stops: what they changed goes back first
+                try:
+                    sampler.close()
+                except Exception as err:  # noqa: BLE001 - one sampler's failure must not skip the rest
+                    print(f"damon-bpf: warning: closing the {sampler.name} sampler failed: {err}", file=sys.stderr)
             try:
                 last = self.tracer.quiesce()
                 if len(last):
@@ -82,7 +99,8 @@ class Session:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
         return RunResult(self.stop_reason or "interrupted", time.monotonic() - start, cpu_seconds() - cpu_start,
-                         self.tracer.accounting(), list(self.targets.exited), self.targets.exit_status())
+                         self.tracer.accounting(), list(self.targets.exited), self.targets.exit_status(),
+                         [sampler.summary() for sampler in self.samplers])
 
     def _loop(self, on_batch, on_tick, start: float) -> None:
         next_check = start
@@ -93,6 +111,8 @@ class Session:
                 on_batch(batch)
             if on_tick is not None:
                 on_tick(drained_at)
+            for sampler in self.samplers:
+                sampler.tick(drained_at)
             now = time.monotonic()
             if self.duration_s is not None and now - start >= self.duration_s:
                 self.request_stop("duration")

@@ -164,8 +164,7 @@ def _read(path: str) -> str | None:
         return None
 
 
-def pmu_info() -> dict:
-    devices = Path("/sys/bus/event_source/devices")
+def pmu_info(devices: Path = Path("/sys/bus/event_source/devices")) -> dict:
     names = sorted(p.name for p in devices.iterdir()) if devices.is_dir() else []
     mem_sampling = None
     if (devices / "cpu/events/mem-loads").exists():
@@ -198,6 +197,45 @@ def headers_info() -> dict:
     return {"matching": False, "tree": str(pairs[0][0]) if pairs else None}
 
 
+def extra_sources() -> dict[str, tuple[bool, str]]:
+    """Sources outside --source auto: hardware sampling (perf-mem) and the kernel's own DAMON (damon)."""
+    pmu = pmu_info()
+    if pmu["mem_sampling"] in ("intel-pebs", "amd-ibs"):
+        perf_mem = (True, f"{pmu['mem_sampling']} memory-access sampling")
+    elif pmu["mem_sampling"] == "arm-spe":
+        perf_mem = (False, "ARM SPE found, but its AUX-buffer samples cannot be read by BPF")
+    else:
+        perf_mem = (False, "no PEBS, IBS or SPE (no hardware PMU)" if not pmu["present"] else
+                    "the PMU offers no memory-access sampling")
+    damon = damon_info()
+    if damon["sysfs"] and damon["vaddr"] and damon["tracepoint_aggregated"]:
+        kdamond = (True, "DAMON sysfs with vaddr and the damon:damon_aggregated tracepoint")
+    else:
+        missing = [name for name, ok in (("DAMON sysfs", damon["sysfs"]), ("vaddr", damon["vaddr"]),
+                                         ("damon_aggregated tracepoint", damon["tracepoint_aggregated"])) if not ok]
+        kdamond = (False, f"kernel DAMON lacks {', '.join(missing)}")
+    return {"perf-mem": perf_mem, "damon": kdamond}
+
+
+def soft_dirty_status() -> bool:
+    from damon_bpf.samplers.soft_dirty import soft_dirty_supported  # noqa: PLC0415 - avoids a cycle
+
+    return soft_dirty_supported()[0]
+
+
+def sampler_status() -> dict[str, dict]:
+    from damon_bpf.samplers.soft_dirty import soft_dirty_supported  # noqa: PLC0415
+
+    soft_ok, soft_why = soft_dirty_supported()
+    nodes = len(numa_nodes())
+    numa_ok = nodes >= 2 and Path("/proc/sys/kernel/numa_balancing").exists()
+    numa_why = (f"{nodes} NUMA nodes and CONFIG_NUMA_BALANCING" if numa_ok else
+                f"needs two or more NUMA nodes (this host has {nodes})" if nodes < 2 else
+                "kernel built without CONFIG_NUMA_BALANCING")
+    return {"soft-dirty": {"available": soft_ok, "why": soft_why},
+            "numa-hint": {"available": numa_ok, "why": numa_why}}
+
+
 def probe_host(try_load: bool = True) -> dict:
     """Everything ``damon-bpf probe`` reports, as plain data."""
     try:
@@ -217,10 +255,13 @@ def probe_host(try_load: bool = True) -> dict:
         "bpffs": BPFFS.is_dir() and os.path.ismount(BPFFS),
         "btf": Path("/sys/kernel/btf/vmlinux").exists(),
         "sources": {name: {"available": ok, "why": why} for name, (ok, why) in sources.items()},
+        # outside --source auto; kept apart so "sources" stays the auto candidates
+        "other_sources": {name: {"available": ok, "why": why} for name, (ok, why) in extra_sources().items()},
+        "samplers": sampler_status(),
         "damon": damon_info(),
         "numa_nodes": numa_nodes(),
         "numa_balancing": _read("/proc/sys/kernel/numa_balancing"),
-        "soft_dirty": _kallsyms_has("clear_soft_dirty") or _kallsyms_has("clear_soft_dirty_pmd"),
+        "soft_dirty": soft_dirty_status(),
         "idle_page_tracking": Path("/sys/kernel/mm/page_idle/bitmap").exists(),
         "pmu": pmu_info(),
     }

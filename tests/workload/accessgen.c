@@ -6,7 +6,10 @@
  * anonymous memory (no huge pages) and, PASSES times (0: until --duration runs out), touches every
  * page once (MODE r = read, w = write) and then drops the pages with MADV_DONTNEED, so every touch
  * is a page fault. MODE c (cold) writes its range once before the threads start and then only
- * sleeps until --duration runs out: mapped, resident, and never touched while monitored. The ground truth is printed as JSON on stdout before the threads start:
+ * sleeps until --duration runs out: mapped, resident, and never touched while monitored. MODE W and R
+ * (steady) write their range once before the threads start, like c, and then write (W) or read (R) every
+ * page per pass WITHOUT dropping the pages: after start-up no touch faults by itself, which is what the
+ * samplers (soft-dirty, NUMA hinting) must make visible. The ground truth is printed as JSON on stdout before the threads start:
  *   {"pid":P,"page_size":S,"threads":[{"name":..,"tid":..,"cpu":..,"mode":"w","start":A,"end":B},..]}
  * With --wait the threads start only after a line is read from stdin (so a tracer can attach first).
  * At the end one more JSON line gives each thread's touches and the elapsed time:
@@ -119,13 +122,47 @@ static void *run(void *arg)
 	return NULL;
 }
 
+/* Modes W and R run in a thread function of their own, so the code of the r, w and c threads (and
+ * their fault rates, which tests depend on) stays exactly as it was. */
+static void *run_steady(void *arg)
+{
+	struct worker *w = arg;
+	prctl(PR_SET_NAME, w->name);
+	w->tid = syscall(SYS_gettid);
+	w->mem = mmap(NULL, w->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (w->mem == MAP_FAILED) {
+		perror("mmap");
+		exit(2);
+	}
+	madvise(w->mem, w->bytes, MADV_NOHUGEPAGE);
+	memset(w->mem, 1, w->bytes); /* mapped before monitoring starts: no first-touch faults later */
+	pthread_barrier_wait(&ready);
+	pthread_barrier_wait(&go);
+	w->go_ns = now_ns();
+	double end = now_s() + duration_s;
+	volatile char *p = w->mem;
+	char sink = 0;
+	for (long i = 0; w->passes == 0 ? now_s() < end : i < w->passes; i++) {
+		for (size_t off = 0; off < w->bytes; off += page_size) {
+			if (w->mode == 'W')
+				p[off] = 1;
+			else
+				sink += p[off];
+		}
+		w->touches += w->bytes / page_size;
+	}
+	(void)sink;
+	w->done_ns = now_ns();
+	return NULL;
+}
+
 static int parse_spec(const char *spec, struct worker *w)
 {
 	char name[16];
 	long kib;
 	if (sscanf(spec, "%15[^:]:%d:%c:%ld:%ld", name, &w->cpu, &w->mode, &kib, &w->passes) != 5)
 		return -1;
-	if (!strchr("rwc", w->mode) || kib <= 0 || w->passes < 0)
+	if (!strchr("rwcWR", w->mode) || kib <= 0 || w->passes < 0)
 		return -1;
 	strcpy(w->name, name);
 	w->bytes = (size_t)kib * 1024;
@@ -143,18 +180,18 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--duration") && i + 1 < argc)
 			duration_s = atof(argv[++i]);
 		else if (parse_spec(argv[i], &workers[n++])) {
-			fprintf(stderr, "accessgen: bad thread spec '%s' (NAME:CPU:r|w|c:KIB:PASSES)\n", argv[i]);
+			fprintf(stderr, "accessgen: bad thread spec '%s' (NAME:CPU:r|w|c|W|R:KIB:PASSES)\n", argv[i]);
 			return 2;
 		}
 	}
 	if (!n) {
-		fprintf(stderr, "usage: accessgen [--wait] [--duration S] NAME:CPU:r|w|c:KIB:PASSES ...\n");
+		fprintf(stderr, "usage: accessgen [--wait] [--duration S] NAME:CPU:r|w|c|W|R:KIB:PASSES ...\n");
 		return 2;
 	}
 	pthread_barrier_init(&ready, NULL, n + 1);
 	pthread_barrier_init(&go, NULL, n + 1);
 	for (int i = 0; i < n; i++)
-		start_pinned(&workers[i], run);
+		start_pinned(&workers[i], strchr("WR", workers[i].mode) ? run_steady : run);
 	pthread_barrier_wait(&ready);
 
 	printf("{\"pid\":%d,\"page_size\":%ld,\"threads\":[", getpid(), page_size);

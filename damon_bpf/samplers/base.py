@@ -1,0 +1,88 @@
+"""What every sampler offers the session, and the timer thread the periodic ones share."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Callable, Iterable
+
+
+def warn_stderr(message: str) -> None:
+    print(f"damon-bpf: {message}", file=sys.stderr, flush=True)
+
+
+class Sampler:
+    """Hooks called by Session.run: ``start`` once the targets exist, ``tick`` after every drain,
+    ``close`` on every exit path (must not raise). ``summary`` is stored with the run's accounting."""
+
+    name = "none"
+
+    def start(self, targets) -> None:
+        """``targets`` has a ``pids`` set that grows and shrinks during the run (Targets)."""
+
+    def tick(self, now_ns: int) -> None:
+        """Called from the session's loop, about every 10 ms."""
+
+    def close(self) -> None:
+        """Stop, put back what was changed, and report."""
+
+    def summary(self) -> dict:
+        return {"sampler": self.name}
+
+
+class PeriodicSampler(Sampler):
+    """Calls ``sample(pids)`` every interval on a thread of its own: the session drains every 10 ms,
+    which is coarser than DAMON's 5 ms sample interval, and a slow call must not delay the drain."""
+
+    def __init__(self, interval_us: int, warn: Callable[[str], None] = warn_stderr) -> None:
+        self.interval_s = interval_us / 1e6
+        self.warn = warn
+        self.calls = 0
+        self.busy_s = 0.0        # wall time spent in sample()
+        self.max_call_s = 0.0
+        self.overruns = 0        # intervals missed because a call took longer than the interval
+        self._targets = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def pids(self) -> list[int]:
+        try:
+            return sorted(self._targets.pids) if self._targets is not None else []
+        except RuntimeError:  # the set changed while copying (main thread applying a fork): next time
+            return []
+
+    def sample(self, pids: Iterable[int]) -> None:
+        raise NotImplementedError
+
+    def start(self, targets) -> None:
+        self._targets = targets
+        self._thread = threading.Thread(target=self._run, name=f"damon-bpf-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            began = time.monotonic()
+            self.sample(self.pids())
+            took = time.monotonic() - began
+            self.calls += 1
+            self.busy_s += took
+            self.max_call_s = max(self.max_call_s, took)
+            deadline += self.interval_s
+            now = time.monotonic()
+            if now > deadline:  # fell behind: count the missed intervals and go on from now
+                self.overruns += int((now - deadline) / self.interval_s) + 1
+                deadline = now
+            self._stop.wait(max(0.0, deadline - now))
+
+    def stop_thread(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def summary(self) -> dict:
+        return {"sampler": self.name, "interval_us": round(self.interval_s * 1e6), "calls": self.calls,
+                "overruns": self.overruns, "busy_s": round(self.busy_s, 6),
+                "mean_call_us": round(1e6 * self.busy_s / self.calls, 1) if self.calls else None,
+                "max_call_us": round(1e6 * self.max_call_s, 1)}

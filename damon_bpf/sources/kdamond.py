@@ -1,0 +1,228 @@
+"""Source ``damon``: the kernel's own DAMON beside ours.
+
+A kdamond with the vaddr operations (DAMON's ``page_table`` primitive: accessed bits) is set up on the
+targets through sysfs, and its damon:damon_aggregated tracepoint is taken with a BPF program, so its
+snapshots go into the same record file as the attributed ones, as extra targets whose metadata says
+``"view": "kernel-damon"``. The kdamond is switched off and its sysfs directories removed on every exit
+path; one left by a run that was killed (kill -9) is found through a state file and removed at the
+next start.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from damon_bpf.access import bpf_dir
+from damon_bpf.core.attrs import MonitoringAttrs
+from damon_bpf.core.snapshot import Snapshot
+from damon_bpf.errors import HostError
+from damon_bpf.recordfile import TargetRecord
+from damon_bpf.samplers.base import Sampler, warn_stderr
+from damon_bpf.sources import host, kheaders
+from damon_bpf.sources.program import _stderr_silenced
+
+ADMIN = Path("/sys/kernel/mm/damon/admin")
+STATE = Path(os.environ.get("DAMON_BPF_RUN_DIR", "/run/damon-bpf")) / "kdamond.json"
+ROW = np.dtype([("time_ns", "<u8"), ("target_id", "<u8"), ("start", "<u8"), ("end", "<u8"),
+                ("nr_regions", "<u4"), ("nr_accesses", "<u4"), ("age", "<u4"), ("pad", "<u4")])
+
+
+def check_available() -> None:
+    info = host.damon_info()
+    if not info["sysfs"]:
+        raise HostError("--source damon needs kernel DAMON with its sysfs interface (CONFIG_DAMON_SYSFS); "
+                        f"{ADMIN} does not exist")
+    if not info["vaddr"]:
+        raise HostError("--source damon needs DAMON's virtual-address operations (CONFIG_DAMON_VADDR), which this "
+                        "kernel lacks")
+    if not info["tracepoint_aggregated"]:
+        raise HostError("--source damon needs the damon:damon_aggregated tracepoint, which this kernel lacks")
+
+
+def _write(path: Path, value) -> None:
+    path.write_text(f"{value}\n")
+
+
+def _kdamonds() -> Path:
+    return ADMIN / "kdamonds"
+
+
+def stop_all_ours(warn: Callable[[str], None] = warn_stderr) -> None:
+    """Remove a kdamond a killed damon-bpf left running (its state file names it)."""
+    try:
+        state = json.loads(STATE.read_text())
+    except (OSError, ValueError):
+        return
+    owner = state.get("owner")
+    if isinstance(owner, int) and owner > 0 and _alive(owner):
+        return
+    try:
+        stop_kdamond()
+        warn(f"switched off kdamond {state.get('kdamond')} left by damon-bpf PID {state.get('owner')}, which did "
+             "not exit cleanly")
+    except OSError:
+        pass
+    STATE.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except (ProcessLookupError, PermissionError, OverflowError):
+        return False
+
+
+def start_kdamond(pids: list[int], attrs: MonitoringAttrs) -> int:
+    """Set up kdamond 0 with one vaddr context on ``pids`` and switch it on; returns its pid. A state
+    file names it, so a later run can remove it if this process is killed."""
+    kd = _kdamonds()
+    try:
+        _write(kd / "nr_kdamonds", 1)
+        c0 = kd / "0" / "contexts" / "0"
+        _write(kd / "0" / "contexts" / "nr_contexts", 1)
+        _write(c0 / "operations", "vaddr")
+        intervals, nr_regions = c0 / "monitoring_attrs" / "intervals", c0 / "monitoring_attrs" / "nr_regions"
+        _write(intervals / "sample_us", attrs.sample_interval_us)
+        _write(intervals / "aggr_us", attrs.aggr_interval_us)
+        _write(intervals / "update_us", attrs.update_interval_us)
+        _write(nr_regions / "min", attrs.min_nr_regions)
+        _write(nr_regions / "max", attrs.max_nr_regions)
+        _write(c0 / "targets" / "nr_targets", len(pids))
+        for index, pid in enumerate(pids):
+            _write(c0 / "targets" / str(index) / "pid_target", pid)
+        _write(kd / "0" / "state", "on")
+        kdamond_pid = int((kd / "0" / "pid").read_text())
+    except OSError as err:
+        try:
+            _write(kd / "nr_kdamonds", 0)
+        except OSError:
+            pass
+        raise HostError(f"kernel DAMON refused to start on PID(s) {', '.join(map(str, pids))}: "
+                        f"{err.strerror} ({err.filename})") from None
+    STATE.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    STATE.write_text(json.dumps({"owner": os.getpid(), "kdamond": kdamond_pid}))
+    return kdamond_pid
+
+
+def stop_kdamond() -> None:
+    """Switch kdamond 0 off (it may have stopped by itself when its targets exited) and remove it."""
+    state = _kdamonds() / "0" / "state"
+    if state.exists() and state.read_text().strip() == "on":
+        _write(state, "off")
+    _write(_kdamonds() / "nr_kdamonds", 0)
+    STATE.unlink(missing_ok=True)
+
+
+class KernelDamon(Sampler):
+    """A kdamond on the targets, run for the session's length. Hangs on the tracer like a sampler, so
+    Session.run starts it with the targets and stops it on every exit path."""
+
+    name = "damon"
+
+    def __init__(self, attrs: MonitoringAttrs, warn: Callable[[str], None] = warn_stderr) -> None:
+        check_available()
+        stop_all_ours(warn)
+        self.attrs, self.warn = attrs, warn
+        nr = int((_kdamonds() / "nr_kdamonds").read_text())
+        busy = [i for i in range(nr) if (_kdamonds() / str(i) / "state").read_text().strip() == "on"]
+        if busy:
+            raise HostError(f"kernel DAMON is already running (kdamond {busy[0]} is on, e.g. started by damo); "
+                            "stop it first ('damo stop')")
+        self.bpf = self._compile()
+        self.rows: list[np.ndarray] = []
+        self.pending: dict[int, list[np.ndarray]] = {}
+        self.pids: list[int] = []
+        self.kdamond_pid: int | None = None
+        self.snapshots: dict[int, list[Snapshot]] = {}
+        self.sinks: list[Callable[[int, Snapshot], None]] = []   # (pid, snapshot)
+        self.error: str | None = None
+
+    @staticmethod
+    def _compile():
+        bcc = host.import_bcc()
+        host.ensure_tracefs()
+        kheaders.ensure_headers()
+        try:
+            with _stderr_silenced():
+                return bcc.BPF(text=(bpf_dir() / "damon_aggregated.bpf.c").read_text())
+        except Exception as err:  # noqa: BLE001 - bcc raises bare Exception
+            raise HostError(f"cannot load the damon_aggregated program: {str(err).strip().splitlines()[-1]}") from None
+
+    def start(self, targets) -> None:
+        self.pids = sorted(targets.pids)
+        self.kdamond_pid = start_kdamond(self.pids, self.attrs)
+        self.bpf["kdamond"][ct.c_int(0)] = ct.c_uint32(self.kdamond_pid)
+        self.bpf["rows"].open_ring_buffer(self._on_row)
+
+    def _on_row(self, _ctx, data, size) -> int:
+        self.rows.append(np.frombuffer(ct.string_at(data, ROW.itemsize), dtype=ROW).copy())
+        return 0
+
+    def tick(self, now_ns: int) -> None:
+        self.bpf.ring_buffer_consume()
+        if self.rows:
+            self._assemble(np.concatenate(self.rows))
+            self.rows = []
+
+    def _assemble(self, rows: np.ndarray) -> None:
+        """A snapshot is complete when a target has as many rows as the nr_regions they carry."""
+        for row in rows:
+            tid = int(row["target_id"])
+            got = self.pending.setdefault(tid, [])
+            got.append(row)
+            if len(got) >= int(row["nr_regions"]):
+                self._emit(tid, np.array(got, dtype=ROW))
+                self.pending[tid] = []
+
+    def _emit(self, index: int, rows: np.ndarray) -> None:
+        if index >= len(self.pids):
+            return
+        zeros = np.zeros(len(rows), dtype=np.uint64)
+        end_ns = int(rows["time_ns"].max())
+        snapshot = Snapshot(end_ns - self.attrs.aggr_interval_us * 1000, end_ns, rows["start"].astype(np.uint64),
+                            rows["end"].astype(np.uint64), rows["nr_accesses"].astype(np.uint64),
+                            rows["age"].astype(np.uint64), zeros, zeros.copy(), zeros.copy())
+        pid = self.pids[index]
+        self.snapshots.setdefault(pid, []).append(snapshot)
+        for sink in self.sinks:
+            sink(pid, snapshot)
+
+    def close(self) -> None:
+        """Switch the kdamond off and remove it; must not raise."""
+        try:
+            if self.kdamond_pid is not None:
+                self.tick(0)
+            stop_kdamond()
+        except OSError as err:
+            self.error = f"cannot switch the kdamond off: {err.strerror}"
+            self.warn(f"warning: damon: {self.error}")
+        finally:
+            self.bpf.cleanup()
+        count = sum(len(s) for s in self.snapshots.values())
+        self.warn(f"damon: kernel DAMON (kdamond {self.kdamond_pid}) gave {count} snapshots; switched off")
+
+    def summary(self) -> dict:
+        return {"sampler": self.name, "kdamond": self.kdamond_pid,
+                "snapshots": {str(p): len(s) for p, s in self.snapshots.items()}, "error": self.error}
+
+    def bind_writer(self, writer, start_id: int = 1000) -> None:
+        """Send the kernel's snapshots to a RecordWriter as extra targets (ids from ``start_id``)."""
+        ids: dict[int, int] = {}
+
+        def sink(pid: int, snapshot: Snapshot) -> None:
+            if pid not in ids:
+                ids[pid] = start_id + len(ids)
+                writer.add_target(TargetRecord(ids[pid], pid, self.attrs.sample_interval_us,
+                                               self.attrs.aggr_interval_us, self.attrs.update_interval_us, [],
+                                               {"view": "kernel-damon", "source": "damon", "tool": "kernel DAMON "
+                                                "(vaddr) via damon:damon_aggregated"}))
+            writer.add_snapshots(ids[pid], [snapshot])
+
+        self.sinks.append(sink)

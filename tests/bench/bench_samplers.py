@@ -1,0 +1,279 @@
+"""Hot-set precision/recall and monitor CPU: damon-bpf with each sampler against kernel DAMON (damo).
+
+Runs inside a tests/vm guest (the 6.12 kernel has soft-dirty, numa=fake=2 and DAMON vaddr; damo 3.4.3 and
+Debian's trace-cmd on the host are seen by the guest):
+
+    tests/vm/run --kernel backports -- '.venv/bin/python tests/bench/bench_samplers.py --seconds 10'
+
+The workload (tests/workload/accessgen.c, steady modes) writes one hot range and reads another without
+ever unmapping them, next to a cold range written once before monitoring. Every method monitors the same
+workload for the same time with DAMON's default attributes. For each snapshot after the first quarter
+(warm-up), the predicted hot set is the regions with nr_accesses > 0, clipped to the workload's ranges:
+precision = hot bytes predicted / bytes predicted, recall = hot bytes predicted / hot bytes. Monitor CPU
+is what the monitor itself spends: kdamond plus damo and trace-cmd for kernel DAMON, the damon-bpf
+process (ring reader, region core, sampler thread) for damon-bpf. Work the kernel does in the target's
+own context (BPF programs on its faults, the NUMA scanner's task_numa_work) is not monitor CPU; the
+workload's touch rate shows it as slowdown instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+DAMO = str(Path(sys.executable).parent / "damo")
+KDAMOND = Path("/sys/kernel/mm/damon/admin/kdamonds/0/pid")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def build_accessgen(out: Path) -> str:
+    binary = out / "accessgen"
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(ROOT / "tests/workload/accessgen.c")], check=True)
+    return str(binary)
+
+
+def start_workload(binary: str, seconds: float, hot_kib: int, cold_kib: int):
+    specs = [f"hotw:0:W:{hot_kib}:0", f"hotr:1:R:{hot_kib}:0", f"cold:1:c:{cold_kib}:0"]
+    proc = subprocess.Popen([binary, "--wait", "--duration", str(seconds), *specs], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    info = json.loads(proc.stdout.readline())
+    ranges = {t["name"]: (t["start"], t["end"]) for t in info["threads"]}
+    return proc, info["pid"], ranges
+
+
+def go(proc) -> None:
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+
+
+def finish(proc) -> float:
+    done = json.loads(proc.stdout.readline())
+    proc.wait()
+    return sum(t["touches"] for t in done["threads"]) / done["elapsed_s"]
+
+
+def score(snapshots, ranges) -> tuple[float, float, int]:
+    """Mean precision and recall over the snapshots after warm-up; snapshots as (start, end, nr_accesses)."""
+    hot = [ranges["hotw"], ranges["hotr"]]
+    known = hot + [ranges["cold"]]
+    hot_bytes = sum(b - a for a, b in hot)
+    precisions, recalls = [], []
+    kept = snapshots[len(snapshots) // 4:]
+    for start, end, acc in kept:
+        start, end = np.asarray(start, dtype=np.int64), np.asarray(end, dtype=np.int64)
+        predicted = np.asarray(acc) > 0
+
+        def covered(spans):
+            return sum(int(np.clip(np.minimum(end, b) - np.maximum(start, a), 0, None)[predicted].sum())
+                       for a, b in spans)
+
+        tp, pred = covered(hot), covered(known)
+        precisions.append(tp / pred if pred else 0.0)
+        recalls.append(tp / hot_bytes)
+    return (float(np.mean(precisions)) if kept else 0.0, float(np.mean(recalls)) if kept else 0.0, len(kept))
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_of(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def run_damo(binary: str, seconds: float, args, tmp: Path) -> dict:
+    proc, pid, ranges = start_workload(binary, seconds + 5, args.hot_kib, args.cold_kib)
+    out = tmp / "damo.data"
+    go(proc)
+    env = dict(os.environ, HOME="/tmp")
+    children_before = _children_cpu()
+    damo = subprocess.Popen([DAMO, "record", str(pid), "--timeout", str(seconds), "--do_record", "access",
+                             "--damon_tracer", "trace-cmd", "-o", str(out)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=tmp)
+    kdamond_cpu, kdamond = 0.0, None
+    while damo.poll() is None:   # kdamond's CPU, read until it exits with the recording
+        try:
+            kdamond = int(KDAMOND.read_text())
+        except (OSError, ValueError):
+            pass
+        if kdamond:
+            kdamond_cpu = max(kdamond_cpu, cpu_of(kdamond))
+        time.sleep(0.2)
+    user_cpu = _children_cpu() - children_before   # damo and what it waited for (trace-cmd); not the workload yet
+    stderr = damo.stdout.read()
+    rate = finish(proc)
+    report = subprocess.run([DAMO, "report", "access", "-i", str(out), "--json"], env=env, capture_output=True,
+                            text=True)
+    try:
+        doc = json.loads(report.stdout)
+    except ValueError:
+        print(f"damo failed: record (exit {damo.returncode}, file {'exists' if out.exists() else 'missing'}): "
+              f"{stderr.strip()[-800:]}; report: {(report.stdout + report.stderr).strip()[-500:]}", flush=True)
+        return None
+    snaps = []
+    for snap in doc[0]["snapshots"]:
+        regions = snap["regions"]
+        acc = [r["nr_accesses"]["samples"] if isinstance(r["nr_accesses"], dict) else r["nr_accesses"]
+               for r in regions]
+        snaps.append(([r["start"] for r in regions], [r["end"] for r in regions], acc))
+    precision, recall, n = score(snaps, ranges)
+    if not snaps:
+        print(f"damo produced no snapshots: {stderr.strip()}", file=sys.stderr)
+    return {"method": "kernel DAMON (damo record, trace-cmd)", "precision": precision, "recall": recall,
+            "snapshots": n, "monitor_cpu_s": kdamond_cpu + user_cpu, "extra": f"kdamond {kdamond_cpu:.2f} s; damo+trace-cmd "
+            f"{user_cpu:.2f} s", "touch_rate": rate}
+
+
+def run_kernel_sysfs(tracer, binary: str, seconds: float, args) -> dict:
+    """Kernel DAMON through damon-bpf's own --source damon companion (the same sysfs kdamond damo makes)."""
+    from damon_bpf.core.attrs import MonitoringAttrs
+    from damon_bpf.samplers.base import Sampler
+    from damon_bpf.session import Session
+    from damon_bpf.sources.kdamond import KernelDamon
+    from damon_bpf.sources.targets import Targets
+
+    proc, pid, ranges = start_workload(binary, seconds, args.hot_kib, args.cold_kib)
+    kernel = KernelDamon(MonitoringAttrs(), warn=lambda _m: None)
+    snaps, cpu = [], {}
+    kernel.sinks.append(lambda _p, s: snaps.append((s.start, s.end, s.nr_accesses)))
+
+    class Go(Sampler):
+        def start(self, targets):
+            go(proc)
+
+        def tick(self, now_ns):
+            if kernel.kdamond_pid:
+                cpu["kdamond"] = max(cpu.get("kdamond", 0.0), cpu_of(kernel.kdamond_pid))
+
+        def summary(self):
+            return {}
+
+    tracer.set_filters([])
+    Session(tracer, Targets([pid]), seconds + 30, samplers=[kernel, Go()]).run(lambda b: None)
+    rate = finish(proc)
+    precision, recall, n = score(snaps, ranges)
+    return {"method": "kernel DAMON (sysfs kdamond, damon_aggregated via BPF)", "precision": precision,
+            "recall": recall, "snapshots": n, "monitor_cpu_s": cpu.get("kdamond", 0.0),
+            "extra": f"kdamond only; {len(snaps)} snapshots", "touch_rate": rate}
+
+
+def run_ours(tracer, binary: str, seconds: float, sampler_name: str, args, tmp: Path) -> dict:
+    from damon_bpf.core.attrs import MonitoringAttrs
+    from damon_bpf.recorder import Recorder
+    from damon_bpf.samplers import make_sampler
+    from damon_bpf.samplers.base import Sampler
+    from damon_bpf.session import Session
+    from damon_bpf.sources.targets import Targets
+
+    attrs = MonitoringAttrs()
+    proc, pid, ranges = start_workload(binary, seconds, args.hot_kib, args.cold_kib)
+    snapshots = []
+    recorder = Recorder(attrs, "damon")
+    recorder.listeners.append(lambda _t, _p, s: snapshots.append((s.start, s.end, s.nr_accesses)))
+    recorder.add_targets([pid])
+    sampler = make_sampler(sampler_name, attrs.sample_interval_us, attrs.aggr_interval_us, warn=lambda _m: None)
+
+    class Go(Sampler):
+        def start(self, targets):
+            go(proc)
+
+        def summary(self):
+            return {}
+
+    tracer.set_filters([])
+    session = Session(tracer, Targets([pid]), seconds + 30, samplers=[s for s in (sampler, Go()) if s])
+    result = session.run(recorder.on_batch, recorder.on_tick)
+    recorder.finish(result)
+    rate = finish(proc)
+    precision, recall, n = score(snapshots, ranges)
+    extra = f"{result.accounting.delivered} reports, {result.accounting.lost} lost"
+    if sampler_name == "soft-dirty":
+        s = result.samplers[0]
+        extra += (f"; clear_refs mean {s['mean_call_us']:.0f} us at {s['mean_rss_mib']:.0f} MiB RSS "
+                  f"({s['us_per_mib_rss']:.0f} us/MiB), {s['calls']} calls")
+    if sampler_name == "numa-hint":
+        extra += f"; {result.samplers[0]['vmstat'].get('numa_hint_faults', 0)} hint faults"
+    return {"method": f"damon-bpf, --sampler {sampler_name}", "precision": precision, "recall": recall,
+            "snapshots": n, "monitor_cpu_s": result.cpu_s, "extra": extra, "touch_rate": rate}
+
+
+def clear_refs_costs(binary: str, sizes_mib=(16, 64, 256, 512), calls: int = 20) -> list[tuple[int, float, float]]:
+    """soft-dirty's cost: one clear_refs call against a target of each RSS (accessgen, cold mode)."""
+    from damon_bpf.samplers.soft_dirty import clear_soft_dirty, rss_bytes
+
+    rows = []
+    for mib in sizes_mib:
+        proc = subprocess.Popen([binary, "--duration", "60", f"c:-1:c:{mib << 10}:0"], stdout=subprocess.PIPE, text=True)
+        pid = json.loads(proc.stdout.readline())["pid"]
+        times = []
+        for _ in range(calls):
+            began = time.perf_counter()
+            clear_soft_dirty(pid)
+            times.append(time.perf_counter() - began)
+        rss = rss_bytes(pid) / 2**20
+        proc.kill()
+        proc.wait()
+        median = float(np.median(times)) * 1e6
+        rows.append((round(rss), median, median / rss))
+        print(f"clear_refs at {rss:.0f} MiB RSS: median {median:.0f} us ({median / rss:.1f} us/MiB)", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--hot-kib", type=int, default=8192)
+    ap.add_argument("--cold-kib", type=int, default=32768)
+    ap.add_argument("--samplers", default="none,soft-dirty,numa-hint")
+    ap.add_argument("--no-damo", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write the rows here")
+    args = ap.parse_args()
+    from damon_bpf.sources.tracer import Tracer
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-samplers-"))
+    binary = build_accessgen(tmp)
+    costs = clear_refs_costs(binary)
+    rows = [] if args.no_damo else [r for r in [run_damo(binary, args.seconds, args, tmp)] if r]
+    print("untraced touch rate:", end=" ", flush=True)
+    proc, _, _ = start_workload(binary, args.seconds / 2, args.hot_kib, args.cold_kib)
+    go(proc)
+    baseline = finish(proc)
+    print(f"{baseline / 1e6:.1f}M touches/s", flush=True)
+    tracer = Tracer("auto")
+    rows.append(run_kernel_sysfs(tracer, binary, args.seconds, args))
+    print(rows[-1], flush=True)
+    for name in args.samplers.split(","):
+        rows.append(run_ours(tracer, binary, args.seconds, name, args, tmp))
+        print(rows[-1], flush=True)
+    tracer.close()
+    print(f"\n{args.seconds:g} s, hot {2 * args.hot_kib >> 10} MiB (written + read), cold {args.cold_kib >> 10} MiB; "
+          f"kernel {os.uname().release}\n")
+    print("| method | hot-set precision | hot-set recall | monitor CPU (s) | CPU % of a core | workload speed | notes |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['method']} | {r['precision']:.2f} | {r['recall']:.2f} | {r['monitor_cpu_s']:.2f} | "
+              f"{100 * r['monitor_cpu_s'] / args.seconds:.1f} | {r['touch_rate'] / baseline:.2f}x | {r['extra']} |")
+    print("\n| target RSS (MiB) | clear_refs 4, median per call (us) | us per MiB |\n| --- | --- | --- |")
+    for rss, median, per_mib in costs:
+        print(f"| {rss} | {median:.0f} | {per_mib:.1f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"seconds": args.seconds, "baseline_touch_rate": baseline, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

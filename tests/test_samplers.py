@@ -1,0 +1,330 @@
+"""Samplers on the host: settings bookkeeping with fake sysfs trees, timing, the session hooks with a real
+tracer, and one-line errors where the host lacks a feature. Their real effect is tested in the VM
+(tests/test_vm_samplers.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DAMON_BPF
+from damon_bpf.errors import HostError
+from damon_bpf.samplers import make_sampler
+from damon_bpf.samplers.base import PeriodicSampler, Sampler
+from damon_bpf.samplers.numa_hint import NumaHintSampler, tuning
+from damon_bpf.samplers.numa_state import KNOBS, NumaPaths, NumaSettings, recover_stale
+from damon_bpf.samplers.soft_dirty import soft_dirty_supported
+
+DEFAULTS = {"scan_delay_ms": "1000", "scan_period_min_ms": "1000", "scan_period_max_ms": "60000",
+            "scan_size_mb": "256"}
+
+
+@pytest.fixture
+def fake_numa(tmp_path) -> NumaPaths:
+    """A /proc/sys/kernel and debugfs with the 5.13+ layout, numa_balancing off."""
+    paths = NumaPaths(tmp_path / "sys", tmp_path / "debug", tmp_path / "run")
+    (paths.debugfs / "sched" / "numa_balancing").mkdir(parents=True)
+    paths.proc_sys.mkdir(parents=True)
+    paths.switch.write_text("0\n")
+    for name, value in DEFAULTS.items():
+        paths.knob(name).write_text(value + "\n")
+    return paths
+
+
+def values(paths: NumaPaths) -> dict[str, str]:
+    return {name: paths.knob(name).read_text().strip() for name in KNOBS} | {"on": paths.switch.read_text().strip()}
+
+
+def test_tuning_follows_the_sample_interval():
+    assert tuning(5000, 100_000) == {"scan_delay_ms": 100, "scan_period_min_ms": 5, "scan_period_max_ms": 100,
+                                     "scan_size_mb": 12}
+    assert tuning(100_000, 2_000_000)["scan_size_mb"] == 256      # the kernel's default window at most
+    assert tuning(300, 200)["scan_period_min_ms"] == 1             # never below a millisecond
+    assert tuning(50_000, 10_000)["scan_period_max_ms"] == 50      # never below the minimum
+
+
+def test_numa_hint_applies_then_restores(fake_numa):
+    notes = []
+    sampler = NumaHintSampler(5000, 100_000, warn=notes.append, paths=fake_numa, nodes=[0, 1])
+    sampler.start(type("T", (), {"pids": set()})())
+    assert values(fake_numa) == {"scan_delay_ms": "100", "scan_period_min_ms": "5", "scan_period_max_ms": "100",
+                                 "scan_size_mb": "12", "on": "1"}
+    state = json.loads((fake_numa.state_dir / "numa-balancing.json").read_text())
+    assert state["pid"] == os.getpid() and set(state["saved"]) == {str(fake_numa.switch)} | {
+        str(fake_numa.knob(k)) for k in KNOBS}
+    assert any("may migrate" in n for n in notes)
+    sampler.close()
+    assert values(fake_numa) == DEFAULTS | {"on": "0"}
+    assert not (fake_numa.state_dir / "numa-balancing.json").exists()
+    assert "settings restored" in notes[-1]
+
+
+def test_numa_hint_keeps_a_tiering_mode_bit(fake_numa):
+    fake_numa.switch.write_text("2\n")
+    sampler = NumaHintSampler(5000, 100_000, warn=lambda _: None, paths=fake_numa, nodes=[0, 1])
+    assert sampler.wanted()[fake_numa.switch] == "3"
+
+
+def test_old_kernels_use_the_sysctls(tmp_path):
+    paths = NumaPaths(tmp_path / "sys", tmp_path / "debug", tmp_path / "run")
+    paths.proc_sys.mkdir(parents=True)
+    paths.switch.write_text("0")
+    for name, value in DEFAULTS.items():
+        (paths.proc_sys / f"numa_balancing_{name}").write_text(value)
+    assert paths.knob("scan_delay_ms") == paths.proc_sys / "numa_balancing_scan_delay_ms"
+    NumaHintSampler(5000, 100_000, warn=lambda _: None, paths=paths, nodes=[0, 1])
+
+
+def test_a_crashed_run_is_undone_at_the_next_start(fake_numa):
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom pathlib import Path\nfrom damon_bpf.samplers.numa_state import NumaPaths, NumaSettings\n"
+        "p = NumaPaths(*map(Path, sys.argv[1:4]))\ns = NumaSettings(p)\n"
+        "s.apply({p.switch: '1', p.knob('scan_delay_ms'): '7'})\nprint('applied', flush=True)\ntime.sleep(60)\n"),
+        str(fake_numa.proc_sys), str(fake_numa.debugfs), str(fake_numa.state_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "applied"
+        with pytest.raises(HostError, match=f"another damon-bpf \\(PID {child.pid}\\)"):
+            NumaHintSampler(5000, 100_000, warn=lambda _: None, paths=fake_numa, nodes=[0, 1])
+        recover_stale(lambda m: pytest.fail(m), fake_numa)   # a live owner is left alone, quietly
+        assert values(fake_numa)["scan_delay_ms"] == "7"
+    finally:
+        child.kill()
+        child.wait()
+    notes = []
+    recover_stale(notes.append, fake_numa)
+    assert values(fake_numa) == DEFAULTS | {"on": "0"}
+    assert len(notes) == 1 and f"PID {child.pid}" in notes[0] and "did not exit cleanly" in notes[0]
+    recover_stale(lambda m: pytest.fail(m), fake_numa)       # nothing left to do: quiet
+
+
+def test_numa_hint_refuses_one_node(fake_numa):
+    with pytest.raises(HostError, match="two or more NUMA nodes and this host has 1"):
+        NumaHintSampler(5000, 100_000, paths=fake_numa, nodes=[0])
+    assert values(fake_numa)["on"] == "0"
+
+
+def test_numa_hint_explains_missing_kernel_support(tmp_path):
+    paths = NumaPaths(tmp_path / "sys", tmp_path / "debug", tmp_path / "run")
+    with pytest.raises(HostError, match="CONFIG_NUMA_BALANCING"):
+        NumaHintSampler(5000, 100_000, paths=paths, nodes=[0, 1])
+
+
+def test_restore_failure_is_reported_and_left_for_the_next_start(fake_numa):
+    settings = NumaSettings(fake_numa)
+    settings.apply({fake_numa.knob("scan_delay_ms"): "9"})
+    fake_numa.knob("scan_delay_ms").unlink()
+    fake_numa.knob("scan_delay_ms").mkdir()        # now unwritable
+    assert "cannot restore" in settings.restore()
+    assert (fake_numa.state_dir / "numa-balancing.json").exists()
+
+
+class Counting(PeriodicSampler):
+    name = "counting"
+
+    def __init__(self, interval_us, delay_s=0.0):
+        super().__init__(interval_us, warn=lambda _: None)
+        self.seen, self.delay_s = [], delay_s
+
+    def sample(self, pids):
+        self.seen.append(list(pids))
+        time.sleep(self.delay_s)
+
+
+def test_periodic_sampler_keeps_its_interval_and_counts_overruns():
+    targets = type("T", (), {"pids": {11, 5}})()
+    fast = Counting(10_000)
+    fast.start(targets)
+    time.sleep(0.5)
+    fast.stop_thread()
+    assert 30 <= fast.calls <= 55 and fast.seen[0] == [5, 11]
+    slow = Counting(10_000, delay_s=0.05)
+    slow.start(targets)
+    time.sleep(0.5)
+    slow.stop_thread()
+    assert slow.calls <= 11 and slow.overruns >= 20
+    assert slow.summary()["mean_call_us"] >= 50_000
+
+
+def test_soft_dirty_detection_agrees_with_the_kernel_config():
+    ok, why = soft_dirty_supported()
+    config = Path("/proc/config.gz")
+    assert config.exists(), "this check reads the running kernel's config"
+    import gzip
+    enabled = "CONFIG_MEM_SOFT_DIRTY=y" in gzip.decompress(config.read_bytes()).decode()
+    assert ok == enabled, why
+    if not ok:
+        with pytest.raises(HostError, match="CONFIG_MEM_SOFT_DIRTY"):
+            make_sampler("soft-dirty", 5000, 100_000)
+
+
+def test_make_sampler_none():
+    assert make_sampler("none", 5000, 100_000) is None
+
+
+class Recording(Sampler):
+    name = "recording"
+
+    def __init__(self):
+        self.calls = []
+
+    def start(self, targets):
+        self.calls.append(("start", sorted(targets.pids)))
+
+    def tick(self, now_ns):
+        if self.calls[-1][0] != "tick":
+            self.calls.append(("tick", None))
+
+    def close(self):
+        self.calls.append(("close", None))
+
+    def summary(self):
+        return {"sampler": self.name, "calls": len(self.calls)}
+
+
+@pytest.mark.bpf
+def test_session_runs_sampler_hooks_on_every_exit(tracer, accessgen):
+    from damon_bpf.session import Session
+    from damon_bpf.sources.targets import Targets
+
+    sampler = Recording()
+    proc = subprocess.Popen([accessgen, "--duration", "0.5", "w:0:W:64:0"], stdout=subprocess.PIPE)
+    proc.stdout.readline()
+    result = Session(tracer, Targets([proc.pid]), 10, samplers=[sampler]).run(lambda b: None)
+    proc.wait()
+    assert [c[0] for c in sampler.calls] == ["start", "tick", "close"] and sampler.calls[0][1] == [proc.pid]
+    assert result.samplers == [{"sampler": "recording", "calls": 3}]
+    assert result.as_dict()["samplers"][0]["sampler"] == "recording"
+
+    class Failing(Recording):
+        def tick(self, now_ns):
+            raise RuntimeError("boom")
+
+    failing = Failing()
+    proc = subprocess.Popen([accessgen, "--duration", "5", "w:0:W:64:0"], stdout=subprocess.PIPE)
+    proc.stdout.readline()
+    with pytest.raises(RuntimeError, match="boom"):
+        Session(tracer, Targets([proc.pid]), 10, samplers=[failing]).run(lambda b: None)
+    proc.kill()
+    proc.wait()
+    assert failing.calls[-1] == ("close", None)
+    assert tracer.kernel_targets() == set()
+
+
+@pytest.mark.parametrize("sampler", ["soft-dirty", "numa-hint"])
+def test_cli_reports_a_missing_feature_in_one_line(sampler):
+    """This host has neither soft-dirty nor a second NUMA node (see `damon-bpf probe`)."""
+    result = subprocess.run([DAMON_BPF, "trace", "--sampler", sampler, "--duration", "1", "-o", "/dev/null", "--",
+                             "true"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("damon-bpf: error: ") and "Traceback" not in result.stderr
+    assert ("CONFIG_MEM_SOFT_DIRTY" if sampler == "soft-dirty" else "two or more NUMA nodes") in lines[0]
+
+
+# ------------------------------------------------------------------------------------------------ perf-mem
+
+def _pmu(root: Path, name: str, pmu_type: int, formats: dict[str, str], events: dict[str, str]) -> Path:
+    pmu = root / name
+    (pmu / "format").mkdir(parents=True)
+    (pmu / "events").mkdir()
+    (pmu / "type").write_text(f"{pmu_type}\n")
+    for term, bits in formats.items():
+        (pmu / "format" / term).write_text(bits + "\n")
+    for event, spec in events.items():
+        (pmu / "events" / event).write_text(spec + "\n")
+    return pmu
+
+
+def test_perf_mem_intel_pebs_events_from_sysfs(tmp_path):
+    from damon_bpf.sources.perf_mem import hardware_events
+
+    _pmu(tmp_path, "cpu", 4, {"event": "config:0-7", "umask": "config:8-15", "ldlat": "config1:0-15"},
+         {"mem-loads": "event=0xcd,umask=0x1,ldlat=3", "mem-stores": "event=0xd0,umask=0x82"})
+    (tmp_path / "software").mkdir()
+    loads, stores = hardware_events(tmp_path)
+    assert (loads.label, loads.type, loads.config, loads.config1, loads.kind) == ("mem-loads", 4, 0x1cd, 3, "read")
+    assert (stores.config, stores.kind, stores.precise_ip) == (0x82d0, "write", 2)
+
+
+def test_perf_mem_amd_ibs_and_arm_spe(tmp_path):
+    from damon_bpf.sources.perf_mem import hardware_events
+
+    _pmu(tmp_path / "amd", "ibs_op", 11, {}, {})
+    (event,) = hardware_events(tmp_path / "amd")
+    assert (event.label, event.type, event.kind) == ("ibs_op", 11, "unknown")
+    _pmu(tmp_path / "arm", "arm_spe_0", 9, {}, {})
+    with pytest.raises(HostError, match="AUX buffer"):
+        hardware_events(tmp_path / "arm")
+
+
+def test_perf_mem_without_pmu_says_so_in_one_line():
+    result = subprocess.run([DAMON_BPF, "trace", "--source", "perf-mem", "--duration", "1", "-o", "/dev/null", "--",
+                             "true"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs hardware memory-access sampling" in lines[0] and "software" in lines[0]
+
+
+@pytest.fixture(scope="module")
+def perf_mem_tracer():
+    """perf-mem's program and attach path, fed by the software page-faults event (no PMU here)."""
+    from damon_bpf.sources.perf_mem import PerfMemTracer, software_test_events
+
+    loaded = PerfMemTracer(sample_period=1, events=software_test_events())
+    yield loaded
+    loaded.close()
+
+
+@pytest.mark.bpf
+def test_perf_mem_plumbing_reports_every_sampled_access(perf_mem_tracer, accessgen):
+    from conftest import run_workload
+    from damon_bpf.access import ACCESS_UNKNOWN
+    from damon_bpf.filters import build_filters
+
+    perf_mem_tracer.set_filters(build_filters(cpus="0"))
+    workload = run_workload(accessgen, ["w:0:w:64:10", "r:1:r:32:5"], perf_mem_tracer.add_target)
+    events = perf_mem_tracer.quiesce()
+    accounting = perf_mem_tracer.accounting()
+    assert accounting.lost == 0 and accounting.seen == accounting.delivered + accounting.filtered
+    mine = events[workload.during_passes(events, "w")]
+    assert len(mine) == 160 and workload.in_range(mine, "w").all()
+    assert (mine["write"] == ACCESS_UNKNOWN).all() and (mine["cpu"] == 0).all()
+    assert workload.in_range(events, "r").sum() == 0          # filtered in the kernel: on CPU 1
+    assert perf_mem_tracer.source == "perf-mem"
+
+
+@pytest.mark.bpf
+def test_perf_mem_refuses_write_filters_when_writes_are_unknown(perf_mem_tracer):
+    from damon_bpf.errors import UsageError
+    from damon_bpf.filters import build_filters
+
+    with pytest.raises(UsageError, match="cannot tell writes from reads"):
+        perf_mem_tracer.set_filters(build_filters(write_only=True))
+
+
+# ------------------------------------------------------------------------------------------------ kernel DAMON
+
+def test_source_damon_errors_in_one_line():
+    """This host's DAMON has no vaddr (see `damon-bpf probe`); trace cannot carry regions at all."""
+    record = subprocess.run([DAMON_BPF, "record", "--source", "damon", "--duration", "1", "-o", "/dev/null", "--",
+                             "true"], capture_output=True, text=True, timeout=60)
+    trace = subprocess.run([DAMON_BPF, "trace", "--source", "damon", "--duration", "1", "-o", "/dev/null", "--",
+                            "true"], capture_output=True, text=True, timeout=60)
+    for result in (record, trace):
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode != 0 and len(lines) == 1 and lines[0].startswith("damon-bpf: error: ")
+    assert "CONFIG_DAMON_VADDR" in record.stderr
+    assert "use it with record or live" in trace.stderr
+
+
+def test_numa_state_dir_that_cannot_be_made_is_one_error(fake_numa, tmp_path):
+    (tmp_path / "file").write_text("")
+    paths = NumaPaths(fake_numa.proc_sys, fake_numa.debugfs, tmp_path / "file" / "run")
+    with pytest.raises(HostError, match="cannot keep its state"):
+        NumaHintSampler(5000, 100_000, paths=paths, nodes=[0, 1])
