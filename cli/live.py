@@ -6,12 +6,10 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
-from cli.options import bind_record, monitor_options, monitoring_attrs, open_monitor, region_options
-from damon_bpf.errors import DamonBpfError
+from cli.options import check_target_lifetime, monitor_options, monitoring_attrs, open_recording, region_options, run_session
 from damon_bpf.live.app import LiveScreen, SnapshotPrinter
 from damon_bpf.live.model import LiveModel
 from damon_bpf.live.views import VIEW_NAMES
-from damon_bpf.recorder import Recorder, run_meta
 from damon_bpf.recordfile import RecordWriter
 from damon_bpf.session import Session
 
@@ -39,12 +37,7 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     """
     attrs = monitoring_attrs(options)
     writer = RecordWriter(output) if output else None
-    tracer, targets = open_monitor(options)
-    bind_record(tracer, writer)   # --source damon: kernel DAMON's snapshots go to the same file
-    recorder = Recorder(attrs, options["regions"], writer, run_meta(tracer.source, tracer.filters,
-                        list(options["command"]) or [f"-p {p}" for p in options["pids"]], options["regions"]),
-                        seed=options["seed"])
-    recorder.add_targets(targets.pids)
+    tracer, targets, recorder = open_recording(options, attrs, writer)
     session = Session(tracer, targets, options["duration"])
     console = Console()
     if console.is_terminal and not console.is_dumb_terminal:
@@ -60,18 +53,9 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
         recorder.on_tick(now_ns)  # closes snapshots, which reach the display through its listener
         display.on_tick(now_ns)
 
-    result = None
-    try:
-        with display:
-            result = session.run(recorder.on_batch, on_tick)
-    finally:
-        try:
-            recorder.finish(result)
-        finally:
-            tracer.close()
+    result = run_session(session, recorder.on_batch, on_tick, display, recorder.finish)
     snapshots = sum(s.snapshots for s in recorder.targets.values())
     where = f", written to {output}" if output else ""
     click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} "
                f"target(s){where}", err=True)
-    if result.reason == "targets-exited" and options["pids"] and options["duration"]:
-        raise DamonBpfError(f"target process {', '.join(map(str, result.exited))} exited before --duration ran out")
+    check_target_lifetime(result, options)

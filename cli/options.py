@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Callable
+
 import click
 
 from damon_bpf.core.attrs import MonitoringAttrs
@@ -9,7 +12,9 @@ from damon_bpf.core.layout import LAYOUT_MODES
 from damon_bpf.filters import build_filters
 from damon_bpf.samplers import SAMPLER_NAMES, make_sampler, warn_stderr
 from damon_bpf.samplers.numa_state import recover_stale
-from damon_bpf.errors import UsageError
+from damon_bpf.errors import DamonBpfError, UsageError
+from damon_bpf.recorder import Recorder, run_meta
+from damon_bpf.session import RunResult, Session
 from damon_bpf.sources.host import SOURCE_ORDER
 from damon_bpf.sources.kdamond import KernelDamon, stop_all_ours
 from damon_bpf.sources.perf_mem import DEFAULT_SAMPLE_PERIOD, PerfMemTracer
@@ -113,3 +118,36 @@ def monitoring_attrs(options: dict) -> MonitoringAttrs:
                             options["max_regions"])
     attrs.validate()
     return attrs
+
+
+def open_recording(options: dict, attrs: MonitoringAttrs, writer) -> tuple[Tracer, Targets, Recorder]:
+    """The tracer, targets and DAMON recorder of `record` and `live` (``writer`` may be None)."""
+    tracer, targets = open_monitor(options)
+    bind_record(tracer, writer)   # --source damon: kernel DAMON's snapshots go to the same file
+    command = list(options["command"]) or [f"-p {pid}" for pid in options["pids"]]
+    recorder = Recorder(attrs, options["regions"], writer,
+                        run_meta(tracer.source, tracer.filters, command, options["regions"]), seed=options["seed"])
+    recorder.add_targets(targets.pids)
+    return tracer, targets, recorder
+
+
+def run_session(session: Session, on_batch, on_tick=None, display=None,
+                finish: Callable[[RunResult | None], None] = lambda result: None) -> RunResult:
+    """Run to the end; whatever happens, ``finish`` completes the output and the kernel side is unloaded."""
+    result = None
+    try:
+        with display or contextlib.nullcontext():
+            result = session.run(on_batch, on_tick)
+    finally:
+        try:
+            finish(result)
+        finally:
+            session.tracer.close()
+    return result
+
+
+def check_target_lifetime(result: RunResult, options: dict) -> None:
+    """A -p target that exits before --duration is an error the user should see (the output is complete)."""
+    if result.reason == "targets-exited" and options["pids"] and options["duration"]:
+        raise DamonBpfError(f"target process {', '.join(map(str, result.exited))} exited before --duration ran out; "
+                            "everything up to then was written")

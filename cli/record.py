@@ -9,9 +9,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from cli.options import bind_record, monitor_options, monitoring_attrs, open_monitor, region_options
-from damon_bpf.errors import DamonBpfError
-from damon_bpf.recorder import Recorder, run_meta
+from cli.options import check_target_lifetime, monitor_options, monitoring_attrs, open_recording, region_options, run_session
+from damon_bpf.recorder import Recorder
 from damon_bpf.recordfile import RecordWriter
 from damon_bpf.session import Session
 
@@ -53,12 +52,7 @@ def record(output: str, **options) -> None:
     """Record DAMON snapshots of a process: -p PID, or -- COMMAND ARGS..."""
     attrs = monitoring_attrs(options)
     writer = RecordWriter(output)
-    tracer, targets = open_monitor(options)
-    bind_record(tracer, writer)   # --source damon: kernel DAMON's snapshots go to the same file
-    recorder = Recorder(attrs, options["regions"], writer, run_meta(tracer.source, tracer.filters,
-                        list(options["command"]) or [f"-p {p}" for p in options["pids"]], options["regions"]),
-                        seed=options["seed"])
-    recorder.add_targets(targets.pids)
+    tracer, targets, recorder = open_recording(options, attrs, writer)
     status = StatusLine(recorder, tracer)
 
     def on_batch(batch) -> None:
@@ -69,19 +63,10 @@ def record(output: str, **options) -> None:
         recorder.on_tick(now_ns)
         status.tick(now_ns)
 
-    result = None
-    try:
-        with status.live:
-            result = Session(tracer, targets, options["duration"]).run(on_batch, on_tick)
-    finally:
-        try:
-            recorder.finish(result)
-        finally:
-            tracer.close()
+    result = run_session(Session(tracer, targets, options["duration"]), on_batch, on_tick, status.live,
+                         recorder.finish)
     snapshots = sum(s.snapshots for s in recorder.targets.values())
     late = recorder.accounting()["late"]
     click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} target(s), "
                f"{late} late reports, written to {output}", err=True)
-    if result.reason == "targets-exited" and options["pids"] and options["duration"]:
-        raise DamonBpfError(f"target process {', '.join(map(str, result.exited))} exited before --duration ran out; "
-                            f"the record holds everything up to then")
+    check_target_lifetime(result, options)

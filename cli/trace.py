@@ -6,7 +6,7 @@ import json
 
 import click
 
-from cli.options import monitor_options, open_monitor
+from cli.options import check_target_lifetime, monitor_options, open_monitor, run_session
 from damon_bpf.errors import DamonBpfError
 from damon_bpf.eventlog import FORMATS, EventWriter
 from damon_bpf.session import Session
@@ -22,14 +22,8 @@ def trace(output: str, fmt: str, summary_json: str | None, **options) -> None:
     """Stream memory access reports of a process: -p PID, or -- COMMAND ARGS..."""
     writer = EventWriter(output, fmt)
     tracer, targets = open_monitor(options)
-    session = Session(tracer, targets, options["duration"])
-    try:
-        result = session.run(writer.write)
-    finally:
-        try:
-            writer.close()
-        finally:
-            tracer.close()
+    result = run_session(Session(tracer, targets, options["duration"]), writer.write,
+                         finish=lambda _result: writer.close())
     click.echo(f"damon-bpf: {result.summary_line()}", err=True)
     if summary_json:
         try:
@@ -37,6 +31,4 @@ def trace(output: str, fmt: str, summary_json: str | None, **options) -> None:
                 json.dump(result.as_dict(), stream, indent=1)
         except OSError as err:
             raise DamonBpfError(f"cannot write {summary_json}: {err.strerror}") from None
-    if result.reason == "targets-exited" and options["pids"] and options["duration"]:
-        raise DamonBpfError(f"target process {', '.join(map(str, result.exited))} exited before --duration ran out; "
-                            "everything up to then was written")
+    check_target_lifetime(result, options)
