@@ -11,18 +11,16 @@ that BPF cannot read, so it is detected and refused. Test machines here have no 
 
 from __future__ import annotations
 
-import mmap
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from damon_bpf.access import ACCESS_DTYPE, bpf_dir
+from damon_bpf.access import bpf_dir
 from damon_bpf.errors import HostError, UsageError
 from damon_bpf.filters import SampleFilter
 from damon_bpf.sources import host, kheaders
 from damon_bpf.sources.program import _stderr_silenced, ring_pages
-from damon_bpf.sources.ringbuf import RingReader
 from damon_bpf.sources.tracer import DEFAULT_RING_BYTES, Tracer
 
 DEVICES = Path("/sys/bus/event_source/devices")
@@ -122,12 +120,7 @@ class PerfMemTracer(Tracer):
         self.follow_children = follow_children
         self._check_filters(filters)
         self.bpf = _compile(self.events, sample_period, ring_bytes, follow_children)
-        self._targets = self.bpf["targets"]
-        self._pending = self.bpf["pending_exec"]
-        ring = self.bpf["accesses"]
-        self.reader = RingReader(ring.map_fd, ring_pages(ring_bytes) * mmap.PAGESIZE, ACCESS_DTYPE)
-        self.filters: list[SampleFilter] = []
-        self.set_filters(filters)
+        self._bind_maps(ring_bytes, filters)
 
     def _check_filters(self, filters: Sequence[SampleFilter]) -> None:
         if any(e.kind == "unknown" for e in self.events) and any(f.kind == "write" for f in filters):

@@ -67,6 +67,10 @@ class Tracer:
         except LoadError as err:
             others = host.usable_sources(exclude=self.source)
             raise HostError(f"{err}; try --source {others[0] if others else 'auto'}") from None
+        self._bind_maps(ring_bytes, filters)
+
+    def _bind_maps(self, ring_bytes: int, filters: Sequence[SampleFilter]) -> None:
+        """Hold the loaded program's shared maps (bpf/report.bpf.h) and install the filters."""
         self._targets = self.bpf["targets"]
         self._pending = self.bpf["pending_exec"]
         ring = self.bpf["accesses"]
