@@ -93,9 +93,9 @@ static void one_pass(struct worker *w)
 	madvise(w->mem, w->bytes, MADV_DONTNEED);
 }
 
-static void *run(void *arg)
+/* Name the thread and give it its own fresh range, without huge pages: one fault per small page. */
+static void map_range(struct worker *w)
 {
-	struct worker *w = arg;
 	prctl(PR_SET_NAME, w->name);
 	w->tid = syscall(SYS_gettid);
 	w->mem = mmap(NULL, w->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -103,7 +103,13 @@ static void *run(void *arg)
 		perror("mmap");
 		exit(2);
 	}
-	madvise(w->mem, w->bytes, MADV_NOHUGEPAGE); /* one fault per small page, always */
+	madvise(w->mem, w->bytes, MADV_NOHUGEPAGE);
+}
+
+static void *run(void *arg)
+{
+	struct worker *w = arg;
+	map_range(w);
 	if (w->mode == 'c')
 		memset(w->mem, 1, w->bytes);
 	pthread_barrier_wait(&ready);
@@ -127,14 +133,7 @@ static void *run(void *arg)
 static void *run_steady(void *arg)
 {
 	struct worker *w = arg;
-	prctl(PR_SET_NAME, w->name);
-	w->tid = syscall(SYS_gettid);
-	w->mem = mmap(NULL, w->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (w->mem == MAP_FAILED) {
-		perror("mmap");
-		exit(2);
-	}
-	madvise(w->mem, w->bytes, MADV_NOHUGEPAGE);
+	map_range(w);
 	memset(w->mem, 1, w->bytes); /* mapped before monitoring starts: no first-touch faults later */
 	pthread_barrier_wait(&ready);
 	pthread_barrier_wait(&go);
