@@ -78,6 +78,14 @@ def _json_out(obj: object) -> None:
     click.echo(json.dumps(obj, indent=2))
 
 
+def _show(module, result, as_json: bool) -> None:
+    """A report module's result as JSON or as its rich table."""
+    if as_json:
+        _json_out(module.to_json(result))
+    else:
+        Console().print(module.table(result))
+
+
 @click.group()
 def report() -> None:
     """Reports from a record file (damon.data); damo's reports read the same file."""
@@ -135,10 +143,7 @@ def _to_image(records, path, by, resol, addr, times, target_id, scale) -> None:
 def access(input_path, target_id, snapshot, as_json) -> None:
     """The regions of one snapshot: size, access frequency, age."""
     result = access_mod.access(read_record(input_path), snapshot, target_id)
-    if as_json:
-        _json_out(access_mod.to_json(result))
-    else:
-        Console().print(access_mod.table(result))
+    _show(access_mod, result, as_json)
 
 
 @report.command()
@@ -150,10 +155,7 @@ def access(input_path, target_id, snapshot, as_json) -> None:
 def wss(input_path, target_id, write, skip, as_json) -> None:
     """Working-set size over time, as percentiles."""
     result = wss_mod.wss(read_record(input_path), target_id, write=write, skip=skip)
-    if as_json:
-        _json_out(wss_mod.to_json(result))
-    else:
-        Console().print(wss_mod.table(result))
+    _show(wss_mod, result, as_json)
 
 
 @report.command()
@@ -169,7 +171,4 @@ def breakdown(input_path, target_id, top, snapshot, time_range, as_json) -> None
     """Share of the hottest regions' reports by CPU, thread, and reads vs writes."""
     result = breakdown_mod.breakdown(read_record(input_path), top, snapshot, _time_range(time_range),
                                      target_id)
-    if as_json:
-        _json_out(breakdown_mod.to_json(result))
-    else:
-        Console().print(breakdown_mod.table(result))
+    _show(breakdown_mod, result, as_json)
