@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import subprocess
@@ -61,12 +62,18 @@ def _tracefs_has(relative: str) -> bool:
     return (TRACEFS / relative).exists()
 
 
-def _kallsyms_has(symbol: str) -> bool:
+@functools.lru_cache(maxsize=1)
+def _kallsyms() -> frozenset[str]:
+    """Kernel symbol names, read once per run: probe asks about several (120k lines each read)."""
     try:
         with open("/proc/kallsyms") as kallsyms:
-            return any(line.split()[2] == symbol for line in kallsyms if symbol in line)
+            return frozenset(line.split()[2] for line in kallsyms)
     except OSError:
-        return False
+        return frozenset()
+
+
+def _kallsyms_has(symbol: str) -> bool:
+    return symbol in _kallsyms()
 
 
 def _perf_sw_page_faults_opens() -> tuple[bool, str]:
