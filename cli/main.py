@@ -40,7 +40,23 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli()
+    # click's own usage errors (a value out of range, an unknown option) print three lines; ours print one.
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as err:   # a group run bare: its help, as click shows it
+        click.echo(err.ctx.get_help(), err=True)
+        sys.exit(err.exit_code)
+    except click.UsageError as err:
+        where = err.ctx.command_path if err.ctx is not None else "damon-bpf"
+        click.echo(f"damon-bpf: error: {err.format_message()} (see '{where} --help')", err=True)
+        sys.exit(err.exit_code)
+    except click.ClickException as err:
+        click.echo(f"damon-bpf: error: {err.format_message()}", err=True)
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        click.echo("damon-bpf: aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 from cli.probe import probe  # noqa: E402 - commands register on the group above
