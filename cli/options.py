@@ -44,6 +44,9 @@ _OPTIONS = [
                       "numa-hint (reads and writes; the kernel's NUMA-balancing scanner, 2+ nodes)."),
     click.option("--sampler-us", type=click.IntRange(min=100), metavar="US",
                  help="How often the sampler re-arms faults (default: --sample-us, or 5000)."),
+    click.option("--sampler-budget", type=click.FloatRange(0, 100, min_open=True), default=10.0, show_default=True,
+                 metavar="PCT", help="Most of one CPU the soft-dirty sampler may use; on a big target its interval "
+                                     "stretches to stay within it (100: no cap)."),
     click.option("--ring-mb", type=click.IntRange(1, 4096), default=DEFAULT_RING_BYTES >> 20, show_default=True,
                  help="Ring buffer size; 64 MiB holds 1 s of reports at 1M events/s."),
     click.argument("command", nargs=-1, type=click.UNPROCESSED),
@@ -65,8 +68,10 @@ def open_monitor(options: dict) -> tuple[Tracer, Targets]:
     recover_stale(warn_stderr)   # NUMA-balancing settings a crashed numa-hint run left changed
     stop_all_ours(warn_stderr)   # a kdamond a killed --source damon run left on
     sample_us = options.get("sample_us") or MonitoringAttrs.sample_interval_us
+    budget = options.get("sampler_budget") or 100.0
     sampler = make_sampler(options.get("sampler") or "none", options.get("sampler_us") or sample_us,
-                           options.get("aggr_us") or MonitoringAttrs.aggr_interval_us)
+                           options.get("aggr_us") or MonitoringAttrs.aggr_interval_us,
+                           budget=None if budget >= 100 else budget / 100)
     kernel_damon = None
     if options.get("source") == "damon":
         if "sample_us" not in options:

@@ -127,8 +127,8 @@ def test_restore_failure_is_reported_and_left_for_the_next_start(fake_numa):
 class Counting(PeriodicSampler):
     name = "counting"
 
-    def __init__(self, interval_us, delay_s=0.0):
-        super().__init__(interval_us, warn=lambda _: None)
+    def __init__(self, interval_us, delay_s=0.0, budget=None):
+        super().__init__(interval_us, warn=lambda _: None, budget=budget)
         self.seen, self.delay_s = [], delay_s
 
     def sample(self, pids):
@@ -149,6 +149,29 @@ def test_periodic_sampler_keeps_its_interval_and_counts_overruns():
     slow.stop_thread()
     assert slow.calls <= 11 and slow.overruns >= 20
     assert slow.summary()["mean_call_us"] >= 50_000
+
+
+def test_periodic_sampler_stays_within_its_cpu_budget():
+    """20 ms calls every 10 ms asked, at most 20% of a CPU: one call per ~100 ms, on the interval grid."""
+    targets = type("T", (), {"pids": {7}})()
+    capped = Counting(10_000, delay_s=0.02, budget=0.2)
+    capped.start(targets)
+    time.sleep(1.0)
+    capped.stop_thread()
+    info = capped.summary()
+    assert 8 <= capped.calls <= 12 and capped.stretched >= 7 * capped.calls - 8
+    assert 0.15 <= info["cpu_share"] <= 0.22 and 90_000 <= info["effective_interval_us"] <= 115_000
+    uncapped = Counting(10_000, delay_s=0.02)
+    uncapped.start(targets)
+    time.sleep(0.5)
+    uncapped.stop_thread()
+    assert uncapped.stretched == 0 and uncapped.summary()["cpu_share"] > 0.9
+
+
+def test_a_sampler_budget_must_be_a_fraction_of_a_cpu():
+    for budget in (0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="fraction of one CPU"):
+            Counting(10_000, budget=budget)
 
 
 def test_soft_dirty_detection_agrees_with_the_kernel_config():

@@ -19,9 +19,10 @@ SAMPLER_NAMES = ("none", "soft-dirty", "numa-hint")
 
 
 def make_sampler(name: str, interval_us: int, aggr_us: int,
-                 warn: Callable[[str], None] = warn_stderr) -> Sampler | None:
+                 warn: Callable[[str], None] = warn_stderr, budget: float | None = None) -> Sampler | None:
     """The sampler called ``name``, checked against this host (raises HostError with the reason),
-    or None for ``none``."""
+    or None for ``none``. ``budget`` caps the soft-dirty sampler's own CPU (a fraction of one CPU);
+    the NUMA scanner's work is the kernel's, in the target's context, so it has no such cap here."""
     if name == "none":
         return None
     if interval_us <= 0:
@@ -29,7 +30,7 @@ def make_sampler(name: str, interval_us: int, aggr_us: int,
     if name == "soft-dirty":
         from damon_bpf.samplers.soft_dirty import SoftDirtySampler  # noqa: PLC0415
 
-        return SoftDirtySampler(interval_us, warn=warn)
+        return SoftDirtySampler(interval_us, warn=warn, budget=budget)
     if name == "numa-hint":
         from damon_bpf.samplers.numa_hint import NumaHintSampler  # noqa: PLC0415
 

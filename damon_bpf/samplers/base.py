@@ -33,15 +33,25 @@ class Sampler:
 
 class PeriodicSampler(Sampler):
     """Calls ``sample(pids)`` every interval on a thread of its own: the session drains every 10 ms,
-    which is coarser than DAMON's 5 ms sample interval, and a slow call must not delay the drain."""
+    which is coarser than DAMON's 5 ms sample interval, and a slow call must not delay the drain.
 
-    def __init__(self, interval_us: int, warn: Callable[[str], None] = warn_stderr) -> None:
+    ``budget`` (a fraction of one CPU, None for none) bounds the sampler's own cost, as DAMON's quotas
+    bound its schemes': a call that took ``t`` is followed by a pause of at least ``t / budget - t``,
+    so the interval stretches on a big target instead of the sampler running back to back."""
+
+    def __init__(self, interval_us: int, warn: Callable[[str], None] = warn_stderr,
+                 budget: float | None = None) -> None:
+        if budget is not None and not 0 < budget <= 1:
+            raise ValueError(f"a sampler budget is a fraction of one CPU in (0, 1], not {budget}")
         self.interval_s = interval_us / 1e6
+        self.budget = budget
         self.warn = warn
         self.calls = 0
         self.busy_s = 0.0        # wall time spent in sample()
         self.max_call_s = 0.0
         self.overruns = 0        # intervals missed because a call took longer than the interval
+        self.stretched = 0       # intervals skipped to keep within the budget
+        self._began = self._ended = 0.0
         self._targets = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -61,19 +71,23 @@ class PeriodicSampler(Sampler):
         self._thread.start()
 
     def _run(self) -> None:
-        deadline = time.monotonic()
+        deadline = self._began = time.monotonic()
         while not self._stop.is_set():
             began = time.monotonic()
             self.sample(self.pids())
-            took = time.monotonic() - began
+            now = self._ended = time.monotonic()
+            took = now - began
             self.calls += 1
             self.busy_s += took
             self.max_call_s = max(self.max_call_s, took)
             deadline += self.interval_s
-            now = time.monotonic()
             if now > deadline:  # fell behind: count the missed intervals and go on from now
                 self.overruns += int((now - deadline) / self.interval_s) + 1
                 deadline = now
+            if self.budget is not None and began + took / self.budget > deadline:
+                skipped = int((began + took / self.budget - deadline) / self.interval_s) + 1
+                self.stretched += skipped
+                deadline += skipped * self.interval_s
             self._stop.wait(max(0.0, deadline - now))
 
     def stop_thread(self) -> None:
@@ -82,7 +96,12 @@ class PeriodicSampler(Sampler):
             self._thread.join(timeout=5)
 
     def summary(self) -> dict:
+        span = self._ended - self._began
         return {"sampler": self.name, "interval_us": round(self.interval_s * 1e6), "calls": self.calls,
-                "overruns": self.overruns, "busy_s": round(self.busy_s, 6),
+                "overruns": self.overruns, "budget": self.budget, "stretched": self.stretched,
+                "busy_s": round(self.busy_s, 6),
                 "mean_call_us": round(1e6 * self.busy_s / self.calls, 1) if self.calls else None,
-                "max_call_us": round(1e6 * self.max_call_s, 1)}
+                "max_call_us": round(1e6 * self.max_call_s, 1),
+                # what the target really got: the budget and overruns stretch the requested interval
+                "effective_interval_us": round(1e6 * span / (self.calls - 1)) if self.calls > 1 else None,
+                "cpu_share": round(self.busy_s / span, 4) if span > 0 else None}

@@ -68,11 +68,12 @@ def clear_soft_dirty(pid: int) -> None:
 class SoftDirtySampler(PeriodicSampler):
     name = "soft-dirty"
 
-    def __init__(self, interval_us: int, warn: Callable[[str], None] = warn_stderr) -> None:
+    def __init__(self, interval_us: int, warn: Callable[[str], None] = warn_stderr,
+                 budget: float | None = None) -> None:
         ok, why = soft_dirty_supported()
         if not ok:
             raise HostError(f"the soft-dirty sampler cannot work here: {why}")
-        super().__init__(interval_us, warn)
+        super().__init__(interval_us, warn, budget)
         self.rss_total = 0          # sum over calls of the RSS cleared, for the cost per MiB
         self.failures: dict[int, str] = {}
 
@@ -105,8 +106,11 @@ class SoftDirtySampler(PeriodicSampler):
         s = self.summary()
         if not self.calls:
             return "soft-dirty: no clear_refs call was made"
-        return (f"soft-dirty: {s['calls']} clear_refs calls every {s['interval_us'] / 1000:g} ms, "
-                f"mean {s['mean_call_us']:.0f} us (max {s['max_call_us']:.0f} us) at a mean RSS of "
-                f"{s['mean_rss_mib']:.1f} MiB = {s['us_per_mib_rss'] or 0:.1f} us per MiB; "
+        every = s["effective_interval_us"] or s["interval_us"]
+        budget = f" (budget {100 * s['budget']:g}% of a CPU: {s['stretched']} intervals skipped)" if s["budget"] else ""
+        return (f"soft-dirty: {s['calls']} clear_refs calls, every {every / 1000:.3g} ms on average "
+                f"(asked {s['interval_us'] / 1000:g} ms){budget}, mean {s['mean_call_us']:.0f} us "
+                f"(max {s['max_call_us']:.0f} us) at a mean RSS of {s['mean_rss_mib']:.1f} MiB = "
+                f"{s['us_per_mib_rss'] or 0:.1f} us per MiB, {100 * (s['cpu_share'] or 0):.1f}% of a CPU; "
                 f"{s['overruns']} intervals missed")
 
