@@ -78,13 +78,17 @@ class Recorder:
 
     def _route(self, batch: np.ndarray) -> None:
         pids = batch["pid"]
+        if pids[0] == pids[-1] and (pids == pids[0]).all():
+            self._feed(self._target(int(pids[0])), batch)   # one process: no sort, no masks
+            return
         for pid in np.unique(pids).tolist():
-            state = self._target(pid)
-            mine = batch[pids == pid] if len(self.targets) > 1 else batch
-            if state.aggregator is None or state.gone:
-                self.unattributed += len(mine)
-            else:
-                state.aggregator.feed(mine)
+            self._feed(self._target(pid), batch[pids == pid])
+
+    def _feed(self, state: TargetState, reports: np.ndarray) -> None:
+        if state.aggregator is None or state.gone:
+            self.unattributed += len(reports)
+        else:
+            state.aggregator.feed(reports)
 
     def on_tick(self, now_ns: int, lag_ns: int = CLOSE_LAG_NS, force: bool = False) -> None:
         # Batches are routed and intervals closed every PROCESS_PERIOD_NS, not every drain: per-call numpy

@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 _spec = importlib.util.spec_from_file_location("bench_trace", Path(__file__).resolve().parent / "bench_trace.py")
 bench_trace = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench_trace)
@@ -92,13 +94,24 @@ def main() -> None:
         if name.startswith(("damon-bpf live", "damon-bpf record")):
             slowdowns = [base / r["rate"] for r in results[name]]
             live = statistics.median(slowdowns)
-            # Paired: each run against the trace run just before it, which saw about the same
+            # Paired: each run against the trace run of the same round, which saw about the same
             # background load; steadier than comparing medians on a shared machine.
-            paired = statistics.median(t["rate"] / r["rate"] for t, r in zip(results["damon-bpf trace"], results[name]))
+            paired = [t["rate"] / r["rate"] for t, r in zip(results["damon-bpf trace"], results[name])]
+            low, mid, high = paired_interval(paired)
+            verdict = ("within 5%" if high <= 1.05 else "NOT within 5%" if low > 1.05 else
+                       "undecided at this noise (interval straddles +5%)")
             print(f"{name} slowdown per run: {', '.join(f'{s:.2f}' for s in slowdowns)}; median {live:.2f} "
-                  f"vs trace {trace:.2f} ({100 * (live / trace - 1):+.1f}%); paired with trace's runs: "
-                  f"{100 * (paired - 1):+.1f}%")
+                  f"vs trace {trace:.2f} ({100 * (live / trace - 1):+.1f}%); paired with trace's runs: median "
+                  f"{100 * (mid - 1):+.1f}%, 90% interval {100 * (low - 1):+.1f}% to {100 * (high - 1):+.1f}%: "
+                  f"{verdict}")
 
+
+def paired_interval(ratios: list[float], draws: int = 10_000) -> tuple[float, float, float]:
+    """Median of the paired ratios and a 90% bootstrap interval of that median."""
+    values = np.asarray(ratios)
+    rng = np.random.default_rng(0)
+    medians = np.median(rng.choice(values, size=(draws, len(values))), axis=1)
+    return float(np.percentile(medians, 5)), float(np.median(values)), float(np.percentile(medians, 95))
 
 if __name__ == "__main__":
     main()
