@@ -32,8 +32,8 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
 
     When the output is not a terminal, prints one line per aggregation snapshot instead.
     With NO_COLOR set, the heatmap uses plain characters instead of colours. A command's own
-    output shares the terminal (the next refresh draws over it): redirect it to keep the screen
-    clean, e.g. -- sh -c 'exec CMD > cmd.log 2>&1'.
+    output shares the terminal (the next refresh draws over it): --command-output FILE keeps the
+    screen clean.
     """
     attrs = monitoring_attrs(options)
     writer = RecordWriter(output) if output else None

@@ -47,6 +47,8 @@ _OPTIONS = [
     click.option("--sampler-budget", type=click.FloatRange(0, 100, min_open=True), default=10.0, show_default=True,
                  metavar="PCT", help="Most of one CPU the soft-dirty sampler may use; on a big target its interval "
                                      "stretches to stay within it (100: no cap)."),
+    click.option("--command-output", type=click.Path(dir_okay=False), metavar="FILE",
+                 help="Send a started command's stdout and stderr to FILE (keeps live's screen clean)."),
     click.option("--ring-mb", type=click.IntRange(1, 4096), default=DEFAULT_RING_BYTES >> 20, show_default=True,
                  help="Ring buffer size; 64 MiB holds 1 s of reports at 1M events/s."),
     click.argument("command", nargs=-1, type=click.UNPROCESSED),
@@ -64,7 +66,7 @@ def open_monitor(options: dict) -> tuple[Tracer, Targets]:
     """Check the cheap things first (filters, targets), then load the BPF program."""
     filters = build_filters(options["cpus"], options["tids"], options["write_only"], options["read_only"],
                             options["filter_specs"])
-    targets = Targets(options["pids"], options["command"], options["follow_children"])
+    targets = Targets(options["pids"], options["command"], options["follow_children"], options.get("command_output"))
     recover_stale(warn_stderr)   # NUMA-balancing settings a crashed numa-hint run left changed
     stop_all_ours(warn_stderr)   # a kdamond a killed --source damon run left on
     sample_us = options.get("sample_us") or MonitoringAttrs.sample_interval_us

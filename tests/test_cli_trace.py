@@ -65,6 +65,16 @@ def test_trace_binary_format_reads_back_with_the_dtype(accessgen, tmp_path):
     assert len(events) >= 160 and (events["write"] == 1).all()
 
 
+def test_command_output_goes_to_its_file(accessgen, tmp_path):
+    out, log = tmp_path / "ev.bin", tmp_path / "cmd.log"
+    result = run("trace", "--format", "binary", "-o", str(out), "--command-output", str(log), "--", accessgen,
+                 "w:0:w:64:3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and "events seen" in result.stderr
+    info, done = (json.loads(line) for line in log.read_text().splitlines())
+    assert done["threads"][0]["touches"] == 16 * 3 and info["pid"] > 0   # 64 KiB = 16 pages, 3 passes
+
+
 def test_summary_counts_each_filter(accessgen, tmp_path):
     summary = tmp_path / "s.json"
     result = run("trace", "-o", os.devnull, "--summary-json", str(summary), "--cpus", "1", "--filter", "write:true:true",
@@ -136,6 +146,8 @@ def test_pid_exiting_before_duration_keeps_output_and_fails(accessgen, tmp_path)
     (["--filter", "write:maybe:true", "--", "true"], "MATCHING must be true or false"),
     (["--write-only", "--read-only", "--", "true"], "exclude each other"),
     (["-o", "/nonexistent-dir/x", "--", "true"], "cannot write to /nonexistent-dir/x"),
+    (["--command-output", "/nonexistent-dir/x", "--", "true"], "cannot write the command's output"),
+    (["--command-output", "x.log", "-p", "1"], "not for -p PID"),
     (["--source", "kprobe", "--", "true"], "this host supports"),
     (["--source", "perf-fault", "--read-only", "--", "true"], "cannot tell writes from reads"),
     (["--sampler", "soft-dirty", "--sampler-budget", "0", "--", "true"], "--sampler-budget"),

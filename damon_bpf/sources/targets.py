@@ -69,11 +69,15 @@ class _ProcEvents:
 class Targets:
     """The set of monitored processes and how they came to be."""
 
-    def __init__(self, pids: Sequence[int] = (), command: Sequence[str] = (), follow_children: bool = False) -> None:
+    def __init__(self, pids: Sequence[int] = (), command: Sequence[str] = (), follow_children: bool = False,
+                 command_output: str | None = None) -> None:
         if bool(pids) == bool(command):
             raise TargetError("give either -p PID or a command after --, not both and not neither")
+        if command_output and not command:
+            raise TargetError("--command-output is for a command started after --, not for -p PID")
         self.follow_children = follow_children
         self.command = list(command)
+        self.command_output = command_output
         self.process: subprocess.Popen | None = None
         self._release_fd: int | None = None
         self.pids: set[int] = {thread_group_of(pid) for pid in pids}
@@ -96,18 +100,31 @@ class Targets:
     def _launch(self, tracer) -> None:
         # bash (dash cannot name fds above 9) waits on a pipe so the pid can be registered before the command's exec; the BPF
         # exec hook then makes it a target at its first instruction.
+        output = self._open_command_output()
         read_fd, write_fd = os.pipe()
         wrapper = ["/bin/bash", "-c", f'read _ <&{read_fd}; exec {read_fd}<&-; exec "$@"', "damon-bpf-launch"]
         try:
-            self.process = subprocess.Popen(wrapper + self.command, pass_fds=(read_fd,))
+            self.process = subprocess.Popen(wrapper + self.command, pass_fds=(read_fd,), stdout=output,
+                                            stderr=None if output is None else subprocess.STDOUT)
         except OSError as err:
             raise TargetError(f"cannot start {self.command[0]}: {err.strerror}") from None
         finally:
             os.close(read_fd)
+            if output is not None:
+                os.close(output)
         tracer.add_on_exec(self.process.pid)
         self.pids.add(self.process.pid)
         os.write(write_fd, b"go\n")
         os.close(write_fd)
+
+    def _open_command_output(self) -> int | None:
+        """The file a launched command's stdout and stderr go to (--command-output), or None: inherited."""
+        if not self.command_output:
+            return None
+        try:
+            return os.open(self.command_output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            raise TargetError(f"cannot write the command's output to {self.command_output}: {err.strerror}") from None
 
     def update(self, tracer) -> None:
         """Apply fork and exit notices; drop targets that are gone."""
