@@ -96,25 +96,87 @@ def cpu_of(pid: int) -> float:
         return 0.0
 
 
+DAMON_EVENT_ENABLE = [Path(d) / "events/damon/damon_aggregated/enable"
+                      for d in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")]
+
+
+def _damon_event_traced() -> bool:
+    """Whether damon:damon_aggregated is enabled in tracefs, i.e. damo's `trace-cmd record` has started."""
+    for path in DAMON_EVENT_ENABLE:
+        try:
+            return path.read_text().strip() == "1"
+        except OSError:
+            continue
+    return False
+
+
+def _damo_int(value) -> int:
+    """A number from `damo report access --json`: region bounds come as "94,058,787,123,200" even with
+    --raw_number (damo 3.4.3)."""
+    return int(str(value).replace(",", ""))
+
+
+def _tree_cpu(root: int) -> float:
+    """CPU seconds of a process and its descendants, counting children already reaped (cutime, cstime)."""
+    parents, cpu = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        cpu[pid] = sum(int(f) for f in fields[11:15]) / TICK
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0.0)
+        todo.extend(child for child, parent in parents.items() if parent == pid)
+    return total
+
+
 def run_damo(binary: str, seconds: float, args, tmp: Path) -> dict:
-    proc, pid, ranges = start_workload(binary, seconds + 5, args.hot_kib, args.cold_kib)
+    """Kernel DAMON through `damo record` with trace-cmd.
+
+    Under TCG, damo needs 10-40 s to probe the system, start kdamond and have trace-cmd enable
+    damon:damon_aggregated; a workload started beforehand and a `--timeout` counted from damo's start leave a
+    trace with no event in it ("No record"). So the workload waits until the event is enabled, then runs for
+    `seconds`; when it exits (and is reaped), kdamond stops and damo saves the recording. The `--timeout` is
+    only a guard.
+    """
+    proc, pid, ranges = start_workload(binary, seconds, args.hot_kib, args.cold_kib)
     out = tmp / "damo.data"
-    go(proc)
     env = dict(os.environ, HOME="/tmp")
     children_before = _children_cpu()
-    damo = subprocess.Popen([DAMO, "record", str(pid), "--timeout", str(seconds), "--do_record", "access",
-                             "--damon_tracer", "trace-cmd", "-o", str(out)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=tmp)
-    kdamond_cpu, kdamond = 0.0, None
-    while damo.poll() is None:   # kdamond's CPU, read until it exits with the recording
+    began = time.monotonic()
+    damo = subprocess.Popen([DAMO, "record", str(pid), "--timeout", str(max(4 * seconds, seconds + 600)),
+                             "--do_record", "access", "--damon_tracer", "trace-cmd", "-o", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp)
+    while damo.poll() is None and not _damon_event_traced() and time.monotonic() - began < 600:
+        time.sleep(0.2)
+    startup = time.monotonic() - began
+    go(proc)
+    damo_at_go = _tree_cpu(damo.pid)
+    damo_window = None
+    kdamond_cpu, kdamond, workload_cpu = 0.0, None, 0.0
+    while damo.poll() is None:   # kdamond's CPU, read until the workload ends and damo saves the recording
         try:
             kdamond = int(KDAMOND.read_text())
         except (OSError, ValueError):
             pass
         if kdamond:
             kdamond_cpu = max(kdamond_cpu, cpu_of(kdamond))
+        if proc.returncode is None and os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+            # reap the workload once it exits (a zombie target keeps kdamond, and so damo, running), keeping
+            # its CPU out of the monitor's
+            damo_window = _tree_cpu(damo.pid) - damo_at_go
+            reaped_before = _children_cpu()
+            proc.wait()
+            workload_cpu = _children_cpu() - reaped_before
         time.sleep(0.2)
-    user_cpu = _children_cpu() - children_before   # damo and what it waited for (trace-cmd); not the workload yet
+    # damo and what it waited for (trace-cmd), without the workload: in all, and while the workload ran
+    user_total = _children_cpu() - children_before - workload_cpu
+    user_cpu = user_total if damo_window is None else damo_window
     stderr = damo.stdout.read()
     rate = finish(proc)
     report = subprocess.run([DAMO, "report", "access", "-i", str(out), "--json"], env=env, capture_output=True,
@@ -122,21 +184,24 @@ def run_damo(binary: str, seconds: float, args, tmp: Path) -> dict:
     try:
         doc = json.loads(report.stdout)
     except ValueError:
-        print(f"damo failed: record (exit {damo.returncode}, file {'exists' if out.exists() else 'missing'}): "
-              f"{stderr.strip()[-800:]}; report: {(report.stdout + report.stderr).strip()[-500:]}", flush=True)
+        print(f"damo failed: record (exit {damo.returncode}, file {'exists' if out.exists() else 'missing'}, "
+              f"trace-cmd ready after {startup:.0f} s): {stderr.strip()[-800:]}; "
+              f"report: {(report.stdout + report.stderr).strip()[-500:]}", flush=True)
         return None
     snaps = []
     for snap in doc[0]["snapshots"]:
         regions = snap["regions"]
         acc = [r["nr_accesses"]["samples"] if isinstance(r["nr_accesses"], dict) else r["nr_accesses"]
                for r in regions]
-        snaps.append(([r["start"] for r in regions], [r["end"] for r in regions], acc))
+        snaps.append(([_damo_int(r["start"]) for r in regions], [_damo_int(r["end"]) for r in regions],
+                      [_damo_int(a) for a in acc]))
     precision, recall, n = score(snaps, ranges)
     if not snaps:
         print(f"damo produced no snapshots: {stderr.strip()}", file=sys.stderr)
     return {"method": "kernel DAMON (damo record, trace-cmd)", "precision": precision, "recall": recall,
             "snapshots": n, "monitor_cpu_s": kdamond_cpu + user_cpu, "extra": f"kdamond {kdamond_cpu:.2f} s; damo+trace-cmd "
-            f"{user_cpu:.2f} s", "touch_rate": rate}
+            f"{user_cpu:.2f} s while the workload ran, {user_total:.2f} s with damo's start-up ({startup:.0f} s "
+            f"wall until trace-cmd recorded) and trace conversion; {len(snaps)} snapshots", "touch_rate": rate}
 
 
 def run_kernel_sysfs(tracer, binary: str, seconds: float, args) -> dict:
