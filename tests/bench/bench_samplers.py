@@ -62,9 +62,10 @@ def finish(proc) -> float:
     return sum(t["touches"] for t in done["threads"]) / done["elapsed_s"]
 
 
-def score(snapshots, ranges) -> tuple[float, float, int]:
-    """Mean precision and recall over the snapshots after warm-up; snapshots as (start, end, nr_accesses)."""
-    hot = [ranges["hotw"], ranges["hotr"]]
+def score(snapshots, ranges, hot_names=("hotw", "hotr")) -> tuple[float, float, int]:
+    """Mean precision and recall over the snapshots after warm-up; snapshots as (start, end, nr_accesses).
+    ``hot_names``: the ranges that count as hot (both, or only the written one for the dirty set)."""
+    hot = [ranges[name] for name in hot_names]
     known = hot + [ranges["cold"]]
     hot_bytes = sum(b - a for a, b in hot)
     precisions, recalls = [], []
@@ -81,6 +82,14 @@ def score(snapshots, ranges) -> tuple[float, float, int]:
         precisions.append(tp / pred if pred else 0.0)
         recalls.append(tp / hot_bytes)
     return (float(np.mean(precisions)) if kept else 0.0, float(np.mean(recalls)) if kept else 0.0, len(kept))
+
+
+def scores(snapshots, ranges) -> dict:
+    """The hot set (written + read ranges) and the dirty set (written range only: the live-migration case)."""
+    precision, recall, n = score(snapshots, ranges)
+    dirty_precision, dirty_recall, _ = score(snapshots, ranges, ("hotw",))
+    return {"precision": precision, "recall": recall, "snapshots": n, "dirty_precision": dirty_precision,
+            "dirty_recall": dirty_recall}
 
 
 def _children_cpu() -> float:
@@ -195,11 +204,9 @@ def run_damo(binary: str, seconds: float, args, tmp: Path) -> dict:
                for r in regions]
         snaps.append(([_damo_int(r["start"]) for r in regions], [_damo_int(r["end"]) for r in regions],
                       [_damo_int(a) for a in acc]))
-    precision, recall, n = score(snaps, ranges)
     if not snaps:
         print(f"damo produced no snapshots: {stderr.strip()}", file=sys.stderr)
-    return {"method": "kernel DAMON (damo record, trace-cmd)", "precision": precision, "recall": recall,
-            "snapshots": n, "monitor_cpu_s": kdamond_cpu + user_cpu, "extra": f"kdamond {kdamond_cpu:.2f} s; damo+trace-cmd "
+    return {"method": "kernel DAMON (damo record, trace-cmd)", **scores(snaps, ranges), "monitor_cpu_s": kdamond_cpu + user_cpu, "extra": f"kdamond {kdamond_cpu:.2f} s; damo+trace-cmd "
             f"{user_cpu:.2f} s while the workload ran, {user_total:.2f} s with damo's start-up ({startup:.0f} s "
             f"wall until trace-cmd recorded) and trace conversion; {len(snaps)} snapshots", "touch_rate": rate}
 
@@ -231,13 +238,13 @@ def run_kernel_sysfs(tracer, binary: str, seconds: float, args) -> dict:
     tracer.set_filters([])
     Session(tracer, Targets([pid]), seconds + 30, samplers=[kernel, Go()]).run(lambda b: None)
     rate = finish(proc)
-    precision, recall, n = score(snaps, ranges)
-    return {"method": "kernel DAMON (sysfs kdamond, damon_aggregated via BPF)", "precision": precision,
-            "recall": recall, "snapshots": n, "monitor_cpu_s": cpu.get("kdamond", 0.0),
+    return {"method": "kernel DAMON (sysfs kdamond, damon_aggregated via BPF)", **scores(snaps, ranges),
+            "monitor_cpu_s": cpu.get("kdamond", 0.0),
             "extra": f"kdamond only; {len(snaps)} snapshots", "touch_rate": rate}
 
 
-def run_ours(tracer, binary: str, seconds: float, sampler_name: str, args, tmp: Path) -> dict:
+def run_ours(tracer, binary: str, seconds: float, sampler_spec: str, args, tmp: Path) -> dict:
+    """One damon-bpf row; ``sampler_spec`` is a sampler name, with ``:PCT`` for soft-dirty's CPU budget."""
     from damon_bpf.core.attrs import MonitoringAttrs
     from damon_bpf.recorder import Recorder
     from damon_bpf.samplers import make_sampler
@@ -251,7 +258,10 @@ def run_ours(tracer, binary: str, seconds: float, sampler_name: str, args, tmp: 
     recorder = Recorder(attrs, "damon")
     recorder.listeners.append(lambda _t, _p, s: snapshots.append((s.start, s.end, s.nr_accesses)))
     recorder.add_targets([pid])
-    sampler = make_sampler(sampler_name, attrs.sample_interval_us, attrs.aggr_interval_us, warn=lambda _m: None)
+    sampler_name, _, budget_pct = sampler_spec.partition(":")
+    budget = float(budget_pct) / 100 if budget_pct and float(budget_pct) < 100 else None
+    sampler = make_sampler(sampler_name, attrs.sample_interval_us, attrs.aggr_interval_us, warn=lambda _m: None,
+                           budget=budget)
 
     class Go(Sampler):
         def start(self, targets):
@@ -265,16 +275,18 @@ def run_ours(tracer, binary: str, seconds: float, sampler_name: str, args, tmp: 
     result = session.run(recorder.on_batch, recorder.on_tick)
     recorder.finish(result)
     rate = finish(proc)
-    precision, recall, n = score(snapshots, ranges)
     extra = f"{result.accounting.delivered} reports, {result.accounting.lost} lost"
+    method = f"damon-bpf, --sampler {sampler_name}"
     if sampler_name == "soft-dirty":
         s = result.samplers[0]
+        method += f" --sampler-budget {budget_pct or 100}"
         extra += (f"; clear_refs mean {s['mean_call_us']:.0f} us at {s['mean_rss_mib']:.0f} MiB RSS "
-                  f"({s['us_per_mib_rss']:.0f} us/MiB), {s['calls']} calls")
+                  f"({s['us_per_mib_rss']:.0f} us/MiB), {s['calls']} calls, one every "
+                  f"{(s['effective_interval_us'] or 0) / 1000:.1f} ms, {100 * (s['cpu_share'] or 0):.0f}% of a CPU")
     if sampler_name == "numa-hint":
         extra += f"; {result.samplers[0]['vmstat'].get('numa_hint_faults', 0)} hint faults"
-    return {"method": f"damon-bpf, --sampler {sampler_name}", "precision": precision, "recall": recall,
-            "snapshots": n, "monitor_cpu_s": result.cpu_s, "extra": extra, "touch_rate": rate}
+    return {"method": method, **scores(snapshots, ranges), "monitor_cpu_s": result.cpu_s, "extra": extra,
+            "touch_rate": rate}
 
 
 def clear_refs_costs(binary: str, sizes_mib=(16, 64, 256, 512), calls: int = 20) -> list[tuple[int, float, float]]:
@@ -304,7 +316,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--hot-kib", type=int, default=8192)
     ap.add_argument("--cold-kib", type=int, default=32768)
-    ap.add_argument("--samplers", default="none,soft-dirty,numa-hint")
+    ap.add_argument("--samplers", default="none,soft-dirty:100,soft-dirty:10,numa-hint",
+                    help="damon-bpf rows: sampler names, soft-dirty:PCT for its CPU budget (100: no cap)")
     ap.add_argument("--no-damo", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
@@ -328,11 +341,13 @@ def main() -> None:
     tracer.close()
     print(f"\n{args.seconds:g} s, hot {2 * args.hot_kib >> 10} MiB (written + read), cold {args.cold_kib >> 10} MiB; "
           f"kernel {os.uname().release}\n")
-    print("| method | hot-set precision | hot-set recall | monitor CPU (s) | CPU % of a core | workload speed | notes |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| method | hot-set precision | hot-set recall | dirty-set precision | dirty-set recall | monitor CPU (s) "
+          "| CPU % of a core | workload speed | notes |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['method']} | {r['precision']:.2f} | {r['recall']:.2f} | {r['monitor_cpu_s']:.2f} | "
-              f"{100 * r['monitor_cpu_s'] / args.seconds:.1f} | {r['touch_rate'] / baseline:.2f}x | {r['extra']} |")
+        print(f"| {r['method']} | {r['precision']:.2f} | {r['recall']:.2f} | {r['dirty_precision']:.2f} | "
+              f"{r['dirty_recall']:.2f} | {r['monitor_cpu_s']:.2f} | {100 * r['monitor_cpu_s'] / args.seconds:.1f} | "
+              f"{r['touch_rate'] / baseline:.2f}x | {r['extra']} |")
     print("\n| target RSS (MiB) | clear_refs 4, median per call (us) | us per MiB |\n| --- | --- | --- |")
     for rss, median, per_mib in costs:
         print(f"| {rss} | {median:.0f} | {per_mib:.1f} |")
