@@ -21,6 +21,7 @@ class StatusLine:
     def __init__(self, recorder: Recorder, tracer) -> None:
         self.recorder, self.tracer = recorder, tracer
         self.console = Console(stderr=True)
+        self.on_terminal = self.console.is_terminal   # asked once: rich looks it up afresh on every call
         self.live = Live(Text(""), console=self.console, refresh_per_second=4, transient=True)
         self.start = time.monotonic()
         self.next_update = 0.0
@@ -31,7 +32,7 @@ class StatusLine:
 
     def tick(self, _now_ns: int) -> None:
         now = time.monotonic()
-        if now < self.next_update or not self.console.is_terminal:
+        if not self.on_terminal or now < self.next_update:
             return
         self.next_update = now + 0.25
         elapsed = now - self.start
