@@ -315,7 +315,9 @@ def test_not_a_terminal_prints_snapshot_lines_and_records(accessgen, tmp_path):
     assert times == sorted(times)
     busy = [f for f in lines if f["hottest"] != "-" and int(f["writes"]) > 0]
     assert busy
-    for f in busy[len(busy) // 2:]:  # once DAMON's regions have settled the hottest covers the hot range
+    # Once DAMON's regions have settled the hottest covers the hot range; the last snapshot is left out: it
+    # can hold only the exit path's writes (stdout, free) after the hot loop's final pass.
+    for f in busy[len(busy) // 2:-1]:
         lo, hi = (int(a, 16) for a in f["hottest"].split("-"))
         assert lo < hot["end"] and hi > hot["start"]
     assert "\x1b[" not in result.stdout  # no screen control codes in a pipe

@@ -176,6 +176,8 @@ def test_samplers_soft_dirty_stays_within_its_cpu_budget_on_a_big_target(tracer,
     summary = result.samplers[0]
     assert summary["mean_rss_mib"] >= 256 and summary["stretched"] > 0, summary
     assert summary["cpu_share"] <= 0.12 and summary["effective_interval_us"] > 5_000, summary
+    if summary["effective_interval_us"] >= 10_000:   # stretched 2x or more: the user is told what it means
+        assert "--sample-us" in sampler.stretch_advice()
 
 
 def test_samplers_numa_hint_keeps_reader_and_writer_hot_and_restores(tracer, accessgen):

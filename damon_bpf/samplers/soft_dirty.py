@@ -94,6 +94,20 @@ class SoftDirtySampler(PeriodicSampler):
     def close(self) -> None:
         self.stop_thread()
         self.warn(self.summary_line())
+        advice = self.stretch_advice()
+        if advice:
+            self.warn(advice)
+
+    def stretch_advice(self) -> str | None:
+        """When faults were re-armed much less often than asked, nr_accesses undercounts by that factor and
+        DAMON's merge threshold (a tenth of the samples per aggregation) can fold hot regions into cold ones."""
+        every = self.summary()["effective_interval_us"]
+        asked = self.interval_s * 1e6
+        if not every or every < 2 * asked:
+            return None
+        return (f"soft-dirty re-armed writes every {every / 1000:.3g} ms, not every {asked / 1000:g} ms, so a page "
+                f"written nonstop shows in about 1 of {every / asked:.0f} samples; for DAMON-comparable counts use "
+                f"--sample-us {every:.0f} (and an --aggr-us 20 times that), or a higher --sampler-budget")
 
     def summary(self) -> dict:
         info = super().summary()
