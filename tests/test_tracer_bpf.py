@@ -89,3 +89,33 @@ def test_untargeted_processes_are_not_seen(trace_workload, tracer, accessgen):
     run_workload(accessgen, SPECS, lambda pid: None)
     assert len(tracer.quiesce()) == 0
     assert tracer.accounting().seen == 0
+
+
+def _ticks_in(tracer, command: list[str], seconds: float) -> tuple[int, int]:
+    """Loop iterations (on_tick calls) and reports of a Session run of ``seconds`` on ``command``."""
+    import subprocess
+    import time
+
+    from damon_bpf.session import Session
+    from damon_bpf.sources.targets import Targets
+
+    tracer.set_filters([])
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE)
+    proc.stdout.readline()   # its first line: accessgen's threads exist and run; sh is about to exec sleep
+    time.sleep(0.3)          # sleep's own start-up faults are over
+    ticks, reports = [], []
+    try:
+        Session(tracer, Targets([proc.pid]), seconds).run(lambda b: reports.append(len(b)), ticks.append)
+    finally:
+        proc.kill()
+        proc.wait()
+    return len(ticks), sum(reports)
+
+
+def test_session_drains_every_10_ms_while_reports_flow_and_backs_off_when_idle(tracer, accessgen):
+    """An idle target is polled at most every 50 ms, a busy one every 10 ms: no report waits longer
+    than one short period once they flow, and an idle run costs a fifth of the wakeups."""
+    busy_ticks, busy_reports = _ticks_in(tracer, [accessgen, "--duration", "30", "w:0:w:4096:0"], 1.0)
+    idle_ticks, idle_reports = _ticks_in(tracer, ["sh", "-c", "echo ready; exec sleep 30"], 1.0)
+    assert busy_reports > 10_000 and busy_ticks >= 60, (busy_ticks, busy_reports)
+    assert idle_reports < 50 and 15 <= idle_ticks <= 30, (idle_ticks, idle_reports)

@@ -1,4 +1,4 @@
-"""The two displays ``damon-bpf live`` drives from the session's tick (every ~10 ms, same thread
+"""The two displays ``damon-bpf live`` drives from the session's tick (every 10-50 ms, same thread
 as the collector, so drawing is throttled and cached):
 
 - ``LiveScreen``: the full-screen view on a terminal, with keys;

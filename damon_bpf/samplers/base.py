@@ -22,7 +22,7 @@ class Sampler:
         """``targets`` has a ``pids`` set that grows and shrinks during the run (Targets)."""
 
     def tick(self, now_ns: int) -> None:
-        """Called from the session's loop, about every 10 ms."""
+        """Called from the session's loop: every 10 ms while reports flow, up to 50 ms when idle."""
 
     def close(self) -> None:
         """Stop, put back what was changed, and report."""
