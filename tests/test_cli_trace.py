@@ -151,6 +151,7 @@ def test_pid_exiting_before_duration_keeps_output_and_fails(accessgen, tmp_path)
     (["--source", "kprobe", "--", "true"], "this host supports"),
     (["--source", "perf-fault", "--read-only", "--", "true"], "cannot tell writes from reads"),
     (["--sampler", "soft-dirty", "--sampler-budget", "0", "--", "true"], "--sampler-budget"),
+    (["--sampler-budget", "5", "--", "true"], "caps the soft-dirty sampler only"),
     ([], "give either -p PID or a command"),
 ])
 def test_bad_input_is_one_line_and_nonzero(args, expected):
