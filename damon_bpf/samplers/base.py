@@ -32,8 +32,8 @@ class Sampler:
 
 
 class PeriodicSampler(Sampler):
-    """Calls ``sample(pids)`` every interval on a thread of its own: the session drains every 10 ms,
-    which is coarser than DAMON's 5 ms sample interval, and a slow call must not delay the drain.
+    """Calls ``sample(pids)`` every interval on a thread of its own: the session drains every 10 ms (50
+    when idle), coarser than DAMON's 5 ms sample interval, and a slow call must not delay the drain.
 
     ``budget`` (a fraction of one CPU, None for none) bounds the sampler's own cost, as DAMON's quotas
     bound its schemes': a call that took ``t`` is followed by a pause of at least ``t / budget - t``,
