@@ -7,6 +7,7 @@ never skips. One tracepoint program is compiled per boot (conftest's session-sco
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -123,21 +124,27 @@ def hot_share(snapshots, lo, hi, skip=10) -> float:
     return float(np.mean(shares))
 
 
-def test_samplers_soft_dirty_keeps_a_steady_writer_hot(tracer, accessgen):
-    from damon_bpf.samplers.soft_dirty import SoftDirtySampler
-
-    sampler = SoftDirtySampler(20_000, warn=lambda _m: None)
-    # The guest has two NUMA nodes, so the kernel turns NUMA balancing on by itself, and its hinting
-    # faults would show reads too: keep it off for this run, to see soft-dirty alone.
+@contextlib.contextmanager
+def numa_balancing_off():
+    """The guest has two NUMA nodes, so the kernel turns NUMA balancing on by itself, and its hinting
+    faults would show reads too: keep it off for a run, to see soft-dirty alone."""
     switch = Path("/proc/sys/kernel/numa_balancing")
     old = switch.read_text()
     switch.write_text("0")
     try:
+        yield
+    finally:
+        switch.write_text(old)
+
+
+def test_samplers_soft_dirty_keeps_a_steady_writer_hot(tracer, accessgen):
+    from damon_bpf.samplers.soft_dirty import SoftDirtySampler
+
+    sampler = SoftDirtySampler(20_000, warn=lambda _m: None)
+    with numa_balancing_off():
         threads, events, snapshots, result = monitor(
             tracer, accessgen, [f"writer:0:W:{HOT_KIB}:0", f"reader:1:R:{HOT_KIB}:0", f"cold:1:c:{HOT_KIB}:0"],
             sampler)
-    finally:
-        switch.write_text(old)
     writer, reader, cold = threads["writer"], threads["reader"], threads["cold"]
     bins = reports_per_bin(events, writer)
     assert (bins > 0).all(), f"the steady writer went dark in some bins: {bins.tolist()}"
@@ -161,14 +168,9 @@ def test_samplers_soft_dirty_stays_within_its_cpu_budget_on_a_big_target(tracer,
     from damon_bpf.samplers.soft_dirty import SoftDirtySampler
 
     sampler = SoftDirtySampler(5_000, warn=lambda _m: None, budget=0.1)
-    switch = Path("/proc/sys/kernel/numa_balancing")
-    old = switch.read_text()
-    switch.write_text("0")
-    try:
+    with numa_balancing_off():
         threads, events, snapshots, result = monitor(
             tracer, accessgen, [f"writer:0:W:{HOT_KIB}:0", f"cold:1:c:{256 << 10}:0"], sampler)
-    finally:
-        switch.write_text(old)
     writer = threads["writer"]
     bins = reports_per_bin(events, writer)
     assert (bins > 0).all(), f"the steady writer went dark in some bins: {bins.tolist()}"

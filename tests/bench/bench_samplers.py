@@ -97,12 +97,17 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def cpu_of(pid: int) -> float:
+def _stat_fields(path: Path) -> list[str] | None:
+    """The fields of a /proc/PID/stat after the command name (field 3 on), or None if it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
-    except (OSError, IndexError, ValueError):
-        return 0.0
+        return path.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def cpu_of(pid: int) -> float:
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    return (int(fields[11]) + int(fields[12])) / TICK if fields else 0.0
 
 
 DAMON_EVENT_ENABLE = [Path(d) / "events/damon/damon_aggregated/enable"
@@ -129,9 +134,8 @@ def _tree_cpu(root: int) -> float:
     """CPU seconds of a process and its descendants, counting children already reaped (cutime, cstime)."""
     parents, cpu = {}, {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+        fields = _stat_fields(stat)
+        if fields is None:
             continue
         pid = int(stat.parent.name)
         parents[pid] = int(fields[1])
