@@ -163,11 +163,13 @@ def test_samplers_soft_dirty_keeps_a_steady_writer_hot(tracer, accessgen):
 
 
 def test_samplers_soft_dirty_stays_within_its_cpu_budget_on_a_big_target(tracer, accessgen):
-    """256 MiB resident: one clear_refs walk costs more than 10% of a 5 ms interval here, so the budget
-    stretches the interval, and the steady writer must still be seen in every bin and every snapshot."""
+    """256 MiB resident: one clear_refs walk costs more than 20% of a 5 ms interval here, so the budget
+    stretches the interval, and the steady writer must still be seen in every bin and every snapshot.
+    20%, not the CLI's default 10%: with the writer faulting, a call takes up to ~10 ms under TCG, and at
+    10% the interval reaches the 100 ms aggregation, so an aggregation can pass with no re-arm at all."""
     from damon_bpf.samplers.soft_dirty import SoftDirtySampler
 
-    sampler = SoftDirtySampler(5_000, warn=lambda _m: None, budget=0.1)
+    sampler = SoftDirtySampler(5_000, warn=lambda _m: None, budget=0.2)
     with numa_balancing_off():
         threads, events, snapshots, result = monitor(
             tracer, accessgen, [f"writer:0:W:{HOT_KIB}:0", f"cold:1:c:{256 << 10}:0"], sampler)
@@ -177,7 +179,7 @@ def test_samplers_soft_dirty_stays_within_its_cpu_budget_on_a_big_target(tracer,
     assert hot_share(snapshots, writer["start"], writer["end"]) >= 0.8
     summary = result.samplers[0]
     assert summary["mean_rss_mib"] >= 256 and summary["stretched"] > 0, summary
-    assert summary["cpu_share"] <= 0.12 and summary["effective_interval_us"] > 5_000, summary
+    assert summary["cpu_share"] <= 0.24 and summary["effective_interval_us"] > 5_000, summary
     if summary["effective_interval_us"] >= 10_000:   # stretched 2x or more: the user is told what it means
         assert "--sample-us" in sampler.stretch_advice()
 
