@@ -11,10 +11,12 @@ next start.
 from __future__ import annotations
 
 import ctypes as ct
+import errno
 import json
 import os
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -45,8 +47,35 @@ def check_available() -> None:
         raise HostError("--source damon needs the damon:damon_aggregated tracepoint, which this kernel lacks")
 
 
+# DAMON's sysfs files take one global lock with mutex_trylock and fail with EBUSY while anyone else holds
+# it: another reader of a kdamond's pid, damo, or the kdamond's own per-sample callback. EBUSY there means
+# "try again", so every access here retries it for a while before giving up.
+BUSY_TIMEOUT_S = 2.0
+busy_retries = 0      # EBUSY answers retried in this process, for the summary and the tests
+_T = TypeVar("_T")
+
+
+def _retry_busy(access: Callable[[], _T], path: Path) -> _T:
+    global busy_retries  # noqa: PLW0603 - a process-wide count, like the kernel lock it counts
+    deadline, pause = time.monotonic() + BUSY_TIMEOUT_S, 0.001
+    while True:
+        try:
+            return access()
+        except OSError as err:
+            if err.errno != errno.EBUSY or time.monotonic() >= deadline:
+                err.filename = err.filename or str(path)   # a failed read or write does not name its file
+                raise
+        busy_retries += 1
+        time.sleep(pause)
+        pause = min(2 * pause, 0.05)
+
+
 def _write(path: Path, value) -> None:
-    path.write_text(f"{value}\n")
+    _retry_busy(lambda: path.write_text(f"{value}\n"), path)
+
+
+def _read(path: Path) -> str:
+    return _retry_busy(path.read_text, path).strip()
 
 
 def _kdamonds() -> Path:
@@ -79,33 +108,45 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _configure(kdamond: Path, pids: list[int], attrs: MonitoringAttrs) -> None:
+    """One vaddr context on ``pids`` with ``attrs``, in a kdamond directory that was just made."""
+    c0 = kdamond / "contexts" / "0"
+    _write(kdamond / "contexts" / "nr_contexts", 1)
+    _write(c0 / "operations", "vaddr")
+    intervals, nr_regions = c0 / "monitoring_attrs" / "intervals", c0 / "monitoring_attrs" / "nr_regions"
+    _write(intervals / "sample_us", attrs.sample_interval_us)
+    _write(intervals / "aggr_us", attrs.aggr_interval_us)
+    _write(intervals / "update_us", attrs.update_interval_us)
+    _write(nr_regions / "min", attrs.min_nr_regions)
+    _write(nr_regions / "max", attrs.max_nr_regions)
+    _write(c0 / "targets" / "nr_targets", len(pids))
+    for index, pid in enumerate(pids):
+        _write(c0 / "targets" / str(index) / "pid_target", pid)
+
+
+def _refused(pids: list[int], err: OSError) -> HostError:
+    return HostError(f"kernel DAMON refused to start on PID(s) {', '.join(map(str, pids))}: "
+                     f"{err.strerror} ({err.filename})")
+
+
 def start_kdamond(pids: list[int], attrs: MonitoringAttrs) -> int:
     """Set up kdamond 0 with one vaddr context on ``pids`` and switch it on; returns its pid. A state
     file names it, so a later run can remove it if this process is killed."""
     kd = _kdamonds()
     try:
         _write(kd / "nr_kdamonds", 1)
-        c0 = kd / "0" / "contexts" / "0"
-        _write(kd / "0" / "contexts" / "nr_contexts", 1)
-        _write(c0 / "operations", "vaddr")
-        intervals, nr_regions = c0 / "monitoring_attrs" / "intervals", c0 / "monitoring_attrs" / "nr_regions"
-        _write(intervals / "sample_us", attrs.sample_interval_us)
-        _write(intervals / "aggr_us", attrs.aggr_interval_us)
-        _write(intervals / "update_us", attrs.update_interval_us)
-        _write(nr_regions / "min", attrs.min_nr_regions)
-        _write(nr_regions / "max", attrs.max_nr_regions)
-        _write(c0 / "targets" / "nr_targets", len(pids))
-        for index, pid in enumerate(pids):
-            _write(c0 / "targets" / str(index) / "pid_target", pid)
+    except OSError as err:   # nothing of ours exists yet, so nothing to undo (kdamond 0 may be another's)
+        raise _refused(pids, err) from None
+    try:
+        _configure(kd / "0", pids, attrs)
         _write(kd / "0" / "state", "on")
-        kdamond_pid = int((kd / "0" / "pid").read_text())
+        kdamond_pid = int(_read(kd / "0" / "pid"))
     except OSError as err:
         try:
-            _write(kd / "nr_kdamonds", 0)
+            stop_kdamond()     # switched off first: a running kdamond cannot be removed
         except OSError:
             pass
-        raise HostError(f"kernel DAMON refused to start on PID(s) {', '.join(map(str, pids))}: "
-                        f"{err.strerror} ({err.filename})") from None
+        raise _refused(pids, err) from None
     STATE.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     STATE.write_text(json.dumps({"owner": os.getpid(), "kdamond": kdamond_pid}))
     return kdamond_pid
@@ -114,8 +155,12 @@ def start_kdamond(pids: list[int], attrs: MonitoringAttrs) -> int:
 def stop_kdamond() -> None:
     """Switch kdamond 0 off (it may have stopped by itself when its targets exited) and remove it."""
     state = _kdamonds() / "0" / "state"
-    if state.exists() and state.read_text().strip() == "on":
-        _write(state, "off")
+    if state.exists() and _read(state) == "on":
+        try:
+            _write(state, "off")
+        except OSError as err:   # EPERM: it stopped (its targets exited) between the read and the write
+            if err.errno != errno.EPERM or _read(state) != "off":
+                raise
     _write(_kdamonds() / "nr_kdamonds", 0)
     STATE.unlink(missing_ok=True)
 
@@ -130,8 +175,8 @@ class KernelDamon(Sampler):
         check_available()
         stop_all_ours(warn)
         self.attrs, self.warn = attrs, warn
-        nr = int((_kdamonds() / "nr_kdamonds").read_text())
-        busy = [i for i in range(nr) if (_kdamonds() / str(i) / "state").read_text().strip() == "on"]
+        nr = int(_read(_kdamonds() / "nr_kdamonds"))
+        busy = [i for i in range(nr) if _read(_kdamonds() / str(i) / "state") == "on"]
         if busy:
             raise HostError(f"kernel DAMON is already running (kdamond {busy[0]} is on, e.g. started by damo); "
                             "stop it first ('damo stop')")
@@ -210,7 +255,8 @@ class KernelDamon(Sampler):
 
     def summary(self) -> dict:
         return {"sampler": self.name, "kdamond": self.kdamond_pid,
-                "snapshots": {str(p): len(s) for p, s in self.snapshots.items()}, "error": self.error}
+                "snapshots": {str(p): len(s) for p, s in self.snapshots.items()}, "error": self.error,
+                "sysfs_busy_retries": busy_retries}
 
     def bind_writer(self, writer, start_id: int = 1000) -> None:
         """Send the kernel's snapshots to a RecordWriter as extra targets (ids from ``start_id``)."""
