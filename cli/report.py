@@ -106,18 +106,21 @@ def report() -> None:
               help="One heatmap per CPU, per thread (busiest 8) or for reads and writes.")
 @click.option("--scale", type=click.Choice(["log", "linear"]), default="log", show_default=True,
               help="Colour scale; log shows sparse accesses next to hot spots.")
-def heatmap(input_path, target_id, resol, address_range, time_range, output, by, scale) -> None:
+@click.option("--cell", type=click.Choice(heatmap_mod.CELLS), default="mean", show_default=True,
+              help="A cell's heat: its mean rate (as damo), or the hottest of ~8 finer rows it covers "
+                   "(max: a small hot spot keeps its colour in a big cell, as live shows it).")
+def heatmap(input_path, target_id, resol, address_range, time_range, output, by, scale, cell) -> None:
     """When which addresses were how often accessed (time on x, address on y)."""
     records = read_record(input_path)
     addr, times = _address_range(address_range), _time_range(time_range)
     if output not in ("stdout", "raw"):
-        _to_image(records, output, by, resol or (300, 500), addr, times, target_id, scale)
+        _to_image(records, output, by, resol or (300, 500), addr, times, target_id, scale, cell)
         click.echo(f"wrote {output}")
         return
     console = Console()
     if resol is None:
         resol = (30, max(10, console.width - _LABEL_COLS - 1))
-    maps = heatmap_mod.heatmaps(records, by, resol, addr, times, target_id)
+    maps = heatmap_mod.heatmaps(records, by, resol, addr, times, target_id, cell)
     if output == "raw":
         click.echo("\n\n".join(heatmap_mod.raw_text(m) for m in maps))
         return
@@ -126,9 +129,9 @@ def heatmap(input_path, target_id, resol, address_range, time_range, output, by,
     console.print(heatmap_mod.render(maps, color=color, scale=scale))
 
 
-def _to_image(records, path, by, resol, addr, times, target_id, scale) -> None:
+def _to_image(records, path, by, resol, addr, times, target_id, scale, cell) -> None:
     try:
-        heatmap_mod.to_png(records, path, by, resol, addr, times, target_id, scale)
+        heatmap_mod.to_png(records, path, by, resol, addr, times, target_id, scale, cell)
     except ValueError as err:  # matplotlib: unknown image format
         raise UsageError(f"cannot draw {path}: {err}") from None
     except OSError as err:

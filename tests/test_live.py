@@ -393,36 +393,6 @@ def test_the_screen_fills_every_terminal_size_exactly(color):
                 assert sum(line.startswith("│0x") for line in text) >= 8
 
 
-def test_pooled_rows_keep_the_hottest_cell_and_the_skipped_gaps():
-    import numpy as np
-
-    from damon_bpf.live.heat import _pool_rows
-    from damon_bpf.reports.heatmap import AddressAxis, Heatmap
-
-    # 40 rows in two spans (a gap between rows 29 and 30); one hot row, one unmonitored column
-    lo = [0x1000 * r for r in range(30)] + [0x100000 + 0x1000 * r for r in range(10)]
-    axis = AddressAxis(lo, [a + 0x1000 for a in lo], [30])
-    grid = np.zeros((40, 5))
-    grid[7, 2] = 150.0
-    grid[:, 4] = np.nan
-    grid[3, 4] = 1.0
-    pooled = _pool_rows([Heatmap("accesses", "Hz", grid, axis, np.arange(6), 0, 0, 1)], 8)[0]
-    assert pooled.grid.shape == (8, 5) and pooled.axis.rows == 8
-    assert len(pooled.axis.breaks) == 1  # the gap is still marked
-    first_of_upper = pooled.axis.breaks[0]
-    assert pooled.axis.lo[first_of_upper] == 0x100000 and pooled.axis.lo[0] == 0
-    assert pooled.grid[:, 2].max() == 150.0  # the hot cell is not averaged away
-    assert np.isnan(pooled.grid[:, 4]).sum() == 7  # NaN only where nothing pooled was monitored
-    assert pooled.grid[:, 4][~np.isnan(pooled.grid[:, 4])].tolist() == [1.0]
-    assert pooled.axis.rows - first_of_upper == 1  # the upper span: a quarter of the bytes, no heat
-
-    # rows follow recent heat as well as bytes: the same quarter, now with all the heat
-    grid = np.zeros((40, 5))
-    grid[35, :] = 100.0
-    pooled = _pool_rows([Heatmap("accesses", "Hz", grid, axis, np.arange(6), 0, 0, 1)], 8)[0]
-    assert pooled.axis.rows - pooled.axis.breaks[0] >= 4
-
-
 def test_keys_come_one_by_one_without_echo_and_the_terminal_is_restored():
     import pty
     import termios

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from cli.main import cli
+from conftest import DAMON_BPF
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import UsageError
 from damon_bpf.recordfile import TargetRecord, write_record
@@ -117,6 +119,60 @@ def test_partial_cells_average_by_bytes_and_time():
 def test_unmonitored_cells_are_nan():
     hm = heatmap.heatmap(hot_middle(), resol=(4, 3), address_range=(A + MiB, A + 5 * MiB))
     assert not np.isnan(hm.grid[0]).any() and np.isnan(hm.grid[2:]).all()
+
+
+def test_pooled_rows_keep_the_hottest_cell_and_the_skipped_gaps():
+    from damon_bpf.reports.heatmap import AddressAxis, Heatmap
+
+    # 40 rows in two spans (a gap between rows 29 and 30); one hot row, one unmonitored column
+    lo = [0x1000 * r for r in range(30)] + [0x100000 + 0x1000 * r for r in range(10)]
+    axis = AddressAxis(lo, [a + 0x1000 for a in lo], [30])
+    grid = np.zeros((40, 5))
+    grid[7, 2] = 150.0
+    grid[:, 4] = np.nan
+    grid[3, 4] = 1.0
+    pooled = heatmap.pool_rows([Heatmap("accesses", "Hz", grid, axis, np.arange(6), 0, 0, 1)], 8)[0]
+    assert pooled.grid.shape == (8, 5) and pooled.axis.rows == 8
+    assert len(pooled.axis.breaks) == 1  # the gap is still marked
+    first_of_upper = pooled.axis.breaks[0]
+    assert pooled.axis.lo[first_of_upper] == 0x100000 and pooled.axis.lo[0] == 0
+    assert pooled.grid[:, 2].max() == 150.0  # the hot cell is not averaged away
+    assert np.isnan(pooled.grid[:, 4]).sum() == 7  # NaN only where nothing pooled was monitored
+    assert pooled.grid[:, 4][~np.isnan(pooled.grid[:, 4])].tolist() == [1.0]
+    assert pooled.axis.rows - first_of_upper == 1  # the upper span: a quarter of the bytes, no heat
+
+    # rows follow heat as well as bytes: the same quarter, now with all the heat
+    grid = np.zeros((40, 5))
+    grid[35, :] = 100.0
+    pooled = heatmap.pool_rows([Heatmap("accesses", "Hz", grid, axis, np.arange(6), 0, 0, 1)], 8)[0]
+    assert pooled.axis.rows - pooled.axis.breaks[0] >= 4
+
+
+def test_pooled_rows_follow_only_the_recent_columns_when_asked():
+    from damon_bpf.reports.heatmap import AddressAxis, Heatmap
+
+    lo = [0x1000 * r for r in range(30)] + [0x100000 + 0x1000 * r for r in range(10)]
+    axis = AddressAxis(lo, [a + 0x1000 for a in lo], [30])
+    grid = np.zeros((40, 20))
+    grid[35, :5] = 1000.0     # the upper span was hot long ago
+    grid[3, -3:] = 1.0        # the lower one is hot now
+    maps = [Heatmap("accesses", "Hz", grid, axis, np.arange(21), 0, 0, 1)]
+    assert heatmap.pool_rows(maps, 8)[0].axis.breaks == [3]       # all columns: the upper span gets 5 of 8
+    assert heatmap.pool_rows(maps, 8, recent_cols=3)[0].axis.breaks == [7]   # now: the lower gets 7
+
+
+def test_cell_max_shows_a_small_hot_spot_at_its_own_rate():
+    # 16 rows of 128 KiB: the 64 KiB spot at 200 Hz is half of row 8, so its mean is 100 Hz; its
+    # finer rows of 16 KiB are all hot, so the max cell shows the spot's own 200 Hz
+    resol, span = (16, 3), (A, A + 2 * MiB)
+    mean = heatmap.heatmaps(hot_middle(), None, resol, span)[0]
+    top = heatmap.heatmaps(hot_middle(), None, resol, span, cell="max")[0]
+    assert mean.axis == top.axis and mean.grid.shape == top.grid.shape == (16, 3)
+    np.testing.assert_allclose(mean.grid[8], 100.0)
+    np.testing.assert_allclose(top.grid[8], 200.0)
+    assert np.all(np.delete(top.grid, 8, axis=0) == 0)
+    with pytest.raises(UsageError, match="mean, max"):
+        heatmap.heatmaps(hot_middle(), None, resol, span, cell="median")
 
 
 def test_default_axis_skips_the_cold_gap_and_keeps_both_spots():
@@ -318,6 +374,23 @@ def test_cli_reports(data_file, args, expect):
     result = run(*args, "-i", data_file)
     assert result.exit_code == 0, result.output
     assert expect in result.stdout
+
+
+def test_cli_cell_max_raw(data_file):
+    # rows of 256 KiB over the 8 KiB spot at 100 Hz: mean 100 * 8/256, max 100 * 8/32 (finer rows)
+    spot = ["--output", "raw", "--resol", "4", "1", "--address-range", hex(A + TiB), hex(A + TiB + MiB)]
+    heat = {cell: max(float(line.split("\t")[2]) for line in run("heatmap", "-i", data_file, *spot,
+                                                                   "--cell", cell).stdout.splitlines())
+            for cell in ("mean", "max")}
+    assert heat == pytest.approx({"mean": 3.125, "max": 25.0})
+
+
+def test_cli_unknown_cell_is_one_line(data_file):
+    # through the installed entry point: click's own usage errors are one line there, not in CliRunner
+    result = subprocess.run([DAMON_BPF, "report", "heatmap", "-i", data_file, "--cell", "median"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "'median' is not one of 'mean', 'max'" in result.stderr
 
 
 def test_cli_png(data_file, tmp_path):

@@ -3,15 +3,14 @@ target's address space on the rows, one small multiple per CPU / thread / access
 
 The grids, the address axis (cold gaps skipped) and the colour levels come from
 ``damon_bpf.reports.heatmap``, the same code as ``damon-bpf report heatmap``; this module lays
-them out in a fixed number of terminal cells. One difference: each screen row pools several of the
-report's rows and shows the hottest, so a small hot spot in a big row keeps its colour instead of
-being averaged away ("big cold regions hide small hot spots" is a classic DAMON complaint).
+them out in a fixed number of terminal cells. Cells show the hottest part of their addresses
+(``report heatmap --cell max``), so a small hot spot in a big row keeps its colour, and rows
+are shared between address spans by recent heat as well as by bytes.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -33,8 +32,6 @@ from damon_bpf.reports.heatmap import (LOG_DECADES, PALETTE, PLAIN_RAMP, Address
                                        levels)
 
 MIN_PANEL_COLS = 10  # narrower small multiples are unreadable: show fewer, busiest first
-OVERSAMPLE = 8  # heatmap rows computed per screen row (see _rows_to_ask)
-MAX_ASKED_ROWS = 400
 RECENT_COLS = 10  # "hot now", for sharing rows between address spans
 GAP_MARK = "┄"  # in the separator column: addresses skipped (never accessed) below this row
 _COLOR_STYLES = [Style(bgcolor=Color.from_rgb(*rgb)) for rgb in PALETTE]
@@ -85,58 +82,6 @@ def fmt_rate(x: float) -> str:
     return f"{x:.3g}" if x >= 0.01 else "0"
 
 
-def _rows_to_ask(rows: int) -> int:
-    """Rows to ask heatmaps() for, pooled down to the screen's by ``_pool_rows``. Finer rows keep
-    a small hot spot from being averaged away in a big row (the cost is in the regions, not the
-    rows), and let heatmaps()' axis skip more cold gaps (one per six rows)."""
-    return min(MAX_ASKED_ROWS, OVERSAMPLE * rows)
-
-
-def _kept_breaks(axis: AddressAxis, rows: int) -> list[int]:
-    """The widest skipped gaps, at most one per two screen rows (each span needs rows of its own)."""
-    gap = {b: axis.lo[b] - axis.hi[b - 1] for b in axis.breaks}
-    return sorted(sorted(gap, key=gap.__getitem__, reverse=True)[:max(0, rows // 2)])
-
-
-def _pool_rows(maps: list[Heatmap], rows: int) -> list[Heatmap]:
-    """The same heatmaps on ``rows`` screen rows. Each span keeps at least one row; the rest go
-    half by bytes, half by recent heat. A pooled cell shows the hottest of its rows, so a hot spot
-    stays as bright as it is; NaN only if none of them was monitored."""
-    axis = maps[0].axis
-    if axis.rows <= rows:
-        return maps
-    kept = _kept_breaks(axis, rows)
-    starts = [0, *kept]
-    ends = [*kept, axis.rows]
-    have = np.array([e - s for s, e in zip(starts, ends)])
-    # Half the rows by bytes (as the report), half by recent heat: a big span touched once at
-    # start-up must not leave the hot one a single row.
-    now = [np.nan_to_num(m.grid[:, -RECENT_COLS:]).sum(axis=1) for m in maps]
-    heat = np.array([sum(float(h[s:e].sum()) for h in now) for s, e in zip(starts, ends)])
-    weight = have / have.sum() + (heat / heat.sum() if heat.sum() > 0 else have / have.sum())
-    want = rows * weight / weight.sum()
-    share = np.minimum(have, np.maximum(1, np.floor(want).astype(int)))
-    while share.sum() > rows:  # the minimum of one row each overshot: take from the biggest
-        share[np.argmax(share)] -= 1
-    for i in np.argsort(-(want - share)):  # largest remainders, where rows are left to split
-        if share.sum() >= rows:
-            break
-        share[i] += share[i] < have[i]
-    groups: list[tuple[int, int]] = []
-    breaks = []
-    for s, n, m in zip(starts, have.tolist(), share.tolist()):
-        if groups:
-            breaks.append(len(groups))
-        cuts = [s + (k * n) // m for k in range(m + 1)]
-        groups.extend(zip(cuts[:-1], cuts[1:]))
-    pooled = AddressAxis([axis.lo[a] for a, _ in groups], [axis.hi[b - 1] for _, b in groups], breaks)
-
-    def pool(grid: np.ndarray) -> np.ndarray:
-        return np.stack([np.fmax.reduce(grid[a:b], axis=0) for a, b in groups])  # fmax skips NaN
-
-    return [replace(m, grid=pool(m.grid), axis=pooled) for m in maps]
-
-
 def _legend(vmax: float, unit: str, color: bool, aggr_us: int, gaps: bool) -> Text:
     legend = Text(" heat ")
     for level in range(len(PALETTE)):
@@ -168,7 +113,7 @@ def heat_panel(snaps: list[Snapshot], rec_meta: tuple[int, int | None, Monitorin
     rec = TargetRecord(target_id, pid, attrs.sample_interval_us, attrs.aggr_interval_us,
                        attrs.update_interval_us, shown)
     try:
-        maps = _pool_rows(heatmaps([rec], view.by, (_rows_to_ask(rows), len(shown))), rows)
+        maps = heatmaps([rec], view.by, (rows, len(shown)), cell="max", recent_cols=RECENT_COLS)
         maps = _busiest(maps, panels)
     except UsageError as err:  # nothing monitored, or no report of that kind yet
         return Panel(Text(str(err), style="dim"), title=title, box=box.ROUNDED, padding=0)

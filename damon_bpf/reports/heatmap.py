@@ -3,6 +3,8 @@
 A cell's heat is computed like ``damo report heatmap``: every region of every snapshot adds
 ``rate x overlapping time x overlapping bytes``, and the sum is divided by the cell's time x bytes,
 so the heat is the average rate (Hz) over the cell. Cells no region ever covered are NaN.
+With ``cell="max"`` each row is computed as eight finer ones and shows the hottest of them, so a
+small hot spot inside a big cold cell keeps its colour (what ``live`` shows).
 
 Unlike damo, the default address axis is made of the spans that were ever accessed (plus padding):
 cold gaps in between are skipped and marked, so a small hot spot far from a big one still gets
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -31,6 +33,9 @@ GAP_FRACTION = 0.05  # a cold gap smaller than this share of the hot bytes is dr
 PAD_FRACTION = 0.03  # padding around each drawn span, so its edges are visible
 MAX_PANELS = 8  # --by cpu/tid: the busiest ones; more would be unreadable side by side
 LOG_DECADES = 3  # the log colour scale spans max/1000 .. max
+OVERSAMPLE = 8  # --cell max: finer rows computed per shown row, the hottest of them shown
+MAX_FINE_ROWS = 400  # the cost is in the regions, not the rows, but bounded all the same
+CELLS = ("mean", "max")
 # "inferno" sampled at 10 points: dark to bright, readable on dark and light terminals alike.
 PALETTE = [(0, 0, 4), (31, 12, 72), (85, 15, 109), (136, 34, 106), (186, 54, 85),
            (227, 89, 51), (249, 140, 10), (249, 201, 50), (240, 240, 120), (252, 255, 164)]
@@ -53,7 +58,8 @@ class AddressAxis:
 
 @dataclass
 class Heatmap:
-    """``grid[row, col]``: average rate in ``unit`` over the cell; row 0 is the lowest address."""
+    """``grid[row, col]``: rate in ``unit`` over the cell (its mean, or the hottest finer row's);
+    row 0 is the lowest address."""
 
     name: str
     unit: str
@@ -238,15 +244,24 @@ def _grids(snaps: list[Snapshot], panels: list[_Panel], axis: AddressAxis,
 def heatmaps(records: list[TargetRecord], by: str | None = None,
              resol: tuple[int, int] = (30, 80), address_range: tuple[int, int] | None = None,
              time_range: tuple[int, int] | None = None,
-             target_id: int | None = None) -> list[Heatmap]:
+             target_id: int | None = None, cell: str = "mean",
+             recent_cols: int | None = None) -> list[Heatmap]:
     """One heatmap per panel (``by``: None = accesses, "cpu", "tid", "rw"), on shared axes.
 
     ``resol`` is (rows, cols) = (address cells, time cells); ``time_range`` is in ns relative to
-    the record's first snapshot; ``address_range`` is absolute [start, end).
+    the record's first snapshot; ``address_range`` is absolute [start, end). ``cell`` "mean" is
+    damo's average over the cell; "max" computes finer rows and shows the hottest of each cell's
+    (see ``pool_rows``; ``recent_cols`` is passed on to it).
     """
     rows, cols = resol
     if rows < 1 or cols < 1:
         raise UsageError(f"heatmap resolution must be at least 1x1, not {rows}x{cols}")
+    if cell not in CELLS:
+        raise UsageError(f"heatmap cell must be one of {', '.join(CELLS)}, not {cell!r}")
+    if cell == "max":
+        fine = max(rows, min(MAX_FINE_ROWS, OVERSAMPLE * rows))
+        maps = heatmaps(records, by, (fine, cols), address_range, time_range, target_id)
+        return pool_rows(maps, rows, recent_cols)
     rec = select_target(records, target_id)
     if not rec.snapshots:
         raise UsageError(f"target {rec.target_id} has no snapshots")
@@ -265,6 +280,59 @@ def heatmap(records: list[TargetRecord], resol: tuple[int, int] = (30, 80),
             time_range: tuple[int, int] | None = None, target_id: int | None = None) -> Heatmap:
     """The access-frequency heatmap (Hz) of one target; see ``heatmaps``."""
     return heatmaps(records, None, resol, address_range, time_range, target_id)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling: hot spots that a mean over a big cell would hide
+
+
+def _kept_breaks(axis: AddressAxis, rows: int) -> list[int]:
+    """The widest skipped gaps, at most one per two pooled rows (each span needs rows of its own)."""
+    gap = {b: axis.lo[b] - axis.hi[b - 1] for b in axis.breaks}
+    return sorted(sorted(gap, key=gap.__getitem__, reverse=True)[:max(0, rows // 2)])
+
+
+def _span_rows(have: np.ndarray, heat: np.ndarray, rows: int) -> np.ndarray:
+    """Pooled rows per span: at least one each, the rest half by bytes (fine rows), half by heat,
+    so a big span touched once at start-up does not leave the hot one a single row."""
+    weight = have / have.sum() + (heat / heat.sum() if heat.sum() > 0 else have / have.sum())
+    want = rows * weight / weight.sum()
+    share = np.minimum(have, np.maximum(1, np.floor(want).astype(int)))
+    while share.sum() > rows:  # the minimum of one row each overshot: take from the biggest
+        share[np.argmax(share)] -= 1
+    for i in np.argsort(-(want - share)):  # largest remainders, where rows are left to split
+        if share.sum() >= rows:
+            break
+        share[i] += share[i] < have[i]
+    return share
+
+
+def pool_rows(maps: list[Heatmap], rows: int, recent_cols: int | None = None) -> list[Heatmap]:
+    """The same heatmaps on ``rows`` rows, each the hottest of the fine rows it pools (NaN only if
+    none of them was monitored), so a hot spot stays as bright as it is. Spans between skipped
+    gaps keep their gap marks; rows are shared by bytes and by the heat of the last
+    ``recent_cols`` columns (all of them if None)."""
+    axis = maps[0].axis
+    if axis.rows <= rows:
+        return maps
+    kept = _kept_breaks(axis, rows)
+    starts, ends = [0, *kept], [*kept, axis.rows]
+    have = np.array([e - s for s, e in zip(starts, ends)])
+    recent = [np.nan_to_num(m.grid[:, -(recent_cols or m.grid.shape[1]):]).sum(axis=1) for m in maps]
+    heat = np.array([sum(float(h[s:e].sum()) for h in recent) for s, e in zip(starts, ends)])
+    groups: list[tuple[int, int]] = []
+    breaks = []
+    for s, n, m in zip(starts, have.tolist(), _span_rows(have, heat, rows).tolist()):
+        if groups:
+            breaks.append(len(groups))
+        cuts = [s + (k * n) // m for k in range(m + 1)]
+        groups.extend(zip(cuts[:-1], cuts[1:]))
+    pooled = AddressAxis([axis.lo[a] for a, _ in groups], [axis.hi[b - 1] for _, b in groups], breaks)
+
+    def pool(grid: np.ndarray) -> np.ndarray:
+        return np.stack([np.fmax.reduce(grid[a:b], axis=0) for a, b in groups])  # fmax skips NaN
+
+    return [replace(m, grid=pool(m.grid), axis=pooled) for m in maps]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,7 +453,7 @@ def render(maps: Sequence[Heatmap], color: bool = True, scale: str = "log") -> R
 def to_png(records: list[TargetRecord], path: str, by: str | None = None,
            resol: tuple[int, int] = (200, 400), address_range: tuple[int, int] | None = None,
            time_range: tuple[int, int] | None = None, target_id: int | None = None,
-           scale: str = "log") -> None:
+           scale: str = "log", cell: str = "mean") -> None:
     """Draw the heatmaps (one per cpu / thread / kind with ``by``) side by side into ``path``."""
     # Figure + Agg canvas directly: no pyplot, so no global backend state and no display needed.
     from matplotlib import colormaps
@@ -393,7 +461,7 @@ def to_png(records: list[TargetRecord], path: str, by: str | None = None,
     from matplotlib.colors import LogNorm, Normalize
     from matplotlib.figure import Figure
 
-    maps = heatmaps(records, by, resol, address_range, time_range, target_id)
+    maps = heatmaps(records, by, resol, address_range, time_range, target_id, cell)
     vmax = shared_max(maps) or 1.0
     norm = (LogNorm(vmin=vmax / 10 ** LOG_DECADES, vmax=vmax) if scale == "log"
             else Normalize(vmin=0, vmax=vmax))
