@@ -121,12 +121,16 @@ def test_unmonitored_cells_are_nan():
     assert not np.isnan(hm.grid[0]).any() and np.isnan(hm.grid[2:]).all()
 
 
-def test_pooled_rows_keep_the_hottest_cell_and_the_skipped_gaps():
-    from damon_bpf.reports.heatmap import AddressAxis, Heatmap
-
-    # 40 rows in two spans (a gap between rows 29 and 30); one hot row, one unmonitored column
+def two_span_axis() -> heatmap.AddressAxis:
+    """40 rows of a page in two spans, a skipped gap between rows 29 and 30."""
     lo = [0x1000 * r for r in range(30)] + [0x100000 + 0x1000 * r for r in range(10)]
-    axis = AddressAxis(lo, [a + 0x1000 for a in lo], [30])
+    return heatmap.AddressAxis(lo, [a + 0x1000 for a in lo], [30])
+
+
+def test_pooled_rows_keep_the_hottest_cell_and_the_skipped_gaps():
+    from damon_bpf.reports.heatmap import Heatmap
+
+    axis = two_span_axis()  # one hot row, one unmonitored column
     grid = np.zeros((40, 5))
     grid[7, 2] = 150.0
     grid[:, 4] = np.nan
@@ -149,10 +153,9 @@ def test_pooled_rows_keep_the_hottest_cell_and_the_skipped_gaps():
 
 
 def test_pooled_rows_follow_only_the_recent_columns_when_asked():
-    from damon_bpf.reports.heatmap import AddressAxis, Heatmap
+    from damon_bpf.reports.heatmap import Heatmap
 
-    lo = [0x1000 * r for r in range(30)] + [0x100000 + 0x1000 * r for r in range(10)]
-    axis = AddressAxis(lo, [a + 0x1000 for a in lo], [30])
+    axis = two_span_axis()
     grid = np.zeros((40, 20))
     grid[35, :5] = 1000.0     # the upper span was hot long ago
     grid[3, -3:] = 1.0        # the lower one is hot now
