@@ -2,7 +2,9 @@
 watch the targets, and end cleanly on a duration, Ctrl-C, SIGTERM or the targets' exit.
 
 Each round drains the accesses ring first and the targets' lifecycle records second, and hands the
-batch on only after the lifecycle: subscribers of Targets know every process whose reports they get."""
+batch on only after the lifecycle: subscribers of Targets know every process whose reports they get.
+Exits are told after the batch, and only those from before the previous round's drain, so a
+subscriber has every report of a process before it hears that the process exited."""
 
 from __future__ import annotations
 
@@ -98,6 +100,7 @@ class Session:
                 self.targets.update(self.tracer)
                 if len(last):
                     on_batch(last)
+                self.targets.publish_exits()
             finally:
                 self.targets.close()
                 for sig, handler in previous.items():
@@ -109,6 +112,7 @@ class Session:
     def _loop(self, on_batch, on_tick, start: float) -> None:
         idle_limit = max(self.poll_interval_s, IDLE_POLL_S)
         period = self.poll_interval_s
+        previous_drain = time.monotonic_ns()
         while self.stop_reason is None:
             drained_at = time.monotonic_ns()
             batch = self.tracer.drain()
@@ -118,6 +122,8 @@ class Session:
                 period = self.poll_interval_s
             else:
                 period = min(2 * period, idle_limit)
+            self.targets.publish_exits(previous_drain)
+            previous_drain = drained_at
             if on_tick is not None:
                 on_tick(drained_at)
             for sampler in self.samplers:

@@ -3,8 +3,9 @@
 Who is a target is decided in the kernel (bpf/report.bpf.h): a followed process's children join before
 they run, an exiting process leaves at once (so a reused pid is never traced), and each fork, exec and
 exit is written as a lifecycle record into a ring of its own. ``update`` reads those records after each
-drain of the accesses ring and before its batch is handed on, so subscribers hear of a process before
-they see its reports. Why not the process-events connector (cn_proc): its messages are not ordered
+drain of the accesses ring and before its batch is handed on, so subscribers hear of a fork or exec
+before they see the process's reports; ``publish_exits`` tells of exits only after every batch that
+can hold the process's reports (see Session._loop). Why not the process-events connector (cn_proc): its messages are not ordered
 with the ring's records, and a burst of forks left user space seconds behind (issue 11).
 """
 
@@ -29,7 +30,8 @@ from damon_bpf.errors import TargetError
 @dataclass(frozen=True)
 class TargetEvent:
     """A followed process forked (``pid`` is the child), exec'd or exited; ``time_ns`` is CLOCK_MONOTONIC,
-    the clock of access records. Processes found at attach time are announced as forks at that time."""
+    the clock of access records. Processes found at attach time are announced as forks at that time.
+    A fork or exec comes before any batch holding the process's reports, an exit after all of them."""
 
     kind: str        # "fork" | "exec" | "exit"
     pid: int         # thread group id
@@ -131,12 +133,14 @@ class Targets:
         self.info: dict[int, TargetInfo] = {}                            # every target the run had
         self.exited: list[int] = []
         self._subscribers: list[Callable[[TargetEvent], None]] = []
+        self._exits: list[TargetEvent] = []   # known, not yet published (publish_exits)
         self._lost_seen = 0
         if self.command and shutil.which(self.command[0]) is None:
             raise TargetError(f"command not found: {self.command[0]}")
 
     def subscribe(self, callback: Callable[[TargetEvent], None]) -> None:
-        """``callback`` gets every TargetEvent, before any batch holding that process's reports."""
+        """``callback`` gets every TargetEvent: a fork or exec before any batch holding that process's
+        reports, an exit after the last such batch."""
         self._subscribers.append(callback)
 
     def _publish(self, event: TargetEvent) -> None:
@@ -233,21 +237,31 @@ class Targets:
         elif kind == "exec":
             self.info.setdefault(pid, TargetInfo(pid, 0, comm)).comm = comm
         elif kind == "exit":
-            if pid not in self.pids:
-                return
-            self._gone(pid, publish=False)
+            if pid in self.pids:
+                self._gone(pid, time_ns)
+            return
         else:
             return
         info = self.info[pid]
         self._publish(TargetEvent(kind, pid, info.ppid, info.comm, time_ns))
 
-    def _gone(self, pid: int, publish: bool = True) -> None:
+    def _gone(self, pid: int, time_ns: int | None = None) -> None:
+        """``pid`` exited at ``time_ns`` (None: the kernel did not tell, it is known only now)."""
         self.pids.discard(pid)
         self.exited.append(pid)
         info = self.info.setdefault(pid, TargetInfo(pid, 0, ""))
         info.exited = True
-        if publish:   # the kernel did not tell: the exit is known only now
-            self._publish(TargetEvent("exit", pid, info.ppid, info.comm, time.monotonic_ns()))
+        self._exits.append(TargetEvent("exit", pid, info.ppid, info.comm,
+                                       time.monotonic_ns() if time_ns is None else time_ns))
+
+    def publish_exits(self, before_ns: int | None = None) -> None:
+        """Publish the exits that happened before ``before_ns`` (None: all). The session passes the time
+        its previous drain began: the current batch then holds every report from before it, even one a
+        producer was still writing at that drain."""
+        due = [event for event in self._exits if before_ns is None or event.time_ns < before_ns]
+        self._exits = [event for event in self._exits if not (before_ns is None or event.time_ns < before_ns)]
+        for event in due:
+            self._publish(event)
 
     @property
     def alive(self) -> bool:
