@@ -105,6 +105,7 @@ def descendants(roots: Iterable[int]) -> dict[int, TargetInfo]:
 
 
 def thread_count(pid: int) -> int:
+    """Threads of process ``pid`` now (0 once it is gone)."""
     try:
         return len(os.listdir(f"/proc/{pid}/task"))
     except OSError:
@@ -152,8 +153,7 @@ class Targets:
         for pid in self.pids:
             tracer.add_target(pid)
             self.info[pid] = process_info(pid) or TargetInfo(pid, 0, "")
-        for pid in [pid for pid in self.pids if not is_alive(pid)]:   # exited before it was in the map
-            self._gone(pid)
+        self._drop_dead(tracer)
         if self.follow_children and self.pids:
             self._take_existing_children(tracer)
         if self.command:
@@ -173,6 +173,7 @@ class Targets:
             self.pids.add(pid)
             self.info[pid] = info
             self._publish(TargetEvent("fork", pid, info.ppid, info.comm, now))
+        self._drop_dead(tracer)
         threads = sum(thread_count(pid) for pid in found)
         self.notify(f"following {len(found)} existing descendant process(es) of PID "
                     f"{', '.join(map(str, sorted(roots)))} ({threads} threads)")
@@ -191,6 +192,8 @@ class Targets:
             self.process = subprocess.Popen(wrapper + self.command, pass_fds=(go_read, ready_write), stdout=output,
                                             stderr=None if output is None else subprocess.STDOUT)
         except OSError as err:
+            os.close(go_write)
+            os.close(ready_read)
             raise TargetError(f"cannot start {self.command[0]}: {err.strerror}") from None
         finally:
             for fd in (go_read, ready_write) + ((output,) if output is not None else ()):
@@ -224,9 +227,17 @@ class Targets:
         lost = tracer.lifecycle_lost()
         if lost != self._lost_seen:        # records were lost: ask /proc who is still there
             self._lost_seen = lost
-            for pid in [pid for pid in self.pids if not is_alive(pid)]:
-                self._gone(pid)
-                tracer.remove_target(pid)
+            self._drop_dead(tracer)
+
+    def _drop_dead(self, tracer) -> None:
+        """Targets that exited while the kernel could not see it (before they were in its map, or with
+        their exit record lost) leave the map and the run here."""
+        for pid in [pid for pid in self.pids if not is_alive(pid) and not self._is_launcher(pid)]:
+            tracer.remove_target(pid)
+            self._gone(pid)
+
+    def _is_launcher(self, pid: int) -> bool:
+        return self.process is not None and pid == self.process.pid
 
     def _apply(self, record: np.void) -> None:
         kind, pid, time_ns = LIFECYCLE_KINDS.get(int(record["kind"])), int(record["pid"]), int(record["time_ns"])
