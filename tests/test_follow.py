@@ -225,3 +225,41 @@ def test_a_dead_targets_pid_given_to_another_process_is_not_traced(tracer, acces
         assert not (events["pid"] == dead.pid).any()
         return
     pytest.fail("could not give a dead target's pid to a new process in 50 attempts (a busy machine?)")
+
+
+LEADER_EXITS_FIRST = r"""
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
+static void *late(void *arg)
+{
+    usleep(300000);   /* the main thread is gone by now */
+    char *mem = mmap(NULL, 64 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    for (int i = 0; i < 64; i++)
+        mem[i * 4096] = 1;
+    printf("%lu %lu\n", (unsigned long)mem, (unsigned long)getpid());
+    fflush(stdout);
+    return arg;
+}
+int main(void)
+{
+    pthread_t thread;
+    pthread_create(&thread, NULL, late, NULL);
+    pthread_exit(NULL);
+}
+"""
+
+
+def test_a_process_outliving_its_main_thread_is_traced_to_its_end(tmp_path):
+    """6.16+ kernels say when a thread group is dead: the main thread's exit is not the process's."""
+    if "group_dead" not in Path("/sys/kernel/tracing/events/sched/sched_process_exit/format").read_text():
+        pytest.fail("this kernel's sched_process_exit has no group_dead (before 6.16): see the README's known limit")
+    source, binary = tmp_path / "late.c", tmp_path / "late"
+    source.write_text(LEADER_EXITS_FIRST)
+    subprocess.run(["gcc", "-O1", "-pthread", "-o", str(binary), str(source)], check=True)
+    events, summary, done = trace(tmp_path, "--", str(binary))
+    start, pid = map(int, done.stdout.split())
+    touches = events[(events["addr"] >= start) & (events["addr"] < start + 64 * 4096)]
+    assert len(touches) == 64 and (touches["pid"] == pid).all() and (touches["tid"] != pid).all()
+    assert summary["reason"] == "targets-exited"
