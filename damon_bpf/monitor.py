@@ -198,7 +198,7 @@ class Monitor:
     def run(self, on_batch: Callable[[np.ndarray], None] | None = None, on_tick: Callable[[int], None] | None = None,
             display: ContextManager | None = None,
             finish: Callable[[RunResult | None], None] | None = None) -> RunResult:
-        """Run to the end. Batches and ticks reach the recorder first, then ``on_batch``/``on_tick``;
+        """Run to the end, once. Batches and ticks reach the recorder first, then ``on_batch``/``on_tick``;
         whatever happens, the recorder and ``finish`` complete the output and the kernel side is unloaded."""
         result = None
         try:

