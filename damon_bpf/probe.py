@@ -9,8 +9,9 @@ from pathlib import Path
 
 from damon_bpf.errors import HostError
 from damon_bpf.samplers.soft_dirty import soft_dirty_supported
-from damon_bpf.sources.host import (BPFFS, TRACEFS, available_sources, damon_info, extra_sources,
-                                    has_bpf_privileges, headers_info, import_bcc, numa_nodes, pmu_info)
+from damon_bpf.sources.bpf_env import TRACEFS, has_bpf_privileges, import_bcc
+from damon_bpf.sources.host import (BPFFS, available_sources, damon_info, extra_sources, headers_info, numa_nodes,
+                                    pmu_info)
 
 
 def _read(path: str) -> str | None:

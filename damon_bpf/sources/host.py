@@ -11,9 +11,8 @@ from pathlib import Path
 from damon_bpf.errors import HostError
 from damon_bpf.filters import parse_cpulist
 from damon_bpf.sources import kheaders
-# the sources' modules ask host for these: re-exported from bpf_env, which program.py uses without host
-from damon_bpf.sources.bpf_env import (TRACEFS, effective_caps, ensure_tracefs, has_bpf_privileges,  # noqa: F401
-                                       import_bcc, require_privileges)
+# tracer, perf_mem and kdamond ask host for the last three: re-exported from bpf_env, which program.py uses
+from damon_bpf.sources.bpf_env import TRACEFS, ensure_tracefs, import_bcc, require_privileges  # noqa: F401
 from damon_bpf.sources.program import compile_probe_program
 
 BPFFS = Path("/sys/fs/bpf")
