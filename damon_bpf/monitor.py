@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Sequence
 
 import numpy as np
 
@@ -136,10 +136,11 @@ class Monitor:
 
     Built in the order that reports a user's mistake before anything costly: filters and targets are
     checked first, state a crashed run left behind is put back, then samplers and companions are made,
-    and the BPF program is loaded last. ``writer`` (recording only) also receives companions' snapshots."""
+    and the BPF program is loaded last. ``writer`` (recording only) also receives companions' snapshots;
+    ``companions`` run beside the ones the configuration asks for (a script's own)."""
 
     def __init__(self, config: MonitorConfig, writer: RecordWriter | None = None,
-                 warn: Callable[[str], None] = warn_stderr) -> None:
+                 warn: Callable[[str], None] = warn_stderr, companions: Sequence[Companion] = ()) -> None:
         if writer is not None and config.recording is None:
             raise ValueError("a record file needs a recording configuration")
         self.config = config
@@ -151,7 +152,7 @@ class Monitor:
         recover_stale(warn)   # NUMA-balancing settings a crashed numa-hint run left changed
         stop_all_ours(warn)   # a kdamond a killed --source damon run left on
         self.samplers: list[Sampler] = self._samplers(warn)
-        self.companions: list[Companion] = self._companions()
+        self.companions: list[Companion] = [*self._companions(), *companions]
         self.tracer = self._tracer(filters)
         # started with the targets, closed on every exit path, samplers before companions
         self.session = Session(self.tracer, self.targets, config.duration_s,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from damon_bpf.core.attrs import MonitoringAttrs
+from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import UsageError
 from damon_bpf.monitor import FilterSpec, Monitor, MonitorConfig, RecordingSpec, SamplerSpec, TargetSpec
 from damon_bpf.recordfile import RecordWriter, read_record
@@ -75,6 +76,63 @@ def test_a_script_records_snapshots_without_click(accessgen, tmp_path):
 def thread(info: dict, done: dict, name: str) -> dict:
     spec = next(t for t in info["threads"] if t["name"] == name)
     return {**spec, **next(t for t in done["threads"] if t["tid"] == spec["tid"])}
+
+
+class OneSnapshotPerTarget:
+    """A companion of a script's own: one snapshot per target on its first tick, like a tiny kdamond."""
+
+    name = "one-snapshot"
+    snapshot_meta = {"view": "script-companion"}
+
+    def __init__(self) -> None:
+        self.pids: list[int] = []
+        self.sinks: list = []
+        self.calls: list[str] = []
+
+    def start(self, targets) -> None:
+        self.pids = sorted(targets.pids)
+        self.calls.append("start")
+
+    def tick(self, now_ns: int) -> None:
+        if "tick" not in self.calls:
+            self.calls.append("tick")
+            zeros = np.zeros(1, dtype=np.uint64)
+            for pid in self.pids:
+                snapshot = Snapshot(now_ns - 1000, now_ns, np.array([4096], dtype=np.uint64),
+                                    np.array([8192], dtype=np.uint64), np.array([pid % 7], dtype=np.uint64),
+                                    zeros, zeros, zeros, zeros)
+                for sink in self.sinks:
+                    sink(pid, snapshot)
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+    def summary(self) -> dict:
+        return {"sampler": self.name, "calls": list(self.calls)}
+
+    def add_snapshot_sink(self, sink) -> None:
+        self.sinks.append(sink)
+
+
+@pytest.mark.bpf
+def test_a_companions_snapshots_are_filed_next_to_ours(accessgen, tmp_path):
+    """What --source damon does with kernel DAMON's snapshots, with a companion that runs on any host."""
+    path = tmp_path / "damon.data"
+    config = MonitorConfig(TargetSpec(command=(accessgen, "--duration", "1", "w:0:w:64:0"),
+                                      command_output=str(tmp_path / "out")),
+                           source="tracepoint", recording=RecordingSpec())
+    companion = OneSnapshotPerTarget()
+    monitor = Monitor(config, RecordWriter(str(path)), companions=[companion])
+    result = monitor.run()
+    records = {record.target_id: record for record in read_record(str(path))}
+    assert sorted(records) == [0, 1000]   # ours, and the companion's from id 1000
+    ours, theirs = records[0], records[1000]
+    assert theirs.pid == ours.pid and ours.snapshots
+    assert theirs.meta == {"view": "script-companion"}
+    (snapshot,) = theirs.snapshots
+    assert (snapshot.start.tolist(), snapshot.end.tolist(), snapshot.nr_accesses.tolist()) == ([4096], [8192],
+                                                                                               [ours.pid % 7])
+    assert result.samplers == [{"sampler": "one-snapshot", "calls": ["start", "tick", "close"]}]
 
 
 def reports_in(snapshot, thread: dict) -> int:
