@@ -23,7 +23,7 @@ struct access_record {
 #define ACCESS_WRITE 1
 #define ACCESS_UNKNOWN 2   /* the source cannot tell (perf page-fault events) */
 
-/* Sample filters (DAMON RFC sample control; see shared/damon-reference.md section 4). */
+/* Sample filters (DAMON RFC sample control; see docs/design.md §6). */
 #define MAX_FILTERS 8
 #define FILTER_CPUMASK 1
 #define FILTER_THREADS 2

@@ -63,7 +63,7 @@ static __always_inline int filter_matches(struct sample_filter *filter, u32 inde
 	return write == ACCESS_WRITE; /* FILTER_WRITE */
 }
 
-/* DAMON RFC semantics as documented (shared/damon-reference.md section 4): a report passes iff every
+/* DAMON RFC semantics as documented (docs/design.md §6): a report passes iff every
  * filter is satisfied; filters run in order and the first unsatisfied one rejects (and counts) it. */
 static __always_inline int passes_filters(struct counters *count, u32 cpu, u32 tid, u8 write)
 {
@@ -112,7 +112,7 @@ static __always_inline int report_access(u64 addr, u8 write)
 	record->pad0 = 0;
 	record->pad1 = 0;
 	/* No wakeup: the reader drains on a timer. A wakeup per event costs an IPI on the faulting
-	 * CPU and slowed the workload 1.6-2.7x on the CI machine (shared/collector-notes.md). */
+	 * CPU and slowed the workload 1.6-2.7x on the CI machine (docs/design.md §9). */
 	accesses.ringbuf_submit(record, BPF_RB_NO_WAKEUP);
 	count->slot[COUNTER_DELIVERED]++;
 	return 0;

@@ -6,12 +6,12 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
-from cli.options import check_target_lifetime, monitor_options, monitoring_attrs, open_recording, region_options, run_session
+from cli.options import check_target_lifetime, monitor_config, monitor_options, recording_spec, region_options
 from damon_bpf.live.app import LiveScreen, SnapshotPrinter
 from damon_bpf.live.model import LiveModel
 from damon_bpf.live.views import VIEW_NAMES
+from damon_bpf.monitor import Monitor
 from damon_bpf.recordfile import RecordWriter
-from damon_bpf.session import Session
 
 
 @click.command()
@@ -35,27 +35,23 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     output shares the terminal (the next refresh draws over it): --command-output FILE keeps the
     screen clean.
     """
-    attrs = monitoring_attrs(options)
+    config = monitor_config(options, recording_spec(options))
     writer = RecordWriter(output) if output else None
-    tracer, targets, recorder = open_recording(options, attrs, writer)
-    session = Session(tracer, targets, options["duration"])
+    monitor = Monitor(config, writer)
+    recorder = monitor.recorder
     console = Console()
     if console.is_terminal and not console.is_dumb_terminal:
         model = LiveModel()
-        display = LiveScreen(model, attrs, tracer, console, session.request_stop, VIEW_NAMES[view], refresh_hz,
-                             output)
+        display = LiveScreen(model, config.attrs, monitor.tracer, console, monitor.request_stop, VIEW_NAMES[view],
+                             refresh_hz, output)
         recorder.listeners.append(model.on_snapshot)
     else:
-        display = SnapshotPrinter(recorder.start_ns, session.request_stop)
+        display = SnapshotPrinter(recorder.start_ns, monitor.request_stop)
         recorder.listeners.append(display.on_snapshot)
-
-    def on_tick(now_ns: int) -> None:
-        recorder.on_tick(now_ns)  # closes snapshots, which reach the display through its listener
-        display.on_tick(now_ns)
-
-    result = run_session(session, recorder.on_batch, on_tick, display, recorder.finish)
+    # the recorder's tick closes snapshots first; they reach the display through its listener
+    result = monitor.run(on_tick=display.on_tick, display=display)
     snapshots = sum(s.snapshots for s in recorder.targets.values())
     where = f", written to {output}" if output else ""
     click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} "
                f"target(s){where}", err=True)
-    check_target_lifetime(result, options)
+    check_target_lifetime(result, config)

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Callable
-
 import click
 
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.layout import LAYOUT_MODES
-from damon_bpf.filters import build_filters
-from damon_bpf.samplers import SAMPLER_NAMES, make_sampler, warn_stderr
-from damon_bpf.samplers.numa_state import recover_stale
-from damon_bpf.errors import DamonBpfError, UsageError
-from damon_bpf.recorder import Recorder, run_meta
-from damon_bpf.session import RunResult, Session
+from damon_bpf.errors import DamonBpfError
+from damon_bpf.monitor import FilterSpec, MonitorConfig, RecordingSpec, SamplerSpec, TargetSpec
+from damon_bpf.samplers import SAMPLER_NAMES
+from damon_bpf.session import RunResult
 from damon_bpf.sources.host import SOURCE_ORDER
-from damon_bpf.sources.kdamond import KernelDamon, stop_all_ours
-from damon_bpf.sources.perf_mem import DEFAULT_SAMPLE_PERIOD, PerfMemTracer
-from damon_bpf.sources.targets import Targets
-from damon_bpf.sources.tracer import DEFAULT_RING_BYTES, Tracer
-
-DEFAULT_SAMPLER_BUDGET_PCT = 10.0   # of one CPU; kdamond used 7% in the README's comparison
+from damon_bpf.sources.perf_mem import DEFAULT_SAMPLE_PERIOD
+from damon_bpf.sources.tracer import DEFAULT_RING_BYTES
 
 _OPTIONS = [
     click.option("-p", "--pid", "pids", type=int, multiple=True, help="Monitor this process (all its threads); repeatable."),
@@ -64,50 +55,17 @@ def monitor_options(func):
     return func
 
 
-def sampler_budget(options: dict) -> float | None:
-    """--sampler-budget as a fraction of one CPU (None: no cap); only soft-dirty's own thread has one."""
-    pct = options.get("sampler_budget")
-    if pct is not None and options.get("sampler") != "soft-dirty":
-        raise UsageError("--sampler-budget caps the soft-dirty sampler only (numa-hint's scanning is the kernel's, "
-                         "in the target's own context)")
-    pct = DEFAULT_SAMPLER_BUDGET_PCT if pct is None else pct
-    return None if pct >= 100 else pct / 100
-
-
-def open_monitor(options: dict) -> tuple[Tracer, Targets]:
-    """Check the cheap things first (filters, targets), then load the BPF program."""
-    filters = build_filters(options["cpus"], options["tids"], options["write_only"], options["read_only"],
-                            options["filter_specs"])
-    targets = Targets(options["pids"], options["command"], options["follow_children"], options.get("command_output"))
-    recover_stale(warn_stderr)   # NUMA-balancing settings a crashed numa-hint run left changed
-    stop_all_ours(warn_stderr)   # a kdamond a killed --source damon run left on
-    sample_us = options.get("sample_us") or MonitoringAttrs.sample_interval_us
-    budget = sampler_budget(options)
-    sampler = make_sampler(options.get("sampler") or "none", options.get("sampler_us") or sample_us,
-                           options.get("aggr_us") or MonitoringAttrs.aggr_interval_us,
-                           budget=budget)
-    kernel_damon = None
-    if options.get("source") == "damon":
-        if "sample_us" not in options:
-            raise UsageError("--source damon records kernel DAMON's regions: use it with record or live")
-        kernel_damon = KernelDamon(monitoring_attrs(options))
-    if options.get("source") == "perf-mem":
-        tracer = PerfMemTracer(filters, options["follow_children"], options["ring_mb"] << 20,
-                               options.get("sample_period") or DEFAULT_SAMPLE_PERIOD)
-    else:
-        fault_source = "auto" if kernel_damon else options["source"]
-        tracer = Tracer(fault_source, filters, options["follow_children"], options["ring_mb"] << 20)
-    # Session.run starts and closes these with the targets, on every exit path
-    tracer.samplers = [s for s in (sampler, kernel_damon) if s is not None]
-    return tracer, targets
-
-
-def bind_record(tracer, writer) -> None:
-    """Let companions that produce snapshots of their own (kernel DAMON) write into the record file."""
-    if writer is not None:
-        for companion in getattr(tracer, "samplers", ()):
-            if hasattr(companion, "bind_writer"):
-                companion.bind_writer(writer)
+def monitor_config(options: dict, recording: RecordingSpec | None = None) -> MonitorConfig:
+    """The typed configuration of the monitor the options describe (``recording``: record and live)."""
+    return MonitorConfig(
+        TargetSpec(tuple(options["pids"]), tuple(options["command"]), options["follow_children"],
+                   options.get("command_output")),
+        options["source"],
+        FilterSpec(options["cpus"], options["tids"], options["write_only"], options["read_only"],
+                   tuple(options["filter_specs"])),
+        SamplerSpec(options.get("sampler") or "none", options.get("sampler_us"), options.get("sampler_budget")),
+        options["ring_mb"] << 20, options.get("sample_period") or DEFAULT_SAMPLE_PERIOD, options["duration"],
+        recording)
 
 
 _REGION_OPTIONS = [
@@ -132,41 +90,16 @@ def region_options(func):
     return func
 
 
-def monitoring_attrs(options: dict) -> MonitoringAttrs:
+def recording_spec(options: dict) -> RecordingSpec:
+    """DAMON's attributes (checked here, before any output file is opened), regions mode and seed."""
     attrs = MonitoringAttrs(options["sample_us"], options["aggr_us"], options["update_us"], options["min_regions"],
                             options["max_regions"])
     attrs.validate()
-    return attrs
+    return RecordingSpec(attrs, options["regions"], options["seed"])
 
 
-def open_recording(options: dict, attrs: MonitoringAttrs, writer) -> tuple[Tracer, Targets, Recorder]:
-    """The tracer, targets and DAMON recorder of `record` and `live` (``writer`` may be None)."""
-    tracer, targets = open_monitor(options)
-    bind_record(tracer, writer)   # --source damon: kernel DAMON's snapshots go to the same file
-    command = list(options["command"]) or [f"-p {pid}" for pid in options["pids"]]
-    recorder = Recorder(attrs, options["regions"], writer,
-                        run_meta(tracer.source, tracer.filters, command, options["regions"]), seed=options["seed"])
-    recorder.add_targets(targets.pids)
-    return tracer, targets, recorder
-
-
-def run_session(session: Session, on_batch, on_tick=None, display=None,
-                finish: Callable[[RunResult | None], None] = lambda result: None) -> RunResult:
-    """Run to the end; whatever happens, ``finish`` completes the output and the kernel side is unloaded."""
-    result = None
-    try:
-        with display or contextlib.nullcontext():
-            result = session.run(on_batch, on_tick)
-    finally:
-        try:
-            finish(result)
-        finally:
-            session.tracer.close()
-    return result
-
-
-def check_target_lifetime(result: RunResult, options: dict) -> None:
+def check_target_lifetime(result: RunResult, config: MonitorConfig) -> None:
     """A -p target that exits before --duration is an error the user should see (the output is complete)."""
-    if result.reason == "targets-exited" and options["pids"] and options["duration"]:
+    if result.reason == "targets-exited" and config.targets.pids and config.duration_s:
         raise DamonBpfError(f"target process {', '.join(map(str, result.exited))} exited before --duration ran out; "
                             "everything up to then was written")

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from damon_bpf.sources.host import probe_host
+from damon_bpf.probe import probe_host
 
 
 def _yes(value) -> str:

@@ -9,10 +9,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from cli.options import check_target_lifetime, monitor_options, monitoring_attrs, open_recording, region_options, run_session
+from cli.options import check_target_lifetime, monitor_config, monitor_options, recording_spec, region_options
 from damon_bpf.recorder import Recorder
+from damon_bpf.monitor import Monitor
 from damon_bpf.recordfile import RecordWriter
-from damon_bpf.session import Session
 
 
 class StatusLine:
@@ -51,23 +51,14 @@ class StatusLine:
               help="Record file (zlib-compressed JSON in damo's schema, mode 0600).")
 def record(output: str, **options) -> None:
     """Record DAMON snapshots of a process: -p PID, or -- COMMAND ARGS..."""
-    attrs = monitoring_attrs(options)
+    config = monitor_config(options, recording_spec(options))
     writer = RecordWriter(output)
-    tracer, targets, recorder = open_recording(options, attrs, writer)
-    status = StatusLine(recorder, tracer)
-
-    def on_batch(batch) -> None:
-        status.count(batch)
-        recorder.on_batch(batch)
-
-    def on_tick(now_ns: int) -> None:
-        recorder.on_tick(now_ns)
-        status.tick(now_ns)
-
-    result = run_session(Session(tracer, targets, options["duration"]), on_batch, on_tick, status.live,
-                         recorder.finish)
+    monitor = Monitor(config, writer)
+    recorder = monitor.recorder
+    status = StatusLine(recorder, monitor.tracer)
+    result = monitor.run(status.count, status.tick, status.live)
     snapshots = sum(s.snapshots for s in recorder.targets.values())
     late = recorder.accounting()["late"]
     click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} target(s), "
                f"{late} late reports, written to {output}", err=True)
-    check_target_lifetime(result, options)
+    check_target_lifetime(result, config)

@@ -6,10 +6,10 @@ import json
 
 import click
 
-from cli.options import check_target_lifetime, monitor_options, open_monitor, run_session
+from cli.options import check_target_lifetime, monitor_config, monitor_options
 from damon_bpf.errors import DamonBpfError
 from damon_bpf.eventlog import FORMATS, EventWriter
-from damon_bpf.session import Session
+from damon_bpf.monitor import Monitor
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -20,12 +20,12 @@ from damon_bpf.session import Session
 @click.option("--summary-json", type=click.Path(dir_okay=False, writable=True), help="Write the accounting here as JSON.")
 def trace(output: str, fmt: str, summary_json: str | None, **options) -> None:
     """Stream memory access reports of a process: -p PID, or -- COMMAND ARGS..."""
+    config = monitor_config(options)
     writer = EventWriter(output, fmt)
-    tracer, targets = open_monitor(options)
-    result = run_session(Session(tracer, targets, options["duration"]), writer.write,
-                         finish=lambda _result: writer.close())
-    processes = targets.describe()
-    followed = f"; {len(processes)} processes followed" if options["follow_children"] else ""
+    monitor = Monitor(config)
+    result = monitor.run(writer.write, finish=lambda _result: writer.close())
+    processes = monitor.targets.describe()
+    followed = f"; {len(processes)} processes followed" if config.targets.follow_children else ""
     click.echo(f"damon-bpf: {result.summary_line()}{followed}", err=True)
     if summary_json:
         try:
@@ -33,4 +33,4 @@ def trace(output: str, fmt: str, summary_json: str | None, **options) -> None:
                 json.dump({**result.as_dict(), "targets": processes}, stream, indent=1)
         except OSError as err:
             raise DamonBpfError(f"cannot write {summary_json}: {err.strerror}") from None
-    check_target_lifetime(result, options)
+    check_target_lifetime(result, config)

@@ -1,4 +1,11 @@
-"""Errors a user can cause. The CLI prints their message as one line and exits non-zero."""
+"""Errors a user can cause. The CLI prints their message as one line and exits non-zero; warnings
+(something the user should know, the run goes on) are one ``damon-bpf:`` line on stderr."""
+
+import sys
+
+
+def warn_stderr(message: str) -> None:
+    print(f"damon-bpf: {message}", file=sys.stderr, flush=True)
 
 
 class DamonBpfError(Exception):

@@ -59,14 +59,15 @@ class RunResult:
 class Session:
     """One monitoring run over a loaded tracer and a target set.
 
-    Samplers (damon_bpf.samplers) make steady-state accesses fault again; they default to the ones
-    cli.options.open_monitor hung on the tracer, since they serve that source."""
+    ``samplers`` are started with the targets, ticked after every drain and closed on every exit
+    path: samplers (damon_bpf.samplers) that make steady-state accesses fault again, and companions
+    (damon_bpf.sources.companion) such as kernel DAMON; damon_bpf.monitor.Monitor assembles them."""
 
     def __init__(self, tracer: Tracer, targets: Targets, duration_s: float | None = None,
                  poll_interval_s: float = POLL_INTERVAL_S, samplers: list | None = None) -> None:
         self.tracer = tracer
         self.targets = targets
-        self.samplers = list(getattr(tracer, "samplers", ()) if samplers is None else samplers)
+        self.samplers = list(samplers or ())
         self.duration_s = duration_s
         self.poll_interval_s = poll_interval_s
         self.stop_reason: str | None = None

@@ -307,6 +307,7 @@ def test_samplers_kernel_damon_side_by_side_and_cleaned_up(tracer, accessgen, tm
     from damon_bpf.core.attrs import MonitoringAttrs
     from damon_bpf.recordfile import RecordWriter, read_record
     from damon_bpf.errors import HostError
+    from damon_bpf.monitor import CompanionRecords
     from damon_bpf.sources.kdamond import ADMIN, STATE, KernelDamon
 
     _in_guest()
@@ -316,7 +317,7 @@ def test_samplers_kernel_damon_side_by_side_and_cleaned_up(tracer, accessgen, tm
         return
     kernel = KernelDamon(MonitoringAttrs(), warn=lambda _m: None)
     writer = RecordWriter(str(tmp_path / "damon.data"))
-    kernel.bind_writer(writer)
+    kernel.add_snapshot_sink(CompanionRecords(writer, MonitoringAttrs()).sink_for(kernel))
     with kernel_trace("damon/damon_aggregated") as lines:
         threads, _events, _ours, result = monitor(tracer, accessgen, [f"hot:0:W:{4 * HOT_KIB}:0",
                                                                       f"cold:1:c:{4 * HOT_KIB}:0"], kernel, seconds=6.0)

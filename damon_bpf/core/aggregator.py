@@ -1,6 +1,6 @@
 """From timed access reports to DAMON snapshots: sample intervals, aggregations, layout updates.
 
-Time is counted in sample intervals from ``start_ns`` (reference §1): sample ``k`` covers
+Time is counted in sample intervals from ``start_ns`` (docs/design.md §2): sample ``k`` covers
 ``[start_ns + k*sample, start_ns + (k+1)*sample)``, aggregation ``j`` is samples
 ``[j*A, (j+1)*A)`` with ``A = aggr / sample``, and the layout is re-read after every
 ``update / sample`` samples (after the aggregation when both fall on the same sample, as the
@@ -149,7 +149,7 @@ class Aggregator:
         regs.counts = self._attribution.count(regs.counts, idx, ev.cpu, ev.tid, ev.write, n + 1)
 
     def _count_samples(self, sample: np.ndarray, idx: np.ndarray, nr_samples: int) -> None:
-        """nr_accesses += number of samples with at least one report in the region (§5)."""
+        """nr_accesses += number of samples with at least one report in the region (docs/design.md §4)."""
         n = len(self._regions)
         stride = n + 1  # the extra column collects reports outside every region
         key = sample * stride + idx
@@ -161,7 +161,7 @@ class Aggregator:
         self._regions.nr_accesses += accessed[:n]
 
     def _aggregate(self) -> Snapshot:
-        """End of an aggregation: merge, age, snapshot, reset, split (reference §3, in order)."""
+        """End of an aggregation: merge, age, snapshot, reset, split (docs/design.md §5, in order)."""
         attrs, regs = self.attrs, self._regions
         thresh, sz_limit = R.merge_limits(regs, attrs.min_nr_regions, self._page)
         regs = R.merge_regions(regs, thresh, sz_limit, attrs.max_nr_regions, attrs.max_nr_accesses)

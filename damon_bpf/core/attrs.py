@@ -9,7 +9,7 @@ from damon_bpf.errors import UsageError
 
 @dataclass
 class MonitoringAttrs:
-    """Intervals in microseconds and region-count bounds (reference §1)."""
+    """Intervals in microseconds and region-count bounds (docs/design.md §2)."""
 
     sample_interval_us: int = 5000
     aggr_interval_us: int = 100000

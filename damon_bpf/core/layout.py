@@ -66,7 +66,7 @@ def all_mappings(mappings: Sequence[Range]) -> list[Range]:
 
 def three_regions(mappings: Sequence[Range]) -> list[Range]:
     """DAMON's three regions: everything from the first to the last mapping except the two
-    largest gaps (reference §2, damon_va_three_regions).
+    largest gaps (docs/design.md §3, damon_va_three_regions).
 
     Ties go to the lower gap, as in the kernel's strict ``>`` comparisons. Where there are fewer
     than two gaps the kernel gives up; we return the runs of mappings instead (at most two).

@@ -1,4 +1,4 @@
-"""DAMON's regions and the rules that reshape them (reference §2 and §3), as pure functions.
+"""DAMON's regions and the rules that reshape them (docs/design.md §3 and §5), as pure functions.
 
 A ``Regions`` holds one target's regions in address order as parallel numpy arrays. The
 functions below return new ``Regions`` (or update counters in place where said) and never touch
@@ -147,7 +147,7 @@ def set_regions(regs: Regions, ranges: Sequence[Range]) -> Regions:
 
 
 def merge_limits(regs: Regions, min_nr: int, page: int) -> tuple[int, int]:
-    """``thresh`` and ``sz_limit`` of this aggregation's merge (reference §3 step 1): a tenth of
+    """``thresh`` and ``sz_limit`` of this aggregation's merge (docs/design.md §5 step 1): a tenth of
     the largest nr_accesses, and the target's size over min_nr_regions (at least a page)."""
     thresh = int(regs.nr_accesses.max()) // 10 if len(regs) else 0
     return thresh, max(page, int(regs.sizes.sum()) // min_nr)
@@ -192,7 +192,7 @@ def _merge_pass(regs: Regions, thresh: int, sz_limit: int) -> Regions:
 
 
 def merge_regions(regs: Regions, thresh: int, sz_limit: int, max_nr: int, max_nr_accesses: int) -> Regions:
-    """Reference §3 step 1: merge passes, doubling the threshold while there are more than
+    """docs/design.md §5 step 1: merge passes, doubling the threshold while there are more than
     ``max_nr`` regions and ``thresh / 2 < max_nr_accesses`` (kdamond_merge_regions)."""
     while True:
         regs = _merge_pass(regs, thresh, sz_limit)
@@ -202,7 +202,7 @@ def merge_regions(regs: Regions, thresh: int, sz_limit: int, max_nr: int, max_nr
 
 
 def update_ages(regs: Regions, thresh: int) -> None:
-    """Reference §3 step 2, in place: age restarts when the access frequency changed by more
+    """docs/design.md §5 step 1 (ageing), in place: age restarts when the access frequency changed by more
     than ``thresh`` or went from zero to non-zero (or back); otherwise it grows by one."""
     nr, last = regs.nr_accesses, regs.last_nr_accesses
     changed = (np.abs(nr - last) > thresh) | ((nr == 0) != (last == 0))
@@ -210,7 +210,7 @@ def update_ages(regs: Regions, thresh: int) -> None:
 
 
 def reset(regs: Regions) -> None:
-    """Reference §3 step 4, in place. New arrays rather than zeroing, so a snapshot may keep
+    """docs/design.md §5 step 3, in place. New arrays rather than zeroing, so a snapshot may keep
     views of the old counters."""
     regs.last_nr_accesses = regs.nr_accesses
     regs.nr_accesses = np.zeros(len(regs), np.int64)
@@ -229,7 +229,7 @@ def split_count(nr_regions: int, last_split_nr: int, max_nr: int) -> int:
 
 
 def split_regions(regs: Regions, nr_subs: int, page: int, rng: np.random.Generator) -> Regions:
-    """Reference §3 step 5 (damon_split_regions_of): cut each region larger than two pages at a
+    """docs/design.md §5 step 4 (damon_split_regions_of): cut each region larger than two pages at a
     random 10%..90% point (in tenths, as the kernel's damon_rand(1, 10)), page aligned; with 3
     pieces the left piece is cut again. A cut that would leave an empty piece is skipped."""
     if len(regs) == 0 or nr_subs < 2:

@@ -15,7 +15,6 @@ from typing import Callable
 
 import numpy as np
 from rich import box
-from rich.color import Color
 from rich.measure import Measurement
 from rich.panel import Panel
 from rich.segment import Segment
@@ -28,22 +27,12 @@ from damon_bpf.errors import UsageError
 from damon_bpf.live.views import View
 from damon_bpf.recordfile import TargetRecord
 from damon_bpf.reports.common import fmt_addr, fmt_ns
-from damon_bpf.reports.heatmap import (LOG_DECADES, PALETTE, PLAIN_RAMP, AddressAxis, Heatmap, heatmaps,
-                                       levels)
+from damon_bpf.reports.heatmap import LOG_DECADES, PALETTE, Heatmap, cell, heatmaps, levels, shared_max, swatches
 
 MIN_PANEL_COLS = 10  # narrower small multiples are unreadable: show fewer, busiest first
 RECENT_COLS = 10  # "hot now", for sharing rows between address spans
 GAP_MARK = "┄"  # in the separator column: addresses skipped (never accessed) below this row
-_COLOR_STYLES = [Style(bgcolor=Color.from_rgb(*rgb)) for rgb in PALETTE]
 _DIM = Style(dim=True)
-
-
-def _cell(level: int, color: bool) -> tuple[str, Style | None]:
-    if level < 0:  # not monitored at that time
-        return ("·", _DIM) if color else (" ", None)
-    if color:
-        return " ", _COLOR_STYLES[level]
-    return PLAIN_RAMP[level], None
 
 
 def _sources(snaps: list[Snapshot], by: str | None) -> int:
@@ -84,9 +73,7 @@ def fmt_rate(x: float) -> str:
 
 def _legend(vmax: float, unit: str, color: bool, aggr_us: int, gaps: bool) -> Text:
     legend = Text(" heat ")
-    for level in range(len(PALETTE)):
-        char, style = _cell(level, color)
-        legend.append(char, style=style)
+    legend.append_text(swatches(color))
     legend.append(f" {fmt_rate(vmax / 10 ** LOG_DECADES)}..{fmt_rate(vmax)} {unit} (log)"
                   f" · col {fmt_ns(aggr_us * 1000)}")
     if gaps:
@@ -120,7 +107,7 @@ def heat_panel(snaps: list[Snapshot], rec_meta: tuple[int, int | None, Monitorin
     if view.by is None:  # DAMON's own ceiling: every sample of an aggregation saw an access
         vmax = 1e6 / attrs.sample_interval_us
     else:
-        vmax = max((float(np.nanmax(m.grid)) for m in maps if not np.isnan(m.grid).all()), default=0.0)
+        vmax = shared_max(maps)
     body = _grid_text(maps, [label(m.name) for m in maps], vmax, label_w, cols, rows, color, shown)
     gaps = bool(maps[0].axis.breaks)
     subtitle = _legend(vmax if vmax > 0 else 1.0, maps[0].unit, color, attrs.aggr_interval_us, gaps)
@@ -157,14 +144,14 @@ def _grid_text(maps: list[Heatmap], names: list[str], vmax: float, label_w: int,
     lines = [[Segment(" " * (label_w + 1)), Segment(" ".join(n[:cols].ljust(cols) for n in names), _BOLD)]]
     lines += [[] for _ in range(rows - axis.rows)]  # a tiny address range has fewer rows than the screen
     breaks = set(axis.breaks)
-    cell = [_cell(level, color) for level in range(-1, len(PALETTE))]
+    cells = [cell(level, color) for level in range(-1, len(PALETTE))]
     for r in range(axis.rows - 1, -1, -1):  # highest address at the top
         line = [Segment(fmt_addr(axis.lo[r]).rjust(label_w), _CYAN if r in breaks else None),
                 Segment(GAP_MARK if r in breaks else " ", _DIM)]
         for i, lv in enumerate(lvs):
             line.append(Segment((" " if i else "") + pad))
             for level, run in itertools.groupby(lv[r].tolist()):  # one segment per run
-                char, style = cell[level + 1]
+                char, style = cells[level + 1]
                 line.append(Segment(char * len(list(run)), style))
         lines.append(line)
     left = f"-{fmt_ns(shown[-1].end_ns - shown[0].start_ns)}"

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from typing import Callable, Iterable
 
-
-def warn_stderr(message: str) -> None:
-    print(f"damon-bpf: {message}", file=sys.stderr, flush=True)
+from damon_bpf.errors import warn_stderr
 
 
 class Sampler:

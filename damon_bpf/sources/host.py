@@ -6,56 +6,18 @@ import ctypes
 import functools
 import os
 import platform
-import subprocess
 from pathlib import Path
 
 from damon_bpf.errors import HostError
+from damon_bpf.filters import parse_cpulist
+from damon_bpf.sources import kheaders
+# tracer, perf_mem and kdamond ask host for the last three: re-exported from bpf_env, which program.py uses
+from damon_bpf.sources.bpf_env import TRACEFS, ensure_tracefs, import_bcc, require_privileges  # noqa: F401
+from damon_bpf.sources.program import compile_probe_program
 
-TRACEFS = Path("/sys/kernel/tracing")
 BPFFS = Path("/sys/fs/bpf")
 # Preference order for --source auto: exact write flag and user-mode only first, perf last.
 SOURCE_ORDER = ("tracepoint", "fentry", "kprobe", "perf-fault")
-_CAP_SYS_ADMIN, _CAP_PERFMON, _CAP_BPF = 21, 38, 39
-
-
-def effective_caps() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return int(line.split()[1], 16)
-    return 0
-
-
-def has_bpf_privileges() -> bool:
-    caps = effective_caps()
-    if caps >> _CAP_SYS_ADMIN & 1:
-        return True
-    return bool(caps >> _CAP_BPF & 1 and caps >> _CAP_PERFMON & 1)
-
-
-def require_privileges() -> None:
-    if not has_bpf_privileges():
-        raise HostError("damon-bpf needs root (or CAP_BPF and CAP_PERFMON) to load BPF programs: run it with sudo")
-
-
-def import_bcc():
-    """The bcc module, or a HostError saying how to get it."""
-    try:
-        import bcc  # noqa: PLC0415 - optional system package, imported only when tracing
-    except ImportError:
-        raise HostError("bcc is not installed for this Python: apt-get install python3-bpfcc and use a venv made "
-                        "with '/usr/bin/python3 -m venv --system-site-packages' (the PyPI 'bcc' is another project)"
-                        ) from None
-    return bcc
-
-
-def ensure_tracefs() -> Path:
-    """tracefs at /sys/kernel/tracing, mounted if it is not."""
-    if (TRACEFS / "events").is_dir():
-        return TRACEFS
-    result = subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], capture_output=True, text=True)
-    if result.returncode != 0 or not (TRACEFS / "events").is_dir():
-        raise HostError(f"tracefs is not mounted and mounting it failed: run 'mount -t tracefs nodev {TRACEFS}'")
-    return TRACEFS
 
 
 def _tracefs_has(relative: str) -> bool:
@@ -119,8 +81,6 @@ def source_status(name: str, try_load: bool = False) -> tuple[bool, str]:
 
 
 def _try_fentry() -> tuple[bool, str]:
-    from damon_bpf.sources.program import compile_probe_program  # noqa: PLC0415 - avoids a cycle
-
     try:
         compile_probe_program("fentry")
     except Exception:  # noqa: BLE001 - bcc reports every refusal as "Need super-user privileges"
@@ -156,19 +116,10 @@ def usable_sources(exclude: str = "") -> list[str]:
 
 
 def numa_nodes() -> list[int]:
-    from damon_bpf.filters import parse_cpulist  # noqa: PLC0415 - same list syntax
-
     try:
         return sorted(parse_cpulist(Path("/sys/devices/system/node/online").read_text(), None))
     except (OSError, ValueError):
         return [0]
-
-
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return None
 
 
 def pmu_info(devices: Path = Path("/sys/bus/event_source/devices")) -> dict:
@@ -195,8 +146,6 @@ def damon_info() -> dict:
 
 
 def headers_info() -> dict:
-    from damon_bpf.sources import kheaders  # noqa: PLC0415
-
     running = kheaders.running_tree()
     if running is not None:
         return {"matching": True, "tree": str(running)}
@@ -222,53 +171,3 @@ def extra_sources() -> dict[str, tuple[bool, str]]:
                                          ("damon_aggregated tracepoint", damon["tracepoint_aggregated"])) if not ok]
         kdamond = (False, f"kernel DAMON lacks {', '.join(missing)}")
     return {"perf-mem": perf_mem, "damon": kdamond}
-
-
-def soft_dirty_status() -> bool:
-    from damon_bpf.samplers.soft_dirty import soft_dirty_supported  # noqa: PLC0415 - avoids a cycle
-
-    return soft_dirty_supported()[0]
-
-
-def sampler_status() -> dict[str, dict]:
-    from damon_bpf.samplers.soft_dirty import soft_dirty_supported  # noqa: PLC0415
-
-    soft_ok, soft_why = soft_dirty_supported()
-    nodes = len(numa_nodes())
-    numa_ok = nodes >= 2 and Path("/proc/sys/kernel/numa_balancing").exists()
-    numa_why = (f"{nodes} NUMA nodes and CONFIG_NUMA_BALANCING" if numa_ok else
-                f"needs two or more NUMA nodes (this host has {nodes})" if nodes < 2 else
-                "kernel built without CONFIG_NUMA_BALANCING")
-    return {"soft-dirty": {"available": soft_ok, "why": soft_why},
-            "numa-hint": {"available": numa_ok, "why": numa_why}}
-
-
-def probe_host(try_load: bool = True) -> dict:
-    """Everything ``damon-bpf probe`` reports, as plain data."""
-    try:
-        bcc_version = getattr(import_bcc(), "__version__", "unknown")
-    except HostError:
-        bcc_version = None
-    privileged = has_bpf_privileges()
-    tracefs_ok = (TRACEFS / "events").is_dir()
-    sources = available_sources(try_load=try_load and privileged and bcc_version is not None)
-    return {
-        "kernel": os.uname().release,
-        "arch": platform.machine(),
-        "privileged": privileged,
-        "bcc": bcc_version,
-        "headers": headers_info(),
-        "tracefs": tracefs_ok,
-        "bpffs": BPFFS.is_dir() and os.path.ismount(BPFFS),
-        "btf": Path("/sys/kernel/btf/vmlinux").exists(),
-        "sources": {name: {"available": ok, "why": why} for name, (ok, why) in sources.items()},
-        # outside --source auto; kept apart so "sources" stays the auto candidates
-        "other_sources": {name: {"available": ok, "why": why} for name, (ok, why) in extra_sources().items()},
-        "samplers": sampler_status(),
-        "damon": damon_info(),
-        "numa_nodes": numa_nodes(),
-        "numa_balancing": _read("/proc/sys/kernel/numa_balancing"),
-        "soft_dirty": soft_dirty_status(),
-        "idle_page_tracking": Path("/sys/kernel/mm/page_idle/bitmap").exists(),
-        "pmu": pmu_info(),
-    }

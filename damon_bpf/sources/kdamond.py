@@ -23,10 +23,9 @@ import numpy as np
 from damon_bpf.access import bpf_dir
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.snapshot import Snapshot
-from damon_bpf.errors import HostError
-from damon_bpf.recordfile import TargetRecord
-from damon_bpf.samplers.base import Sampler, warn_stderr
+from damon_bpf.errors import HostError, warn_stderr
 from damon_bpf.sources import host, kheaders
+from damon_bpf.sources.companion import SnapshotSink
 from damon_bpf.sources.program import _stderr_silenced
 
 ADMIN = Path("/sys/kernel/mm/damon/admin")
@@ -165,11 +164,13 @@ def stop_kdamond() -> None:
     STATE.unlink(missing_ok=True)
 
 
-class KernelDamon(Sampler):
-    """A kdamond on the targets, run for the session's length. Hangs on the tracer like a sampler, so
-    Session.run starts it with the targets and stops it on every exit path."""
+class KernelDamon:
+    """A kdamond on the targets, run for the session's length: a companion (sources.companion) that
+    Session.run starts with the targets and stops on every exit path; its snapshots go to its sinks."""
 
     name = "damon"
+    snapshot_meta = {"view": "kernel-damon", "source": "damon",
+                     "tool": "kernel DAMON (vaddr) via damon:damon_aggregated"}
 
     def __init__(self, attrs: MonitoringAttrs, warn: Callable[[str], None] = warn_stderr) -> None:
         check_available()
@@ -186,7 +187,7 @@ class KernelDamon(Sampler):
         self.pids: list[int] = []
         self.kdamond_pid: int | None = None
         self.snapshots: dict[int, list[Snapshot]] = {}
-        self.sinks: list[Callable[[int, Snapshot], None]] = []   # (pid, snapshot)
+        self.sinks: list[SnapshotSink] = []
         self.error: str | None = None
 
     @staticmethod
@@ -258,17 +259,5 @@ class KernelDamon(Sampler):
                 "snapshots": {str(p): len(s) for p, s in self.snapshots.items()}, "error": self.error,
                 "sysfs_busy_retries": busy_retries}
 
-    def bind_writer(self, writer, start_id: int = 1000) -> None:
-        """Send the kernel's snapshots to a RecordWriter as extra targets (ids from ``start_id``)."""
-        ids: dict[int, int] = {}
-
-        def sink(pid: int, snapshot: Snapshot) -> None:
-            if pid not in ids:
-                ids[pid] = start_id + len(ids)
-                writer.add_target(TargetRecord(ids[pid], pid, self.attrs.sample_interval_us,
-                                               self.attrs.aggr_interval_us, self.attrs.update_interval_us, [],
-                                               {"view": "kernel-damon", "source": "damon", "tool": "kernel DAMON "
-                                                "(vaddr) via damon:damon_aggregated"}))
-            writer.add_snapshots(ids[pid], [snapshot])
-
+    def add_snapshot_sink(self, sink: SnapshotSink) -> None:
         self.sinks.append(sink)

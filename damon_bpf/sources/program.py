@@ -7,7 +7,7 @@ import mmap
 import os
 
 from damon_bpf.access import bpf_dir
-from damon_bpf.sources import host, kheaders
+from damon_bpf.sources import bpf_env, kheaders
 
 class LoadError(Exception):
     """The kernel or bcc refused a program; the caller knows what to suggest instead."""
@@ -45,8 +45,8 @@ def shared_cflags(ring_bytes: int, follow_children: bool) -> list[str]:
 
 def compile_program(source: str, ring_bytes: int, follow_children: bool):
     """Load the program of ``source`` into the kernel and attach it; returns the bcc.BPF object."""
-    bcc = host.import_bcc()
-    host.ensure_tracefs()
+    bcc = bpf_env.import_bcc()
+    bpf_env.ensure_tracefs()
     kheaders.ensure_headers()
     cflags = shared_cflags(ring_bytes, follow_children) + [f"-DUSE_FENTRY={int(source == 'fentry')}"]
     try:
@@ -57,7 +57,7 @@ def compile_program(source: str, ring_bytes: int, follow_children: bool):
                                       fn_name="on_page_fault", sample_period=1, cpu=-1)
     except Exception as err:  # noqa: BLE001 - bcc raises bare Exception with the reason in the text
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        if "super-user" in reason and host.has_bpf_privileges():  # bcc says this for any EPERM
+        if "super-user" in reason and bpf_env.has_bpf_privileges():  # bcc says this for any EPERM
             reason = "the kernel refused the program (EPERM although privileged: no support for this attach type)"
         raise LoadError(f"cannot load the '{source}' source: {reason}") from err
     return program

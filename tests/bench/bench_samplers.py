@@ -226,7 +226,7 @@ def run_kernel_sysfs(tracer, binary: str, seconds: float, args) -> dict:
     proc, pid, ranges = start_workload(binary, seconds, args.hot_kib, args.cold_kib)
     kernel = KernelDamon(MonitoringAttrs(), warn=lambda _m: None)
     snaps, cpu = [], {}
-    kernel.sinks.append(lambda _p, s: snaps.append((s.start, s.end, s.nr_accesses)))
+    kernel.add_snapshot_sink(lambda _p, s: snaps.append((s.start, s.end, s.nr_accesses)))
 
     class Go(Sampler):
         def start(self, targets):
