@@ -37,7 +37,7 @@ def ring_pages(ring_bytes: int) -> int:
 
 def shared_cflags(ring_bytes: int, follow_children: bool) -> list[str]:
     """Compiler flags of report.bpf.h, which every access source includes (tracefs must be mounted)."""
-    exit_format = host.TRACEFS / "events/sched/sched_process_exit/format"
+    exit_format = bpf_env.TRACEFS / "events/sched/sched_process_exit/format"
     group_dead = "group_dead" in exit_format.read_text() if exit_format.exists() else False
     return [f"-I{bpf_dir()}", f"-DRING_PAGES={ring_pages(ring_bytes)}", f"-DFOLLOW_CHILDREN={int(follow_children)}",
             f"-DHAVE_GROUP_DEAD={int(group_dead)}", "-Wno-macro-redefined"]
