@@ -161,11 +161,10 @@ class Aggregator:
         self._regions.nr_accesses += accessed[:n]
 
     def _aggregate(self) -> Snapshot:
-        """End of an aggregation: merge, age, snapshot, reset, split (reference §3, in order)."""
+        """End of an aggregation: merge and age, snapshot, reset, split (reference §3, in order)."""
         attrs, regs = self.attrs, self._regions
         thresh, sz_limit = R.merge_limits(regs, attrs.min_nr_regions, self._page)
-        regs = R.merge_regions(regs, thresh, sz_limit, attrs.max_nr_regions, attrs.max_nr_accesses)
-        R.update_ages(regs, thresh)
+        regs = R.merge_regions(regs, thresh, sz_limit, attrs.max_nr_regions, attrs.max_nr_accesses)  # ages too
         snapshot = self._snapshot(regs)
         R.reset(regs)
         self._attribution.clear()
