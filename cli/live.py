@@ -58,4 +58,5 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     where = f", written to {output}" if output else ""
     click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} "
                f"target(s){where}", err=True)
+    click.echo(f"damon-bpf: {result.placement_line()}", err=True)
     check_target_lifetime(result, options)

@@ -67,7 +67,7 @@ def record(output: str, **options) -> None:
     result = run_session(Session(tracer, targets, options["duration"]), on_batch, on_tick, status.live,
                          recorder.finish)
     snapshots = sum(s.snapshots for s in recorder.targets.values())
-    late = recorder.accounting()["late"]
     click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} target(s), "
-               f"{late} late reports, written to {output}", err=True)
+               f"written to {output}", err=True)
+    click.echo(f"damon-bpf: {result.placement_line()}", err=True)
     check_target_lifetime(result, options)
