@@ -43,7 +43,7 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     if console.is_terminal and not console.is_dumb_terminal:
         model = LiveModel()
         display = LiveScreen(model, attrs, tracer, console, session.request_stop, VIEW_NAMES[view], refresh_hz,
-                             output)
+                             output, placement=recorder.accounting)
         recorder.listeners.append(model.on_snapshot)
     else:
         display = SnapshotPrinter(recorder.start_ns, session.request_stop)

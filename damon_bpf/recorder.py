@@ -18,6 +18,7 @@ from damon_bpf.core.layout import layout_for
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.recordfile import RecordWriter, TargetRecord
 from damon_bpf.session import RunResult
+from damon_bpf.sources.targets import is_alive
 
 # The session's tick time is when its last drain began, so every report before it has been read,
 # except one a producer was still writing at that instant (microseconds): a small margin covers it.
@@ -130,9 +131,9 @@ class Recorder:
                 self._close(state, state.close_at_ns)
                 continue
             self._emit(state, state.aggregator.advance(until_ns))
-            if state.aggregator.exited and state.close_at_ns is None:
-                # Its layout is gone, so is the process: close it at the next tick, once the
-                # reports it made before it died have been drained and routed.
+            if state.close_at_ns is None and (state.aggregator.exited or not is_alive(state.pid)):
+                # The process is gone (no exit event told us): close it at the next tick, once
+                # the reports it made before it died have been drained and routed.
                 state.close_at_ns = until_ns
         if self.writer is not None:
             self.writer.maybe_flush()
