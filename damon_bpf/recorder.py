@@ -142,6 +142,7 @@ class Recorder:
         self._emit(state, state.aggregator.close(end_ns))
         state.gone = True
         state.meta["layout"] = "maps" if state.aggregator.read_ok else "reports"
+        state.meta["in_regions"] = state.aggregator.in_regions
 
     def _emit(self, state: TargetState, snapshots: list[Snapshot]) -> None:
         if not snapshots:

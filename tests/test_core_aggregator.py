@@ -230,8 +230,14 @@ def test_close_places_reports_beyond_its_end_and_never_leaves_a_target_without_s
     agg = fixed_aggregator()
     agg.feed(records((region_addr(2), sample_time(14))))
     snaps = agg.close(sample_time(3))
-    assert [s.end_ns for s in snaps] == [sample_time(15)]
+    assert [s.end_ns for s in snaps] == [sample_time(10), sample_time(15)]  # a full one, then a partial one
     assert agg.in_regions == 1 and agg.pending == 0
+    # the last report's sample ends an aggregation exactly: its reports still make a snapshot
+    agg = fixed_aggregator()
+    agg.feed(records((region_addr(2), sample_time(19))))
+    snaps = agg.close(sample_time(3))
+    assert [s.end_ns for s in snaps] == [sample_time(10), sample_time(20)]
+    assert agg.in_regions == 1 and agg.pending == agg.in_progress == 0
 
 
 def test_dropped_regions_move_their_reports_to_outside():

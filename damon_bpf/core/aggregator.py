@@ -140,19 +140,15 @@ class Aggregator:
         return done
 
     def close(self, end_ns: int) -> list[Snapshot]:
-        """The target's end: close the samples up to ``end_ns``, place every report still
-        waiting (even later ones) and end the aggregation in progress with a partial snapshot,
-        so every report fed is accounted for. A target that never completed an aggregation
-        gets one snapshot all the same (damo cannot read a target without snapshots)."""
-        done = self.advance(end_ns)
-        rest = self._pending.take_before(np.iinfo(np.int64).max)
-        last = max(self._closed, int(rest.sample.max()) + 1 if len(rest) else 0)
-        if self.snapshots_emitted + len(done) == 0:
-            last = max(last, 1)
-        if last > self._closed:
-            self._place(rest, last - self._closed)
-            self._closed = last
-        if self._closed % self.attrs.max_nr_accesses or self.snapshots_emitted + len(done) == 0:
+        """The target's end: close the samples up to ``end_ns`` and those of every report still
+        waiting (even later ones), then end the aggregation in progress with a partial snapshot,
+        so every report fed is accounted for. A target that never completed an aggregation gets
+        one snapshot all the same (damo cannot read a target without snapshots)."""
+        last_end_ns = self.start_ns + (self._pending.last_sample() + 1) * self._sample_ns
+        done = self.advance(max(int(end_ns), last_end_ns))
+        if self.snapshots_emitted == 0 and self._closed == 0:
+            self._closed = 1   # born and gone within one sample interval: one sample long
+        if self._closed % self.attrs.max_nr_accesses or self.in_progress or self.snapshots_emitted == 0:
             done.append(self._aggregate())
         return done
 
