@@ -88,7 +88,10 @@ class Recorder:
         if event.kind == "fork" and event.pid in self.targets and not self.targets[event.pid].gone:
             return   # already known (pid listed at the start, or seen earlier)
         state = self._target(event.pid, event.time_ns if event.kind == "fork" else None)
-        state.meta.update({k: v for k, v in (("comm", event.comm), ("ppid", event.ppid)) if v is not None})
+        if event.comm:
+            state.meta["comm"] = event.comm                  # the latest: it changes at exec
+        if event.ppid is not None:
+            state.meta.setdefault("ppid", event.ppid)        # the parent at birth (an orphan's becomes 1)
         if event.kind == "exec" and not state.gone:
             state.aggregator.reread()
         elif event.kind == "exit" and state.close_at_ns is None:

@@ -1,0 +1,104 @@
+"""The recorder's targets on real processes: born at their fork (event) or first report, closed at
+their exit with a partial snapshot, process events consumed, every report in one counter."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+from damon_bpf.access import ACCESS_DTYPE, ACCESS_WRITE
+from damon_bpf.core.attrs import MonitoringAttrs
+from damon_bpf.core.layout import read_maps
+from damon_bpf.recorder import Recorder
+from damon_bpf.recordfile import RecordWriter, read_record
+from damon_bpf.session import RunResult
+from damon_bpf.sources.tracer import Accounting
+
+MS = 1_000_000
+ATTRS = MonitoringAttrs()   # DAMON's defaults: 5 ms samples, 100 ms aggregations, 1 s updates
+
+
+def reports(pid: int, addrs, times) -> np.ndarray:
+    out = np.zeros(len(addrs), ACCESS_DTYPE)
+    out["addr"], out["time_ns"], out["pid"], out["tid"], out["write"] = addrs, times, pid, pid, ACCESS_WRITE
+    return out
+
+
+def event(kind: str, pid: int, time_ns: int, ppid: int = 1, comm: str = "sleep"):
+    return SimpleNamespace(kind=kind, pid=pid, ppid=ppid, comm=comm, time_ns=time_ns)
+
+
+def finished(recorder: Recorder, delivered: int) -> RunResult:
+    result = RunResult("targets-exited", 1.0, 0.1, Accounting(seen=delivered, delivered=delivered))
+    recorder.finish(result)
+    return result
+
+
+def test_a_forked_child_lives_from_its_fork_to_its_exit(tmp_path):
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        writer = RecordWriter(str(tmp_path / "r.data"))
+        t0 = time.monotonic_ns()
+        recorder = Recorder(ATTRS, writer=writer, start_ns=t0 - 1000 * MS)   # the run began a second earlier
+        born = t0 - 300 * MS
+        recorder.on_target_event(event("fork", child.pid, born, ppid=4242, comm="sleep"))
+        stack = read_maps(child.pid)[-1][0]
+        recorder.on_batch(reports(child.pid, [stack] * 3, [born + 10 * MS, born + 150 * MS, born + 260 * MS]))
+        exit_ns = born + 270 * MS
+        recorder.on_target_event(event("exit", child.pid, exit_ns))
+        recorder.on_tick(exit_ns + 100 * MS, force=True)
+        state = recorder.targets[child.pid]
+        assert state.gone   # closed once every report up to its exit was routed
+        # a report after the close counts as after its process's end, not lost
+        recorder.on_batch(reports(child.pid, [stack], [exit_ns + 1]))
+        result = finished(recorder, 4)
+        assert result.placement["in_regions"] == 3 and result.placement["unattributed"] == 1
+        assert result.placement["pending"] == result.placement["unaccounted"] == 0
+    finally:
+        child.kill()
+        child.wait()
+    (rec,) = read_record(str(tmp_path / "r.data"))
+    assert [(s.start_ns - born, s.end_ns - born) for s in rec.snapshots] == \
+        [(0, 100 * MS), (100 * MS, 200 * MS), (200 * MS, 270 * MS)]   # last one partial, up to the exit
+    assert [int(s.nr_reports.sum()) for s in rec.snapshots] == [1, 1, 1]
+    assert rec.meta["target"]["comm"] == "sleep" and rec.meta["target"]["ppid"] == 4242
+    assert rec.meta["target"]["born_ns"] == born and rec.meta["target"]["layout"] == "maps"
+
+
+def test_without_events_a_child_starts_with_its_first_report_and_gone_ones_use_their_reports():
+    child = subprocess.Popen(["sleep", "30"])
+    t0 = time.monotonic_ns()
+    recorder = Recorder(ATTRS, start_ns=t0 - 1000 * MS)
+    stack = read_maps(child.pid)[-1][0]
+    recorder.on_batch(reports(child.pid, [stack, stack], [t0 - 200 * MS, t0 - 20 * MS]))
+    child.kill()
+    child.wait()
+    # a process that exited before anything read its layout: its reports are all it left
+    recorder.on_batch(reports(child.pid + 10**6, [0x7000_0000, 0x7000_1000], [t0 - 50 * MS, t0 - 40 * MS]))
+    recorder.on_tick(t0, force=True)
+    recorder.on_tick(t0 + 60 * MS, force=True)   # the exits are seen, then closed at the next pass
+    assert all(s.gone for s in recorder.targets.values())
+    assert recorder.targets[child.pid].aggregator.start_ns == t0 - 200 * MS
+    result = finished(recorder, 4)
+    assert result.placement["in_regions"] == 4
+    gone = recorder.targets[child.pid + 10**6]
+    assert gone.meta["layout"] == "reports" and gone.snapshots == 1
+
+
+def test_exec_reads_the_new_layout_at_once():
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        recorder = Recorder(ATTRS, start_ns=time.monotonic_ns())
+        recorder.on_target_event(event("exec", child.pid, time.monotonic_ns(), ppid=7, comm="sleep"))
+        state = recorder.targets[child.pid]
+        assert state.meta["comm"] == "sleep" and state.meta["ppid"] == 7
+        regions = state.aggregator.regions
+        # every mapping is inside a region or in one of the two gaps DAMON leaves out
+        covered = sum(int(e) - int(s) for s, e in zip(regions.start, regions.end))
+        assert covered > 0 and state.aggregator.read_ok
+    finally:
+        child.kill()
+        child.wait()
