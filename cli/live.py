@@ -7,9 +7,12 @@ import click
 from rich.console import Console
 
 from cli.options import check_target_lifetime, monitor_options, monitoring_attrs, open_recording, region_options, run_session
+from cli.record import collector_priority_option
+from damon_bpf.dark import DarkWatch
 from damon_bpf.live.app import LiveScreen, SnapshotPrinter
 from damon_bpf.live.model import LiveModel
 from damon_bpf.live.views import VIEW_NAMES
+from damon_bpf.priority import CollectorPriority
 from damon_bpf.recordfile import RecordWriter
 from damon_bpf.session import Session
 
@@ -17,13 +20,14 @@ from damon_bpf.session import Session
 @click.command()
 @monitor_options
 @region_options
+@collector_priority_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Also record to this file (the same file as `record -o`).")
 @click.option("--view", type=click.Choice(tuple(VIEW_NAMES)), default="all", show_default=True,
               help="The view to start with (keys a, c, t, w switch later).")
 @click.option("--refresh-hz", type=click.FloatRange(0.2, 20), default=4.0, show_default=True,
               help="Redraw the screen at most this often.")
-def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
+def live(output: str | None, view: str, refresh_hz: float, collector_priority: str, **options) -> None:
     """Watch a process's memory heat live: -p PID, or -- COMMAND ARGS...
 
     \b
@@ -49,7 +53,14 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
         display = SnapshotPrinter(recorder.start_ns, session.request_stop)
         recorder.listeners.append(display.on_snapshot)
 
+    priority = CollectorPriority(collector_priority)   # at the first tick: after the command started
+
+    notes: list[str] = []   # said after the screen is given back
+    recorder.listeners.append(DarkWatch(notes.append, options["sampler"] if options["sampler"] != "none" else None)
+                              .on_snapshot)
+
     def on_tick(now_ns: int) -> None:
+        priority(now_ns)
         recorder.on_tick(now_ns)  # closes snapshots, which reach the display through its listener
         display.on_tick(now_ns)
 
@@ -59,4 +70,8 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} "
                f"target(s){where}", err=True)
     click.echo(f"damon-bpf: {result.placement_line()}", err=True)
+    for note in notes:
+        click.echo(f"damon-bpf: note: {note}", err=True)
+    for line in result.advice(priority.applied or "normal"):
+        click.echo(f"damon-bpf: {line}", err=True)
     check_target_lifetime(result, options)

@@ -10,6 +10,8 @@ from rich.live import Live
 from rich.text import Text
 
 from cli.options import check_target_lifetime, monitor_options, monitoring_attrs, open_recording, region_options, run_session
+from damon_bpf.dark import DarkWatch
+from damon_bpf.priority import PRIORITIES, CollectorPriority
 from damon_bpf.recorder import Recorder
 from damon_bpf.recordfile import RecordWriter
 from damon_bpf.session import Session
@@ -44,23 +46,38 @@ class StatusLine:
                               f"regions {regions} | snapshots {snapshots}", style="bold"))
 
 
+def collector_priority_option(func):
+    return click.option("--collector-priority", type=click.Choice(PRIORITIES), default="rt", show_default=True,
+                        help="Scheduling of the thread that drains the ring: rt (SCHED_RR 1), nice (-10) or "
+                             "normal. Under a CPU-saturating target the collector must keep up or reports are "
+                             "lost.")(func)
+
+
 @click.command()
 @monitor_options
 @region_options
+@collector_priority_option
 @click.option("-o", "--output", default="damon.data", show_default=True, type=click.Path(dir_okay=False),
               help="Record file (zlib-compressed JSON in damo's schema, mode 0600).")
-def record(output: str, **options) -> None:
+def record(output: str, collector_priority: str, **options) -> None:
     """Record DAMON snapshots of a process: -p PID, or -- COMMAND ARGS..."""
     attrs = monitoring_attrs(options)
     writer = RecordWriter(output)
     tracer, targets, recorder = open_recording(options, attrs, writer)
     status = StatusLine(recorder, tracer)
+    sampler = options["sampler"] if options["sampler"] != "none" else None
+    recorder.listeners.append(DarkWatch(lambda note: status.console.print(f"damon-bpf: note: {note}", soft_wrap=True,
+                                                                          markup=False, highlight=False),
+                                        sampler).on_snapshot)
 
     def on_batch(batch) -> None:
         status.count(batch)
         recorder.on_batch(batch)
 
+    priority = CollectorPriority(collector_priority)   # at the first tick: after the command started
+
     def on_tick(now_ns: int) -> None:
+        priority(now_ns)
         recorder.on_tick(now_ns)
         status.tick(now_ns)
 
@@ -70,4 +87,6 @@ def record(output: str, **options) -> None:
     click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} target(s), "
                f"written to {output}", err=True)
     click.echo(f"damon-bpf: {result.placement_line()}", err=True)
+    for line in result.advice(priority.applied or "normal"):
+        click.echo(f"damon-bpf: {line}", err=True)
     check_target_lifetime(result, options)

@@ -57,6 +57,17 @@ class RunResult:
         missing = p.get("pending", 0) + p.get("unaccounted", 0)
         return line + (f", {missing} NOT ACCOUNTED FOR (a bug: please report it)" if missing else "")
 
+    def advice(self, priority: str) -> list[str]:
+        """What would have avoided lost reports, said when some were lost."""
+        lost = self.accounting.lost
+        if not lost:
+            return []
+        share = 100 * lost / max(self.accounting.seen, 1)
+        return [f"{lost} reports ({share:.1f}%) were lost: the ring buffer was full because the collector "
+                f"(at {priority} priority, {100 * self.cpu_s / max(self.elapsed_s, 1e-9):.0f}% of a core) fell "
+                "behind. A bigger --ring-mb absorbs bursts; --collector-priority rt keeps it running when the "
+                "target saturates the CPUs; filters (--cpus, --tids, --write-only) cut the reports at the source."]
+
     def as_dict(self) -> dict:
         extra = {"samplers": self.samplers} if self.samplers else {}
         return {**self.accounting.as_dict(), "duration_s": self.elapsed_s, "events_per_s": self.events_per_s,

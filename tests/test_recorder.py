@@ -8,6 +8,9 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
+
+from conftest import DAMON_BPF
 
 from damon_bpf.access import ACCESS_DTYPE, ACCESS_WRITE
 from damon_bpf.core.attrs import MonitoringAttrs
@@ -102,3 +105,53 @@ def test_exec_reads_the_new_layout_at_once():
     finally:
         child.kill()
         child.wait()
+
+
+# ---- a target that goes dark
+
+
+def _snap(t_ns: int, nr_reports: int):
+    from damon_bpf.core.snapshot import Snapshot
+
+    one = np.array([nr_reports], np.int64)
+    return Snapshot(t_ns, t_ns + 100 * MS, np.array([0], np.uint64), np.array([4096], np.uint64), one, one, one,
+                    one, one)
+
+
+def test_a_busy_target_without_faults_is_explained_once():
+    from damon_bpf.dark import DARK_AGGREGATIONS, DarkWatch
+
+    notes, cpu = [], {"t": 0.0}
+    watch = DarkWatch(notes.append, cpu_of=lambda pid: cpu["t"], huge_of=lambda pid: 0)
+    for i in range(3 + 2 * DARK_AGGREGATIONS):
+        cpu["t"] += 0.09   # 90% of a core
+        watch.on_snapshot(0, 42, _snap(i * 100 * MS, 5 if i < 3 else 0))
+    assert len(notes) == 1 and "process 42" in notes[0] and "steady state" in notes[0]
+    assert "sampler" in notes[0]
+    # idle (no CPU) without faults is just idle: nothing to explain
+    notes.clear()
+    idle = DarkWatch(notes.append, cpu_of=lambda pid: 1.0, huge_of=lambda pid: 0)
+    for i in range(3 + 2 * DARK_AGGREGATIONS):
+        idle.on_snapshot(0, 43, _snap(i * 100 * MS, 5 if i < 3 else 0))
+    assert notes == []
+
+
+def test_huge_pages_are_said_once_per_target():
+    from damon_bpf.dark import DarkWatch
+
+    notes = []
+    watch = DarkWatch(notes.append, cpu_of=lambda pid: 0.0, huge_of=lambda pid: 8192)
+    for i in range(30):
+        watch.on_snapshot(0, 42, _snap(i * 100 * MS, 1))
+    assert notes == ["process 42 has 8 MiB in transparent huge pages: there one fault maps 2 MiB, so one report "
+                     "stands for 2 MiB of first touches"]
+
+
+@pytest.mark.bpf
+def test_record_explains_a_steady_target(accessgen, tmp_path):
+    # W: the range is written once before the passes, then written nonstop without faulting
+    result = subprocess.run([DAMON_BPF, "record", "-o", str(tmp_path / "d.data"), "--", accessgen, "--duration", "3",
+                             "steady:0:W:8192:0"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "note:" in line and "steady state" in line]
+    assert len(notes) == 1 and "sampler" in notes[0]
