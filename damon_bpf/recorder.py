@@ -87,6 +87,8 @@ class Recorder:
         the target once every report up to the exit time has been routed."""
         if event.kind == "fork" and event.pid in self.targets and not self.targets[event.pid].gone:
             return   # already known (pid listed at the start, or seen earlier)
+        if event.kind == "exit" and event.pid not in self.targets:
+            return   # no report and no fork of it reached us: nothing to close
         state = self._target(event.pid, event.time_ns if event.kind == "fork" else None)
         if event.comm:
             state.meta["comm"] = event.comm                  # the latest: it changes at exec

@@ -71,6 +71,12 @@ def test_a_forked_child_lives_from_its_fork_to_its_exit(tmp_path):
     assert rec.meta["target"]["born_ns"] == born and rec.meta["target"]["layout"] == "maps"
 
 
+def test_an_exit_of_an_unknown_process_makes_no_target():
+    recorder = Recorder(ATTRS, start_ns=time.monotonic_ns())
+    recorder.on_target_event(event("exit", 2**22 + 7, time.monotonic_ns()))
+    assert recorder.targets == {}
+
+
 def test_without_events_a_child_starts_with_its_first_report_and_gone_ones_use_their_reports():
     child = subprocess.Popen(["sleep", "30"])
     t0 = time.monotonic_ns()
