@@ -161,3 +161,15 @@ def test_record_explains_a_steady_target(accessgen, tmp_path):
     assert result.returncode == 0, result.stderr
     notes = [line for line in result.stderr.splitlines() if "note:" in line and "steady state" in line]
     assert len(notes) == 1 and "sampler" in notes[0]
+
+
+def test_end_of_run_lines_say_where_reports_went_and_what_avoids_losses():
+    result = RunResult("duration", 2.0, 0.5, Accounting(seen=1000, delivered=900, lost=100))
+    result.placement = {"in_regions": 890, "outside_regions": 4, "late": 3, "unattributed": 2, "pending": 0,
+                        "unaccounted": 1}
+    line = result.placement_line()
+    assert line.startswith("of 900 delivered: 890 in regions (98.89%), 4 outside regions, 3 late, 2 after")
+    assert "1 NOT ACCOUNTED FOR" in line
+    (advice,) = result.advice("normal")
+    assert "100 reports (10.0%) were lost" in advice and "--collector-priority rt" in advice and "--ring-mb" in advice
+    assert RunResult("duration", 2.0, 0.5, Accounting(seen=5, delivered=5)).advice("rt") == []
