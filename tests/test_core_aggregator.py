@@ -439,3 +439,13 @@ def test_reports_far_ahead_wait_for_their_sample():
     snaps = agg.advance(sample_time(100))
     assert snaps[-1].nr_reports.tolist() == [0, 0, 40] and snaps[-1].nr_accesses.tolist() == [0, 0, 1]
     assert agg.pending == 0 and agg.late == 0
+
+
+def test_reports_own_pages_become_few_ranges():
+    from damon_bpf.core.aggregator import _page_ranges
+
+    addr = np.array([p * P + 5 for p in (3, 1, 2, 2, 10, 11, 100)], np.uint64)
+    assert _page_ranges(addr, P, 3) == [(1 * P, 4 * P), (10 * P, 12 * P), (100 * P, 101 * P)]
+    assert _page_ranges(addr, P, 2) == [(1 * P, 12 * P), (100 * P, 101 * P)]  # the smaller gap bridged
+    assert _page_ranges(addr, P, 1) == [(1 * P, 101 * P)]
+    assert _page_ranges(addr[:1], P, 10) == [(3 * P, 4 * P)]
