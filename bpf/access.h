@@ -50,4 +50,22 @@ struct counters {
 	__u64 slot[NR_COUNTERS];
 };
 
+/* A lifecycle record: a followed process forked, exec'd or exited. Written by the BPF side into its
+ * own small ring ("lifecycle") and drained before the accesses ring's batch is handed on, so user
+ * space knows of a process before it handles that process's reports. Same parsing rules as above;
+ * comm is the only array (char, 16 = TASK_COMM_LEN). */
+struct lifecycle_record {
+	__u64 time_ns;   /* bpf_ktime_get_ns(): the clock of access_record.time_ns */
+	__u32 kind;      /* LIFECYCLE_FORK, LIFECYCLE_EXEC or LIFECYCLE_EXIT */
+	__u32 pid;       /* thread group id of the process */
+	__u32 ppid;      /* fork: the parent's thread group id; 0 otherwise (not known to the program) */
+	__u32 pad0;
+	char comm[16];   /* the process's command name at that moment */
+};
+
+#define LIFECYCLE_FORK 1
+#define LIFECYCLE_EXEC 2
+#define LIFECYCLE_EXIT 3
+#define LIFECYCLE_RING_PAGES 256   /* 1 MiB with 4 KiB pages: ~21,000 records between two drains */
+
 #endif

@@ -2,7 +2,13 @@
  * bcc only rewrites map calls in the main text): target selection, the ordered sample filters, the
  * per-CPU accounting and the ring buffer. A source includes this file and calls report_access().
  *
- * Compile-time parameters (set by damon_bpf/sources/program.py): RING_PAGES, FOLLOW_CHILDREN.
+ * Compile-time parameters (set by damon_bpf/sources/program.py): RING_PAGES, FOLLOW_CHILDREN, and
+ * HAVE_GROUP_DEAD where sched_process_exit says whether the whole thread group is dead (6.16+).
+ *
+ * Lifecycle: a target's fork (of a new process, not a thread), exec and exit are written into a
+ * second ring, "lifecycle", which user space drains after the accesses ring and before handing the
+ * accesses on. A lifecycle record is committed before the process it announces runs (fork) or
+ * returns to user mode (exec), so every access record read is preceded by its process's record.
  */
 #include <uapi/linux/ptrace.h>
 #include "access.h"
@@ -13,6 +19,31 @@ BPF_HASH(pending_exec, u32, u8, 64);      /* processes we started: targets from 
 BPF_ARRAY(filters, struct sample_filter, MAX_FILTERS);
 BPF_HASH(filter_tids, u64, u8, 65536);    /* (filter index << 32 | tid) for FILTER_THREADS */
 BPF_PERCPU_ARRAY(counters, struct counters, 1);
+BPF_RINGBUF_OUTPUT(lifecycle, LIFECYCLE_RING_PAGES);
+BPF_PERCPU_ARRAY(lifecycle_lost, u64, 1);  /* lifecycle records the full ring refused */
+
+#ifndef CLONE_THREAD
+#define CLONE_THREAD 0x00010000
+#endif
+
+static __always_inline void report_lifecycle(u32 kind, u32 pid, u32 ppid)
+{
+	struct lifecycle_record *record = lifecycle.ringbuf_reserve(sizeof(*record));
+	if (!record) {
+		u32 zero = 0;
+		u64 *lost = lifecycle_lost.lookup(&zero);
+		if (lost)
+			(*lost)++;
+		return;
+	}
+	record->time_ns = bpf_ktime_get_ns();
+	record->kind = kind;
+	record->pid = pid;
+	record->ppid = ppid;
+	record->pad0 = 0;
+	bpf_get_current_comm(&record->comm, sizeof(record->comm));
+	lifecycle.ringbuf_submit(record, BPF_RB_NO_WAKEUP);
+}
 
 static __always_inline int filter_matches(struct sample_filter *filter, u32 index, u32 cpu, u32 tid, u8 write)
 {
@@ -88,7 +119,7 @@ static __always_inline int report_access(u64 addr, u8 write)
 }
 
 /* A process we launched becomes a target when it execs, so its first instruction is traced and
- * nothing of the launcher is. */
+ * nothing of the launcher is (user space marks it pending only once the launcher itself runs). */
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -96,21 +127,47 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 		u8 one = 1;
 		targets.update(&tgid, &one);
 		pending_exec.delete(&tgid);
+	} else if (!targets.lookup(&tgid)) {
+		return 0;
 	}
+	report_lifecycle(LIFECYCLE_EXEC, tgid, 0);
+	return 0;
+}
+
+/* A target leaves the map when it exits, so a later process given the same pid is never traced. */
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u32 tgid = pid_tgid >> 32;
+#if HAVE_GROUP_DEAD
+	if (!args->group_dead)          /* the last thread of the process */
+		return 0;
+#else
+	if ((u32)pid_tgid != tgid)      /* the thread-group leader (see README: a leader exiting early) */
+		return 0;
+#endif
+	if (!targets.lookup(&tgid))
+		return 0;
+	targets.delete(&tgid);
+	report_lifecycle(LIFECYCLE_EXIT, tgid, 0);
 	return 0;
 }
 
 #if FOLLOW_CHILDREN
-/* Children join in the kernel, before they run, so their first faults are not missed while user
- * space hears of the fork. A new thread's id lands here too; user space removes ids that exit. */
-TRACEPOINT_PROBE(sched, sched_process_fork)
+/* Children join in the kernel before they run, so none of their faults is missed. task_newtask fires
+ * in the parent, inside copy_process, and gives the clone flags: a new thread is not a new target
+ * (its process already is). */
+TRACEPOINT_PROBE(task, task_newtask)
 {
+	if (args->clone_flags & CLONE_THREAD)
+		return 0;
 	u32 parent = bpf_get_current_pid_tgid() >> 32;
-	if (targets.lookup(&parent)) {
-		u32 child = args->child_pid;
-		u8 one = 1;
-		targets.update(&child, &one);
-	}
+	if (!targets.lookup(&parent))
+		return 0;
+	u32 child = args->pid;
+	u8 one = 1;
+	targets.update(&child, &one);
+	report_lifecycle(LIFECYCLE_FORK, child, parent);
 	return 0;
 }
 #endif

@@ -16,6 +16,7 @@ from damon_bpf.reports import access as access_mod
 from damon_bpf.reports import breakdown as breakdown_mod
 from damon_bpf.reports import heatmap as heatmap_mod
 from damon_bpf.reports import wss as wss_mod
+from damon_bpf.reports.groups import GROUP_MODES
 
 _UNITS_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "min": 60 * 10**9, "m": 60 * 10**9}
 _LABEL_COLS = 17  # width heatmap row labels take on screen
@@ -142,11 +143,22 @@ def _to_image(records, path, by, resol, addr, times, target_id, scale, cell) -> 
 @_common
 @click.option("--snapshot", type=int, default=-1, show_default=True, metavar="N",
               help="Snapshot index; negative counts from the end.")
+@click.option("--group", type=click.Choice(GROUP_MODES),
+              help="Combine targets: those with the same command name (comm), or all; one table per group.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def access(input_path, target_id, snapshot, as_json) -> None:
+def access(input_path, target_id, snapshot, group, as_json) -> None:
     """The regions of one snapshot: size, access frequency, age."""
-    result = access_mod.access(read_record(input_path), snapshot, target_id)
-    _show(access_mod, result, as_json)
+    if group is None:
+        _show(access_mod, access_mod.access(read_record(input_path), snapshot, target_id), as_json)
+        return
+    if target_id is not None:
+        raise UsageError("--group combines targets: leave out --target")
+    results = access_mod.access_groups(read_record(input_path), group, snapshot)
+    if as_json:
+        _json_out([access_mod.to_json(result) for result in results])
+        return
+    for result in results:
+        _show(access_mod, result, False)
 
 
 @report.command()

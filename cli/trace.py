@@ -24,11 +24,13 @@ def trace(output: str, fmt: str, summary_json: str | None, **options) -> None:
     tracer, targets = open_monitor(options)
     result = run_session(Session(tracer, targets, options["duration"]), writer.write,
                          finish=lambda _result: writer.close())
-    click.echo(f"damon-bpf: {result.summary_line()}", err=True)
+    processes = targets.describe()
+    followed = f"; {len(processes)} processes followed" if options["follow_children"] else ""
+    click.echo(f"damon-bpf: {result.summary_line()}{followed}", err=True)
     if summary_json:
         try:
             with open(summary_json, "w") as stream:
-                json.dump(result.as_dict(), stream, indent=1)
+                json.dump({**result.as_dict(), "targets": processes}, stream, indent=1)
         except OSError as err:
             raise DamonBpfError(f"cannot write {summary_json}: {err.strerror}") from None
     check_target_lifetime(result, options)

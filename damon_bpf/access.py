@@ -34,9 +34,12 @@ def _parse_struct(text: str, name: str) -> np.dtype:
     if body is None:
         raise RuntimeError(f"struct {name} not found in access.h")
     fields = []
-    for ctype, field, count in re.findall(r"(__u\d+)\s+(\w+)(?:\[([^\]]+)\])?\s*;", body.group(1)):
-        if count:
-            raise RuntimeError(f"array field {field} is not supported in struct {name}")
+    for ctype, field, count in re.findall(r"(__u\d+|char)\s+(\w+)(?:\[([^\]]+)\])?\s*;", body.group(1)):
+        if ctype == "char" and count.isdigit():   # a NUL-padded string (comm)
+            fields.append((field, f"S{count}"))
+            continue
+        if count or ctype == "char":
+            raise RuntimeError(f"field {field} of struct {name}: only __uN scalars and char[N] are supported")
         fields.append((field, "<" + _C_TYPES[ctype]))
     return np.dtype(fields)
 
@@ -58,6 +61,12 @@ def access_dtype() -> np.dtype:
 
 
 @lru_cache(maxsize=None)
+def lifecycle_dtype() -> np.dtype:
+    """numpy dtype of ``struct lifecycle_record`` (fork/exec/exit of a followed process)."""
+    return _parse_struct(_header_text(), "lifecycle_record")
+
+
+@lru_cache(maxsize=None)
 def constants() -> dict[str, int]:
     """Numeric #defines of access.h (ACCESS_WRITE, MAX_FILTERS, COUNTER_* ...)."""
     return _parse_defines(_header_text())
@@ -70,6 +79,8 @@ ACCESS_WRITE = _C["ACCESS_WRITE"]
 ACCESS_UNKNOWN = _C["ACCESS_UNKNOWN"]
 MAX_FILTERS = _C["MAX_FILTERS"]
 MAX_CPUS = _C["MAX_CPUS"]
+LIFECYCLE_DTYPE = lifecycle_dtype()
+LIFECYCLE_KINDS = {_C["LIFECYCLE_FORK"]: "fork", _C["LIFECYCLE_EXEC"]: "exec", _C["LIFECYCLE_EXIT"]: "exit"}
 FILTER_TYPES = {"cpumask": _C["FILTER_CPUMASK"], "threads": _C["FILTER_THREADS"], "write": _C["FILTER_WRITE"]}
 
 

@@ -1,5 +1,10 @@
 """The run loop shared by trace, record and live: drain the source on a short timer, hand batches on,
-watch the targets, and end cleanly on a duration, Ctrl-C, SIGTERM or the targets' exit."""
+watch the targets, and end cleanly on a duration, Ctrl-C, SIGTERM or the targets' exit.
+
+Each round drains the accesses ring first and the targets' lifecycle records second, and hands the
+batch on only after the lifecycle: subscribers of Targets know every process whose reports they get.
+Exits are told after the batch, and only those from before the previous round's drain, so a
+subscriber has every report of a process before it hears that the process exited."""
 
 from __future__ import annotations
 
@@ -17,7 +22,6 @@ from damon_bpf.sources.tracer import Accounting, Tracer
 
 POLL_INTERVAL_S = 0.01    # drain period: the ring needs no wakeups, so this bounds latency only
 IDLE_POLL_S = 0.05        # with nothing arriving, the period doubles up to this: an idle target costs ~5x less
-TARGET_CHECK_S = 0.1
 
 
 def cpu_seconds() -> float:
@@ -116,8 +120,10 @@ class Session:
                     print(f"damon-bpf: warning: closing the {sampler.name} sampler failed: {err}", file=sys.stderr)
             try:
                 last = self.tracer.quiesce()
+                self.targets.update(self.tracer)
                 if len(last):
                     on_batch(last)
+                self.targets.publish_exits()
             finally:
                 self.targets.close()
                 for sig, handler in previous.items():
@@ -127,28 +133,27 @@ class Session:
                          [sampler.summary() for sampler in self.samplers])
 
     def _loop(self, on_batch, on_tick, start: float) -> None:
-        next_check = start
         idle_limit = max(self.poll_interval_s, IDLE_POLL_S)
         period = self.poll_interval_s
+        previous_drain = time.monotonic_ns()
         while self.stop_reason is None:
             drained_at = time.monotonic_ns()
             batch = self.tracer.drain()
+            self.targets.update(self.tracer)   # after the drain: see the module's docstring
             if len(batch):
                 on_batch(batch)
                 period = self.poll_interval_s
             else:
                 period = min(2 * period, idle_limit)
+            self.targets.publish_exits(previous_drain)
+            previous_drain = drained_at
             if on_tick is not None:
                 on_tick(drained_at)
             for sampler in self.samplers:
                 sampler.tick(drained_at)
-            now = time.monotonic()
-            if self.duration_s is not None and now - start >= self.duration_s:
+            if self.duration_s is not None and time.monotonic() - start >= self.duration_s:
                 self.request_stop("duration")
-            elif now >= next_check:
-                next_check = now + TARGET_CHECK_S
-                self.targets.update(self.tracer)
-                if not self.targets.alive:
-                    self.request_stop("targets-exited")
+            elif not self.targets.alive:
+                self.request_stop("targets-exited")
             if self.stop_reason is None:
                 time.sleep(period)

@@ -63,9 +63,8 @@ def monitor(tracer, accessgen, specs, sampler, seconds=5.0):
     batches, snapshots, state = [], [], {}
 
     class Go(Sampler):
-        """Lets the workload go once the session is attached and the sampler runs: attaching imports
-        pyroute2, which takes seconds under TCG. The region core starts here too, and the run lasts
-        ``seconds`` from here."""
+        """Lets the workload go once the session is attached and the sampler runs (attaching can take
+        seconds under TCG). The region core starts here too, and the run lasts ``seconds`` from here."""
 
         def start(self, targets):
             state["recorder"] = recorder = Recorder(MonitoringAttrs(), "all-mappings")

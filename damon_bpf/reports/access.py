@@ -7,13 +7,14 @@ the region was seen accessed).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from rich import box
 from rich.table import Table
 
 from damon_bpf.recordfile import TargetRecord
 from damon_bpf.reports.common import fmt_addr, fmt_ns, fmt_size, pick_snapshot, select_target
+from damon_bpf.reports.groups import combine, group_targets
 
 BAR = 8  # width of the heat bar column
 
@@ -43,6 +44,8 @@ class AccessReport:
     sample_us: int
     aggr_us: int
     regions: list[AccessRow]
+    group: str | None = None     # --group: the comm (or "all") whose members were combined
+    members: list[int] = field(default_factory=list)   # their pids
 
     @property
     def total_size(self) -> int:
@@ -53,23 +56,39 @@ class AccessReport:
         return sum(r.size for r in self.regions if r.nr_accesses > 0)
 
 
+def _rows(rec: TargetRecord, start, end, nr_accesses, age, reports, writes, reads) -> list[AccessRow]:
+    per_s = 1e6 / rec.aggr_us
+    max_samples = rec.aggr_us / rec.sample_us
+    cols = zip(start.tolist(), end.tolist(), nr_accesses.tolist(), age.tolist(), reports.tolist(),
+               writes.tolist(), reads.tolist())
+    return [AccessRow(s, e, e - s, n, n * per_s, n * 100.0 / max_samples, a, a * rec.aggr_us / 1e6, rep, w, r)
+            for s, e, n, a, rep, w, r in cols]
+
+
 def access(records: list[TargetRecord], snapshot: int = -1,
            target_id: int | None = None) -> AccessReport:
     """The regions of snapshot ``snapshot`` (default the last) of one target."""
     rec = select_target(records, target_id)
     snap = pick_snapshot(rec, snapshot)
     index = snapshot % len(rec.snapshots)
-    per_s = 1e6 / rec.aggr_us
-    max_samples = rec.aggr_us / rec.sample_us
-    cols = zip(snap.start.tolist(), snap.end.tolist(), snap.nr_accesses.tolist(),
-               snap.age.tolist(), snap.nr_reports.tolist(), snap.writes.tolist(),
-               snap.reads.tolist())
-    rows = [AccessRow(s, e, e - s, n, n * per_s, n * 100.0 / max_samples, age,
-                      age * rec.aggr_us / 1e6, rep, w, r)
-            for s, e, n, age, rep, w, r in cols]
+    rows = _rows(rec, snap.start, snap.end, snap.nr_accesses, snap.age, snap.nr_reports, snap.writes, snap.reads)
     origin = rec.snapshots[0].start_ns
     return AccessReport(rec.target_id, rec.pid, index, snap.start_ns - origin,
                         snap.end_ns - origin, rec.sample_us, rec.aggr_us, rows)
+
+
+def access_groups(records: list[TargetRecord], by: str, snapshot: int = -1) -> list[AccessReport]:
+    """Per group of targets (damon_bpf.reports.groups), snapshot ``snapshot`` of its members combined."""
+    reports = []
+    for group in group_targets(records, by):
+        merged = combine(group, snapshot)
+        first = group.members[0]
+        origin = min(rec.snapshots[0].start_ns for rec in group.members)
+        rows = _rows(first, merged.start, merged.end, merged.nr_accesses, merged.age, merged.reports,
+                     merged.writes, merged.reads)
+        reports.append(AccessReport(first.target_id, None, snapshot, merged.start_ns - origin, merged.end_ns - origin,
+                                    first.sample_us, first.aggr_us, rows, group.label, group.pids))
+    return reports
 
 
 def to_json(report: AccessReport) -> dict:
@@ -82,8 +101,9 @@ def to_json(report: AccessReport) -> dict:
 
 def table(report: AccessReport) -> Table:
     max_hz = 1e6 / report.sample_us  # accessed in every sample
-    t = Table(title=f"target {report.target_id}"
-              + (f" (pid {report.pid})" if report.pid is not None else "")
+    who = (f"{report.group}: {len(report.members)} processes combined" if report.group is not None
+           else f"target {report.target_id}" + (f" (pid {report.pid})" if report.pid is not None else ""))
+    t = Table(title=who
               + f", snapshot {report.snapshot} [{fmt_ns(report.start_ns)}, "
                 f"{fmt_ns(report.end_ns)}), max {max_hz:.0f} Hz",
               caption=f"{len(report.regions)} regions, {fmt_size(report.total_size)}, "

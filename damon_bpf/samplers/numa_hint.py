@@ -20,7 +20,6 @@ Limits that come from the kernel, not from us:
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -29,6 +28,7 @@ from damon_bpf.errors import HostError
 from damon_bpf.samplers.base import Sampler, warn_stderr
 from damon_bpf.samplers.numa_state import KNOBS, NumaPaths, NumaSettings, ensure_debugfs
 from damon_bpf.sources.host import numa_nodes
+from damon_bpf.sources.targets import thread_count
 
 MAX_SCAN_WINDOW_MB_S = 2560   # kernel/sched/fair.c: the scanner's rate cap
 VMSTAT_KEYS = ("numa_pte_updates", "numa_hint_faults", "numa_hint_faults_local", "numa_pages_migrated")
@@ -54,13 +54,6 @@ def read_vmstat(path: Path = Path("/proc/vmstat")) -> dict[str, int]:
         return {k: int(v) for k, v in pairs if k in VMSTAT_KEYS}
     except OSError:
         return {}
-
-
-def thread_count(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/task"))
-    except OSError:
-        return 0
 
 
 def anon_huge_kib(pid: int) -> int:

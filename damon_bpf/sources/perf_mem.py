@@ -20,7 +20,7 @@ from damon_bpf.access import bpf_dir
 from damon_bpf.errors import HostError, UsageError
 from damon_bpf.filters import SampleFilter
 from damon_bpf.sources import host, kheaders
-from damon_bpf.sources.program import _stderr_silenced, ring_pages
+from damon_bpf.sources.program import _stderr_silenced, shared_cflags
 from damon_bpf.sources.tracer import DEFAULT_RING_BYTES, Tracer
 
 DEVICES = Path("/sys/bus/event_source/devices")
@@ -135,8 +135,7 @@ def _compile(events: Sequence[PerfMemEvent], sample_period: int, ring_bytes: int
     kheaders.ensure_headers()
     text = (bpf_dir() / "perf_mem.bpf.c").read_text().replace('#include "report.bpf.h"',
                                                               (bpf_dir() / "report.bpf.h").read_text())
-    cflags = [f"-I{bpf_dir()}", f"-DRING_PAGES={ring_pages(ring_bytes)}",
-              f"-DFOLLOW_CHILDREN={int(follow_children)}", "-Wno-macro-redefined"]
+    cflags = shared_cflags(ring_bytes, follow_children)
     try:
         with _stderr_silenced():
             program = bcc.BPF(text=text, cflags=cflags)

@@ -35,18 +35,20 @@ def ring_pages(ring_bytes: int) -> int:
     return 1 << (pages - 1).bit_length()
 
 
+def shared_cflags(ring_bytes: int, follow_children: bool) -> list[str]:
+    """Compiler flags of report.bpf.h, which every access source includes (tracefs must be mounted)."""
+    exit_format = host.TRACEFS / "events/sched/sched_process_exit/format"
+    group_dead = "group_dead" in exit_format.read_text() if exit_format.exists() else False
+    return [f"-I{bpf_dir()}", f"-DRING_PAGES={ring_pages(ring_bytes)}", f"-DFOLLOW_CHILDREN={int(follow_children)}",
+            f"-DHAVE_GROUP_DEAD={int(group_dead)}", "-Wno-macro-redefined"]
+
+
 def compile_program(source: str, ring_bytes: int, follow_children: bool):
     """Load the program of ``source`` into the kernel and attach it; returns the bcc.BPF object."""
     bcc = host.import_bcc()
     host.ensure_tracefs()
     kheaders.ensure_headers()
-    cflags = [
-        f"-I{bpf_dir()}",
-        f"-DRING_PAGES={ring_pages(ring_bytes)}",
-        f"-DFOLLOW_CHILDREN={int(follow_children)}",
-        f"-DUSE_FENTRY={int(source == 'fentry')}",
-        "-Wno-macro-redefined",
-    ]
+    cflags = shared_cflags(ring_bytes, follow_children) + [f"-DUSE_FENTRY={int(source == 'fentry')}"]
     try:
         with _stderr_silenced():
             program = bcc.BPF(text=program_text(source), cflags=cflags)

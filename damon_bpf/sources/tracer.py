@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from damon_bpf.access import ACCESS_DTYPE, FILTER_TYPES, MAX_FILTERS, constants
+from damon_bpf.access import ACCESS_DTYPE, FILTER_TYPES, LIFECYCLE_DTYPE, MAX_FILTERS, constants
 from damon_bpf.errors import HostError, UsageError
 from damon_bpf.filters import SampleFilter
 from damon_bpf.sources import host
@@ -19,6 +19,9 @@ from damon_bpf.sources.ringbuf import RingReader
 
 DEFAULT_RING_BYTES = 64 << 20  # 1 s of reader pause at 1M events/s is 40 MB of records
 _C = constants()
+# A lifecycle record still being written when the ring is read holds back the committed ones behind
+# it; BPF programs cannot sleep, so it commits within microseconds: wait for it, at most this long.
+LIFECYCLE_COMMIT_WAIT_S = 0.005
 
 
 @dataclass
@@ -75,6 +78,9 @@ class Tracer:
         self._pending = self.bpf["pending_exec"]
         ring = self.bpf["accesses"]
         self.reader = RingReader(ring.map_fd, ring_pages(ring_bytes) * mmap.PAGESIZE, ACCESS_DTYPE)
+        lifecycle = self.bpf["lifecycle"]
+        self.lifecycle_reader = RingReader(lifecycle.map_fd, _C["LIFECYCLE_RING_PAGES"] * mmap.PAGESIZE,
+                                           LIFECYCLE_DTYPE)
         self.filters: list[SampleFilter] = []
         self.set_filters(filters)
 
@@ -128,6 +134,21 @@ class Tracer:
     def drain(self) -> np.ndarray:
         return self.reader.read()
 
+    def drain_lifecycle(self) -> np.ndarray:
+        """Every lifecycle record (bpf/access.h) committed before this call, oldest first.
+
+        Called after drain(): every access record drained was written after its process's fork or
+        exec record was committed, so this returns those records too."""
+        parts = [self.lifecycle_reader.read()]
+        deadline = time.monotonic() + LIFECYCLE_COMMIT_WAIT_S
+        while self.lifecycle_reader.pending_bytes() and time.monotonic() < deadline:
+            parts.append(self.lifecycle_reader.read())   # stopped at a record being written: wait for it
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def lifecycle_lost(self) -> int:
+        """Lifecycle records lost to a full lifecycle ring (then user space checks /proc instead)."""
+        return sum(int(getattr(value, "value", value)) for value in self.bpf["lifecycle_lost"][ct.c_int(0)])
+
     def accounting(self) -> Accounting:
         per_cpu = self.bpf["counters"][ct.c_int(0)]
         totals = [sum(cpu.slot[index] for cpu in per_cpu) for index in range(_C["NR_COUNTERS"])]
@@ -147,4 +168,5 @@ class Tracer:
 
     def close(self) -> None:
         self.reader.close()
+        self.lifecycle_reader.close()
         self.bpf.cleanup()
