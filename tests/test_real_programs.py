@@ -47,7 +47,7 @@ def bpftrace_counts():
         yield counts
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        out, _ = proc.communicate(timeout=300)   # it prints its maps on exit: slow on a loaded machine
     for pid, execs, count in re.findall(r"^@\[(\d+), (\d+)\]: (\d+)$", out, re.M):
         counts[int(pid), int(execs)] = int(count)
 
