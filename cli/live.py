@@ -3,10 +3,14 @@ read/write views; optionally recording at the same time."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import click
 from rich.console import Console
 
 from cli.options import check_target_lifetime, monitor_config, monitor_options, recording_spec, region_options
+from cli.record import collector_priority_option
+from damon_bpf.dark import DarkWatch
 from damon_bpf.live.app import LiveScreen, SnapshotPrinter
 from damon_bpf.live.model import LiveModel
 from damon_bpf.live.views import VIEW_NAMES
@@ -17,13 +21,14 @@ from damon_bpf.recordfile import RecordWriter
 @click.command()
 @monitor_options
 @region_options
+@collector_priority_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Also record to this file (the same file as `record -o`).")
 @click.option("--view", type=click.Choice(tuple(VIEW_NAMES)), default="all", show_default=True,
               help="The view to start with (keys a, c, t, w switch later).")
 @click.option("--refresh-hz", type=click.FloatRange(0.2, 20), default=4.0, show_default=True,
               help="Redraw the screen at most this often.")
-def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
+def live(output: str | None, view: str, refresh_hz: float, collector_priority: str, **options) -> None:
     """Watch a process's memory heat live: -p PID, or -- COMMAND ARGS...
 
     \b
@@ -35,7 +40,7 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     output shares the terminal (the next refresh draws over it): --command-output FILE keeps the
     screen clean.
     """
-    config = monitor_config(options, recording_spec(options))
+    config = replace(monitor_config(options, recording_spec(options)), collector_priority=collector_priority)
     writer = RecordWriter(output) if output else None
     monitor = Monitor(config, writer)
     recorder = monitor.recorder
@@ -43,15 +48,23 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     if console.is_terminal and not console.is_dumb_terminal:
         model = LiveModel()
         display = LiveScreen(model, config.attrs, monitor.tracer, console, monitor.request_stop, VIEW_NAMES[view],
-                             refresh_hz, output)
+                             refresh_hz, output, placement=recorder.accounting)
         recorder.listeners.append(model.on_snapshot)
     else:
         display = SnapshotPrinter(recorder.start_ns, monitor.request_stop)
         recorder.listeners.append(display.on_snapshot)
+    notes: list[str] = []   # said after the screen is given back
+    sampler = config.sampler.name if config.sampler.name != "none" else None
+    recorder.listeners.append(DarkWatch(notes.append, sampler).on_snapshot)
     # the recorder's tick closes snapshots first; they reach the display through its listener
     result = monitor.run(on_tick=display.on_tick, display=display)
     snapshots = sum(s.snapshots for s in recorder.targets.values())
     where = f", written to {output}" if output else ""
     click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} "
                f"target(s){where}", err=True)
+    click.echo(f"damon-bpf: {result.placement_line()}", err=True)
+    for note in notes:
+        click.echo(f"damon-bpf: note: {note}", err=True)
+    for line in result.advice(monitor.priority.applied or "normal"):
+        click.echo(f"damon-bpf: {line}", err=True)
     check_target_lifetime(result, config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import click
 from rich.console import Console
@@ -10,6 +11,8 @@ from rich.live import Live
 from rich.text import Text
 
 from cli.options import check_target_lifetime, monitor_config, monitor_options, recording_spec, region_options
+from damon_bpf.dark import DarkWatch
+from damon_bpf.priority import PRIORITIES
 from damon_bpf.recorder import Recorder
 from damon_bpf.monitor import Monitor
 from damon_bpf.recordfile import RecordWriter
@@ -44,21 +47,34 @@ class StatusLine:
                               f"regions {regions} | snapshots {snapshots}", style="bold"))
 
 
+def collector_priority_option(func):
+    return click.option("--collector-priority", type=click.Choice(PRIORITIES), default="rt", show_default=True,
+                        help="Scheduling of the thread that drains the ring: rt (SCHED_RR 1), nice (-10) or "
+                             "normal. Under a CPU-saturating target the collector must keep up or reports are "
+                             "lost.")(func)
+
+
 @click.command()
 @monitor_options
 @region_options
+@collector_priority_option
 @click.option("-o", "--output", default="damon.data", show_default=True, type=click.Path(dir_okay=False),
               help="Record file (zlib-compressed JSON in damo's schema, mode 0600).")
-def record(output: str, **options) -> None:
+def record(output: str, collector_priority: str, **options) -> None:
     """Record DAMON snapshots of a process: -p PID, or -- COMMAND ARGS..."""
-    config = monitor_config(options, recording_spec(options))
+    config = replace(monitor_config(options, recording_spec(options)), collector_priority=collector_priority)
     writer = RecordWriter(output)
     monitor = Monitor(config, writer)
     recorder = monitor.recorder
     status = StatusLine(recorder, monitor.tracer)
+    sampler = config.sampler.name if config.sampler.name != "none" else None
+    say = lambda note: status.console.print(f"damon-bpf: note: {note}", soft_wrap=True, markup=False, highlight=False)  # noqa: E731
+    recorder.listeners.append(DarkWatch(say, sampler).on_snapshot)
     result = monitor.run(status.count, status.tick, status.live)
     snapshots = sum(s.snapshots for s in recorder.targets.values())
-    late = recorder.accounting()["late"]
     click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} target(s), "
-               f"{late} late reports, written to {output}", err=True)
+               f"written to {output}", err=True)
+    click.echo(f"damon-bpf: {result.placement_line()}", err=True)
+    for line in result.advice(monitor.priority.applied or "normal"):
+        click.echo(f"damon-bpf: {line}", err=True)
     check_target_lifetime(result, config)

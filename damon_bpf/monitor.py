@@ -24,6 +24,7 @@ from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import UsageError, warn_stderr
 from damon_bpf.filters import SampleFilter, build_filters
+from damon_bpf.priority import CollectorPriority
 from damon_bpf.recorder import Recorder, run_meta
 from damon_bpf.recordfile import RecordWriter, TargetRecord
 from damon_bpf.samplers import Sampler, make_sampler
@@ -102,6 +103,7 @@ class MonitorConfig:
     sample_period: int = DEFAULT_SAMPLE_PERIOD   # perf-mem only
     duration_s: float | None = None              # None: until stopped or the targets exit
     recording: RecordingSpec | None = None       # None: reports only (trace); else DAMON snapshots
+    collector_priority: str = "normal"           # damon_bpf.priority.PRIORITIES; record/live ask for "rt"
 
     @property
     def attrs(self) -> MonitoringAttrs:
@@ -158,6 +160,7 @@ class Monitor:
         self.session = Session(self.tracer, self.targets, config.duration_s,
                                samplers=[*self.samplers, *self.companions])
         self.recorder = self._recorder(writer) if config.recording is not None else None
+        self.priority = CollectorPriority(config.collector_priority)   # raised at the first tick: after the command started
 
     def _samplers(self, warn: Callable[[str], None]) -> list[Sampler]:
         spec, attrs = self.config.sampler, self.config.attrs
@@ -191,6 +194,8 @@ class Monitor:
         meta = run_meta(self.tracer.source, self.tracer.filters, self.config.targets.describe(), recording.regions)
         recorder = Recorder(recording.attrs, recording.regions, writer, meta, seed=recording.seed)
         recorder.add_targets(self.targets.pids)
+        # forks, execs and exits reach the recorder before the reports of the process they concern
+        self.targets.subscribe(recorder.on_target_event)
         return recorder
 
     def request_stop(self, reason: str = "interrupted") -> None:
@@ -218,8 +223,7 @@ class Monitor:
 
     def _tick_handler(self, on_tick: Callable[[int], None] | None) -> Callable[[int], None] | None:
         first = self.recorder.on_tick if self.recorder is not None else None
-        handlers = [h for h in (first, on_tick) if h is not None]
-        return _chain(handlers) if handlers else None
+        return _chain([h for h in (self.priority, first, on_tick) if h is not None])
 
     def _finish(self, result: RunResult | None, finish: Callable[[RunResult | None], None] | None) -> None:
         try:

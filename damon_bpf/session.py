@@ -38,6 +38,7 @@ class RunResult:
     exited: list[int] = field(default_factory=list)
     exit_status: int | None = None   # of a command we started
     samplers: list[dict] = field(default_factory=list)   # each sampler's summary (damon_bpf.samplers)
+    placement: dict = field(default_factory=dict)   # where record/live put the reports (Recorder.accounting)
 
     @property
     def events_per_s(self) -> float:
@@ -48,6 +49,28 @@ class RunResult:
         return (f"{acc.seen} events seen, {acc.delivered} delivered, {acc.filtered} filtered, {acc.lost} lost "
                 f"in {self.elapsed_s:.2f} s ({self.events_per_s:.0f} events/s); collector CPU {self.cpu_s:.2f} s "
                 f"({100 * self.cpu_s / max(self.elapsed_s, 1e-9):.1f}% of a core); ended: {self.reason}")
+
+    def placement_line(self) -> str:
+        """Where every delivered report went in record/live: the counters add up to delivered."""
+        p = self.placement
+        delivered = self.accounting.delivered
+        share = 100 * p["in_regions"] / delivered if delivered else 100.0
+        line = (f"of {delivered} delivered: {p['in_regions']} in regions ({share:.2f}%), "
+                f"{p['outside_regions']} outside regions, {p['late']} late, {p['unattributed']} after their "
+                f"process's end")
+        missing = p.get("pending", 0) + p.get("unaccounted", 0)
+        return line + (f", {missing} NOT ACCOUNTED FOR (a bug: please report it)" if missing else "")
+
+    def advice(self, priority: str) -> list[str]:
+        """What would have avoided lost reports, said when some were lost."""
+        lost = self.accounting.lost
+        if not lost:
+            return []
+        share = 100 * lost / max(self.accounting.seen, 1)
+        return [f"{lost} reports ({share:.1f}%) were lost: the ring buffer was full because the collector "
+                f"(at {priority} priority, {100 * self.cpu_s / max(self.elapsed_s, 1e-9):.0f}% of a core) fell "
+                "behind. A bigger --ring-mb absorbs bursts; --collector-priority rt keeps it running when the "
+                "target saturates the CPUs; filters (--cpus, --tids, --write-only) cut the reports at the source."]
 
     def as_dict(self) -> dict:
         extra = {"samplers": self.samplers} if self.samplers else {}

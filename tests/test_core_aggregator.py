@@ -124,21 +124,44 @@ def test_late_reports_are_counted_never_dropped():
     assert snap.nr_reports.tolist() == [1, 0, 0]
 
 
-def test_outside_reports_are_counted():
-    agg = fixed_aggregator()
-    agg.feed(records((RANGE[0] - 1, sample_time(0)), (RANGE[1], sample_time(0)), (0, sample_time(0)),
+def test_reports_outside_the_regions_get_regions():
+    calls = []
+    new_mapping = (RANGE[1] + 100 * P, RANGE[1] + 200 * P)
+
+    def layout():  # a mapping appears after the first read
+        calls.append(1)
+        return [RANGE] if len(calls) == 1 else [RANGE, new_mapping]
+
+    agg = Aggregator(FIXED, layout, start_ns=T0)
+    agg.feed(records((new_mapping[0] + 5 * P, sample_time(0)), (0x1000 * P + 7, sample_time(1)),
                      (region_addr(1), sample_time(0))))
     (snap,) = agg.advance(sample_time(10))
-    assert agg.outside == 3
-    assert snap.nr_reports.tolist() == [0, 1, 0]
+    # the new mapping came from a fresh read; the unmapped address got a region of its own page
+    assert (agg.rereads, agg.report_ranges, agg.outside) == (1, 1, 0)
+    assert snap.nr_reports.sum() == 3 == agg.in_regions
+    covered = list(zip(snap.start.tolist(), snap.end.tolist()))
+    assert (0x1000 * P, 0x1001 * P) in covered
+    assert R.normalize_ranges(covered, P) == [(0x1000 * P, 0x1001 * P), RANGE, new_mapping]
+    assert len(calls) == 2  # one re-read, not one per report
+
+
+def test_a_process_gone_before_its_first_read_gets_regions_from_its_reports():
+    def layout():
+        raise TargetError("process 42 is gone")
+
+    agg = Aggregator(FIXED, layout, start_ns=T0)
+    assert agg.exited and agg.nr_regions == 0
+    agg.feed(records(*[(0x7000 * P + j * P, sample_time(2)) for j in range(4)], (0x9000 * P, sample_time(3))))
+    (snap,) = agg.close(sample_time(4))
+    assert snap.nr_reports.sum() == 5 and agg.outside == 0
+    assert (snap.start_ns, snap.end_ns) == (T0, sample_time(4))  # partial: 4 of 10 samples
 
 
 def test_attribution_by_kind_cpu_and_thread():
     agg = fixed_aggregator()
     t = sample_time(3)
     agg.feed(records((region_addr(0), t, 0, 100, ACCESS_WRITE), (region_addr(0), t, 1, 100, ACCESS_READ),
-                     (region_addr(0), t, 1, 101, ACCESS_UNKNOWN), (region_addr(2), t, 7, 4_000_000, ACCESS_WRITE),
-                     (RANGE[1] + P, t, 9, 555, ACCESS_WRITE)))  # outside: no CPU 9 or thread 555 below
+                     (region_addr(0), t, 1, 101, ACCESS_UNKNOWN), (region_addr(2), t, 7, 4_000_000, ACCESS_WRITE)))
     (snap,) = agg.advance(sample_time(10))
     assert snap.nr_reports.tolist() == [3, 0, 1]
     assert snap.writes.tolist() == [1, 0, 1]
@@ -180,7 +203,7 @@ def test_update_interval_not_a_multiple_of_aggregation():
     assert snap.nr_accesses.tolist() == [0, 10, 0]  # counts survive a mid-aggregation update
 
 
-def test_target_error_propagates_with_completed_snapshots():
+def test_an_exited_process_keeps_its_regions_and_closes_with_a_partial_snapshot():
     calls = []
 
     def layout():
@@ -193,10 +216,28 @@ def test_target_error_propagates_with_completed_snapshots():
                             min_nr_regions=3, max_nr_regions=3)
     agg = Aggregator(attrs, layout, T0)
     agg.feed(records((region_addr(0), sample_time(3)), (region_addr(0), sample_time(15))))
-    with pytest.raises(TargetError) as err:
-        agg.advance(sample_time(20))
-    assert [s.nr_reports.sum() for s in err.value.snapshots] == [1]
-    assert agg.pending == 1  # the report after the failed update is kept, not lost
+    (first,) = agg.advance(sample_time(12))
+    assert agg.exited and first.nr_reports.sum() == 1 and agg.nr_regions == 3
+    (last,) = agg.close(sample_time(17))
+    assert (last.start_ns, last.end_ns) == (sample_time(10), sample_time(17))
+    assert last.nr_reports.sum() == 1 and agg.pending == 0 and agg.in_regions == 2
+
+
+def test_close_places_reports_beyond_its_end_and_never_leaves_a_target_without_snapshots():
+    agg = fixed_aggregator()
+    (snap,) = agg.close(T0)
+    assert snap.end_ns == sample_time(1) and snap.nr_reports.sum() == 0
+    agg = fixed_aggregator()
+    agg.feed(records((region_addr(2), sample_time(14))))
+    snaps = agg.close(sample_time(3))
+    assert [s.end_ns for s in snaps] == [sample_time(10), sample_time(15)]  # a full one, then a partial one
+    assert agg.in_regions == 1 and agg.pending == 0
+    # the last report's sample ends an aggregation exactly: its reports still make a snapshot
+    agg = fixed_aggregator()
+    agg.feed(records((region_addr(2), sample_time(19))))
+    snaps = agg.close(sample_time(3))
+    assert [s.end_ns for s in snaps] == [sample_time(10), sample_time(20)]
+    assert agg.in_regions == 1 and agg.pending == agg.in_progress == 0
 
 
 def test_dropped_regions_move_their_reports_to_outside():
@@ -233,6 +274,11 @@ def _events(rng, ranges, n, first_sample, nr_samples, sample_ns):
     return rec
 
 
+def _inside(rec, ranges):
+    """The reports inside ``ranges`` (one outside makes the regions grow when it is placed)."""
+    return rec[np.any([(rec["addr"] >= s) & (rec["addr"] < e) for s, e in ranges], axis=0)]
+
+
 def _layouts(rng, nr):
     """A sequence of page-aligned three-range layouts that grow, shrink and move."""
     out = []
@@ -250,7 +296,7 @@ def attrs_(draw):
                            max_nr_regions=draw(st.integers(2 * min_nr + 8, 400)))
 
 
-def _run(attrs, layouts, seed, batches, on_advance=None):
+def _run(attrs, layouts, seed, batches, on_advance=None, inside=False):
     rng = np.random.default_rng(seed)
     calls = []
 
@@ -265,6 +311,8 @@ def _run(attrs, layouts, seed, batches, on_advance=None):
         nr_samples = int(rng.integers(1, 3 * per_aggr))
         rec = _events(rng, layouts[min(len(calls), len(layouts)) - 1], int(rng.integers(0, 400)),
                       sample - 1, nr_samples + 1, sample_ns)  # a little of it late
+        if inside:
+            rec = _inside(rec, layouts[min(len(calls), len(layouts)) - 1])
         rng.shuffle(rec)
         agg.feed(rec)
         fed += len(rec)
@@ -286,10 +334,14 @@ def test_invariants_hold_through_changing_layouts(attrs, seed):
         assert np.all(regs.start < regs.end) and np.all(regs.end[:-1] <= regs.start[1:])
         assert not np.any(regs.start % P) and not np.any(regs.end % P)
         union = R.normalize_ranges(list(zip(regs.start.tolist(), regs.end.tolist())), P)
-        assert union == R.normalize_ranges(ranges, P, attrs.max_nr_regions)
+        # the layout's ranges, grown by what reports outside them asked for
+        assert R.normalize_ranges(union + R.normalize_ranges(ranges, P, attrs.max_nr_regions), P) == union
         for snap in new:
             assert np.all(snap.nr_accesses >= 0) and np.all(snap.nr_accesses <= attrs.max_nr_accesses)
-            assert np.all(snap.nr_accesses <= snap.nr_reports)
+            if attrs.samples_per_update % attrs.max_nr_accesses == 0:
+                # (an update mid-aggregation may cut a region in two: both pieces keep its
+                # nr_accesses, as in DAMON, while its reports stay with the first)
+                assert np.all(snap.nr_accesses <= snap.nr_reports)
             assert np.all(snap.writes + snap.reads <= snap.nr_reports)
             zero = np.zeros(snap.nr_regions, np.int64)
             assert sum(snap.by_cpu.values(), zero).tolist() == snap.nr_reports.tolist()
@@ -302,12 +354,12 @@ def test_invariants_hold_through_changing_layouts(attrs, seed):
     # the unfinished aggregation are none of these until it ends
     in_snapshots = sum(int(s.nr_reports.sum()) for s in snaps)
     assert in_snapshots + agg.late + agg.outside + agg.pending <= fed
-    # close every sample fed so far (reports reach at most one sample past the last advance)
-    flush = agg.closed_samples + 2 * attrs.max_nr_accesses
-    snaps += agg.advance(agg.start_ns + flush * attrs.sample_interval_us * US)
+    # closing the target places every report still waiting and ends the aggregation in progress
+    snaps += agg.close(agg.start_ns + agg.closed_samples * attrs.sample_interval_us * US)
     in_snapshots = sum(int(s.nr_reports.sum()) for s in snaps)
     assert agg.pending == 0
-    assert in_snapshots + agg.late + agg.outside == fed
+    assert in_snapshots == agg.in_regions
+    assert agg.in_regions + agg.late + agg.outside == fed
 
 
 @settings(max_examples=30, deadline=None)
@@ -324,7 +376,7 @@ def test_region_count_stays_within_bounds(attrs, seed):
         if new:
             assert attrs.min_nr_regions <= agg.nr_regions <= attrs.max_nr_regions
 
-    agg, snaps, _ = _run(attrs, layout, seed, 15, check)
+    agg, snaps, _ = _run(attrs, layout, seed, 15, check, inside=True)
     assert agg.snapshots_emitted == len(snaps) > 0
 
 
@@ -354,6 +406,9 @@ def test_batching_and_order_do_not_matter(seed, cuts):
     attrs = MonitoringAttrs(sample_interval_us=1000, aggr_interval_us=5000, min_nr_regions=5, max_nr_regions=40)
     ranges = _layouts(rng, 1)[0]
     rec = np.sort(_events(rng, ranges, 2000, 0, 60, 1000 * US), order="time_ns")
+    # only reports inside the layout: one outside grows the regions when it is placed, which
+    # depends on when advance() runs
+    rec = _inside(rec, ranges)
     end = T0 + 60 * 1000 * US
 
     def run(parts):
@@ -384,3 +439,13 @@ def test_reports_far_ahead_wait_for_their_sample():
     snaps = agg.advance(sample_time(100))
     assert snaps[-1].nr_reports.tolist() == [0, 0, 40] and snaps[-1].nr_accesses.tolist() == [0, 0, 1]
     assert agg.pending == 0 and agg.late == 0
+
+
+def test_reports_own_pages_become_few_ranges():
+    from damon_bpf.core.aggregator import _page_ranges
+
+    addr = np.array([p * P + 5 for p in (3, 1, 2, 2, 10, 11, 100)], np.uint64)
+    assert _page_ranges(addr, P, 3) == [(1 * P, 4 * P), (10 * P, 12 * P), (100 * P, 101 * P)]
+    assert _page_ranges(addr, P, 2) == [(1 * P, 12 * P), (100 * P, 101 * P)]  # the smaller gap bridged
+    assert _page_ranges(addr, P, 1) == [(1 * P, 101 * P)]
+    assert _page_ranges(addr[:1], P, 10) == [(3 * P, 4 * P)]

@@ -92,8 +92,9 @@ def test_merge_within_threshold_with_weighted_averages():
     out = R.merge_regions(regs, thresh=2, sz_limit=100 * P, max_nr=100, max_nr_accesses=20)
     assert bounds(out) == [(0, 4), (4, 5)]
     assert out.nr_accesses.tolist() == [(10 * 1 + 12 * 3) // 4, 20]
-    assert out.age.tolist() == [(4 * 1 + 8 * 3) // 4, 1]
-    assert out.last_nr_accesses.tolist() == [(0 + 4 * 3) // 4, 20]
+    # each region is aged before it merges: 10 vs 0 restarts, 12 vs 4 restarts, 20 vs 20 grows
+    assert out.age.tolist() == [0, 2]
+    assert out.last_nr_accesses.tolist() == [0, 20]  # the left region's, not averaged
 
 
 def test_merge_threshold_is_inclusive_and_exact():
@@ -135,11 +136,11 @@ def test_merge_sums_report_counts():
 
 
 def test_age_rules():
-    regs = make([(i, i + 1) for i in range(6)], nr=[5, 7, 8, 0, 1, 0], last=[4, 5, 5, 0, 0, 2], age=[3] * 6)
-    R.update_ages(regs, thresh=2)
-    # |diff| <= thresh: +1 (2 is still within); |8-5| > 2: reset; both zero: +1;
-    # zero -> non-zero and back, though within thresh: reset
-    assert regs.age.tolist() == [4, 4, 0, 4, 0, 0]
+    # regions far apart never merge, so each keeps its own age
+    regs = make([(2 * i, 2 * i + 1) for i in range(6)], nr=[5, 7, 8, 0, 1, 0], last=[4, 5, 5, 0, 0, 2], age=[3] * 6)
+    out = R.merge_regions(regs, thresh=2, sz_limit=100 * P, max_nr=100, max_nr_accesses=20)
+    # |diff| <= thresh: +1 (2 is still within, also between zero and non-zero); |8-5| > 2: reset
+    assert out.age.tolist() == [4, 4, 0, 4, 4, 4]
 
 
 def test_reset_moves_nr_accesses_to_last():

@@ -328,6 +328,11 @@ def test_not_a_terminal_prints_snapshot_lines_and_records(accessgen, tmp_path):
     assert rec.pid == info["pid"] and len(rec.snapshots) == len(lines)
     assert sum(int(s.writes.sum()) for s in rec.snapshots) == sum(int(f["writes"]) for f in lines)
     assert rec.meta["accounting"]["reason"] == "targets-exited"
+    acc = rec.meta["accounting"]  # every delivered report is in one counter, and the last line says so
+    assert acc["in_regions"] + acc["outside_regions"] + acc["late"] + acc["unattributed"] == acc["delivered"] > 0
+    assert acc["pending"] == acc["unaccounted"] == 0
+    assert f"of {acc['delivered']} delivered: {acc['in_regions']} in regions" in result.stderr
+    assert sum(int(s.nr_reports.sum()) for s in rec.snapshots) == acc["in_regions"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,3 +420,12 @@ def test_keys_come_one_by_one_without_echo_and_the_terminal_is_restored():
     finally:
         os.close(controller)
         os.close(terminal)
+
+
+def test_footer_says_where_the_reports_went():
+    from damon_bpf.live.screen import placement_parts
+
+    placement = {"in_regions": 9990, "outside_regions": 0, "late": 7, "unattributed": 3, "pending": 0}
+    assert placement_parts(placement) == ["in regions 99.9%", "late 7", "after exit 3"]
+    assert placement_parts({**placement, "late": 0, "unattributed": 0}) == ["in regions 100.0%"]
+    assert placement_parts({k: 0 for k in placement}) == ["in regions 100.0%"]

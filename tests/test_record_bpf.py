@@ -84,19 +84,23 @@ def test_attribution_rides_along_per_region(tmp_path, accessgen):
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGKILL", "target-exit"])
 def test_every_ending_leaves_a_readable_record(tmp_path, accessgen, how):
-    target = subprocess.Popen([accessgen, "--duration", "4" if how == "target-exit" else "60", "w:0:w:1024:0"],
-                              stdout=subprocess.PIPE)
+    # target-exit: the target's 4 s start once the recorder writes (loading its programs takes 4-8 s on a loaded host)
+    exits = how == "target-exit"
+    target = subprocess.Popen([accessgen, *(["--wait"] if exits else []), "--duration", "4" if exits else "60",
+                               "w:0:w:1024:0"], stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
     target.stdout.readline()
     out = tmp_path / "damon.data"
     recorder = subprocess.Popen([DAMON_BPF, "record", "-p", str(target.pid), "-o", str(out)],
                                 stderr=subprocess.PIPE, text=True)
     try:
-        if how == "target-exit":
+        from test_cli_trace import wait_until_writing
+
+        wait_until_writing(out)   # the first periodic flush (every 2 s) after tracing began
+        if exits:
+            target.stdin.write("go\n")
+            target.stdin.flush()
             target.wait(timeout=30)
         else:
-            from test_cli_trace import wait_until_writing
-
-            wait_until_writing(out)   # the first periodic flush (every 2 s) after tracing began
             time.sleep(2.5)           # and one more, with a couple of seconds of snapshots
             recorder.send_signal(getattr(signal, how))
         _, stderr = recorder.communicate(timeout=60)

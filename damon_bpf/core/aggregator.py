@@ -33,14 +33,19 @@ class Aggregator:
     """DAMON's region core for one target.
 
     ``feed`` buffers reports; ``advance(now_ns)`` closes every sample interval that ended by
-    ``now_ns`` and returns the snapshots of the aggregations that completed. ``late`` counts
-    reports whose sample interval was already closed (or that precede ``start_ns``) when fed;
-    ``outside`` counts reports that fell in no region (or in a region that a layout update
-    dropped before its aggregation ended). So every report fed is in exactly one of: a
-    snapshot's ``nr_reports``, ``late``, ``outside``, ``pending``, or the aggregation in
-    progress. If the layout callable raises
-    TargetError, it propagates from ``advance`` with the snapshots completed before it in that
-    call attached as ``err.snapshots``.
+    ``now_ns`` and returns the snapshots of the aggregations that completed; ``close(end_ns)``
+    places every report still waiting and ends the aggregation in progress with a (partial)
+    snapshot. Every report fed is in exactly one of: ``in_regions`` (a snapshot's
+    ``nr_reports``), ``late`` (its sample interval was already closed, or it precedes
+    ``start_ns``), ``outside`` (in a region that a layout update dropped before its aggregation
+    ended), ``pending``, or the aggregation in progress; after ``close`` the last two are empty.
+
+    A report outside every region makes the layout be re-read at once (once per ``advance``), and
+    the ranges only grow then: new mappings and heap growth get regions before DAMON's next
+    update instead of being lost. Reports still outside (a mapping already gone again, or a
+    process whose layout cannot be read any more) get regions of their own pages. The periodic
+    update (DAMON's update interval) replaces the ranges as DAMON's does. When the layout cannot
+    be read (the process exited), ``exited`` is set and the last ranges stay.
     """
 
     def __init__(self, attrs: MonitoringAttrs, layout: Layout, start_ns: int, seed: int = 0) -> None:
@@ -49,7 +54,12 @@ class Aggregator:
         self.start_ns = int(start_ns)
         self.late = 0
         self.outside = 0
+        self.in_regions = 0
+        self.rereads = 0        # layout reads caused by reports outside the regions
+        self.report_ranges = 0  # ranges made from reports' own pages (no mapping covered them)
         self.snapshots_emitted = 0
+        self.exited = False     # the layout could not be read any more
+        self.read_ok = False    # the layout was read at least once
         self._layout = layout
         self._sample_ns = attrs.sample_interval_us * 1000
         self._page = page_size()
@@ -58,6 +68,8 @@ class Aggregator:
         self._pending = Pending()
         self._closed = 0  # samples closed so far
         self._last_split_nr = 0  # kdamond_split_regions' last_nr_regions
+        self._ranges: list[tuple[int, int]] = []
+        self._may_reread = True
         self.regions = R.Regions.from_bounds([], [])
         self._update_layout()
 
@@ -85,6 +97,18 @@ class Aggregator:
         """Reports buffered for sample intervals not closed yet."""
         return len(self._pending)
 
+    @property
+    def in_progress(self) -> int:
+        """Reports placed in the aggregation in progress (in a snapshot once it ends)."""
+        return self._attribution.nr_reports(self._regions.counts) if len(self._regions) else 0
+
+    def reread(self) -> None:
+        """Read the layout now and add its ranges (an exec: a new image); the next periodic
+        update drops what the process no longer maps."""
+        fresh = self._read()
+        if fresh:
+            self._apply(self._ranges + fresh)
+
     def feed(self, events: np.ndarray) -> None:
         """Buffer a batch of ACCESS_DTYPE records, in any time order."""
         if len(events) == 0:
@@ -99,28 +123,33 @@ class Aggregator:
 
     def advance(self, now_ns: int) -> list[Snapshot]:
         """Close every sample interval whose end is <= ``now_ns``."""
+        self._may_reread = True
         target = max(0, (int(now_ns) - self.start_ns) // self._sample_ns)
         if target <= self._closed:
             return []
         bounds = self._segment_ends(target)
         parts = _split_by_sample(self._pending.take_before(target), bounds)
         done: list[Snapshot] = []
-        placed = 0
-        try:
-            for end, part in zip(bounds, parts):
-                self._place(part, end - self._closed)
-                placed += 1
-                self._closed = end
-                if end % self.attrs.max_nr_accesses == 0:
-                    done.append(self._aggregate())
-                if end % self.attrs.samples_per_update == 0:
-                    self._update_layout()
-        except TargetError as err:
-            err.snapshots = done
-            raise
-        finally:
-            for part in parts[placed:]:  # left unplaced by an exception: keep them for the next call
-                self._pending.add(part)
+        for end, part in zip(bounds, parts):
+            self._place(part, end - self._closed)
+            self._closed = end
+            if end % self.attrs.max_nr_accesses == 0:
+                done.append(self._aggregate())
+            if end % self.attrs.samples_per_update == 0:
+                self._update_layout()
+        return done
+
+    def close(self, end_ns: int) -> list[Snapshot]:
+        """The target's end: close the samples up to ``end_ns`` and those of every report still
+        waiting (even later ones), then end the aggregation in progress with a partial snapshot,
+        so every report fed is accounted for. A target that never completed an aggregation gets
+        one snapshot all the same (damo cannot read a target without snapshots)."""
+        last_end_ns = self.start_ns + (self._pending.last_sample() + 1) * self._sample_ns
+        done = self.advance(max(int(end_ns), last_end_ns))
+        if self.snapshots_emitted == 0 and self._closed == 0:
+            self._closed = 1   # born and gone within one sample interval: one sample long
+        if self._closed % self.attrs.max_nr_accesses or self.in_progress or self.snapshots_emitted == 0:
+            done.append(self._aggregate())
         return done
 
     def _segment_ends(self, target: int) -> list[int]:
@@ -139,14 +168,35 @@ class Aggregator:
         counted in that column, then dropped: cheaper than removing them from every array."""
         if len(ev) == 0:
             return
-        if self._index is None:
-            self._index = RegionIndex(self._regions.start, self._regions.end)
-        idx = self._index.lookup(ev.addr)
+        idx = self._lookup(ev.addr)
+        if idx.max() == len(self._regions):
+            idx = self._fit(ev.addr, idx)
         n = len(self._regions)
         self.outside += int(np.count_nonzero(idx == n))
         self._count_samples(ev.sample - self._closed, idx, nr_samples)
         regs = self._regions
         regs.counts = self._attribution.count(regs.counts, idx, ev.cpu, ev.tid, ev.write, n + 1)
+
+    def _lookup(self, addr: np.ndarray) -> np.ndarray:
+        if self._index is None:
+            self._index = RegionIndex(self._regions.start, self._regions.end)
+        return self._index.lookup(addr)
+
+    def _fit(self, addr: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Grow the ranges to cover reports outside every region: first by a fresh read of the
+        layout (once per ``advance``), then by the reports' own pages. Returns the new indexes."""
+        if self._may_reread and not self.exited:
+            self._may_reread = False
+            self.rereads += 1
+            self.reread()
+            idx = self._lookup(addr)
+        outside = addr[idx == len(self._regions)]
+        if len(outside) == 0:
+            return idx
+        own = _page_ranges(outside, self._page, self.attrs.min_nr_regions)
+        self.report_ranges += len(own)
+        self._apply(self._ranges + own)
+        return self._lookup(addr)
 
     def _count_samples(self, sample: np.ndarray, idx: np.ndarray, nr_samples: int) -> None:
         """nr_accesses += number of samples with at least one report in the region (docs/design.md §4)."""
@@ -161,11 +211,10 @@ class Aggregator:
         self._regions.nr_accesses += accessed[:n]
 
     def _aggregate(self) -> Snapshot:
-        """End of an aggregation: merge, age, snapshot, reset, split (docs/design.md §5, in order)."""
+        """End of an aggregation: merge and age, snapshot, reset, split (docs/design.md §5, in order)."""
         attrs, regs = self.attrs, self._regions
         thresh, sz_limit = R.merge_limits(regs, attrs.min_nr_regions, self._page)
-        regs = R.merge_regions(regs, thresh, sz_limit, attrs.max_nr_regions, attrs.max_nr_accesses)
-        R.update_ages(regs, thresh)
+        regs = R.merge_regions(regs, thresh, sz_limit, attrs.max_nr_regions, attrs.max_nr_accesses)  # ages too
         snapshot = self._snapshot(regs)
         R.reset(regs)
         self._attribution.clear()
@@ -178,29 +227,62 @@ class Aggregator:
         return snapshot
 
     def _snapshot(self, regs: R.Regions) -> Snapshot:
-        end_ns = self.start_ns + self._closed * self._sample_ns
-        return Snapshot(
-            start_ns=end_ns - self.attrs.max_nr_accesses * self._sample_ns,
-            end_ns=end_ns,
+        per_aggr = self.attrs.max_nr_accesses
+        first = (self._closed - 1) // per_aggr * per_aggr  # a partial last aggregation starts here too
+        snapshot = Snapshot(
+            start_ns=self.start_ns + first * self._sample_ns,
+            end_ns=self.start_ns + self._closed * self._sample_ns,
             start=regs.start.copy(),
             end=regs.end.copy(),
             nr_accesses=regs.nr_accesses.copy(),
             age=regs.age.copy(),
             **self._attribution.views(regs.counts),
         )
+        self.in_regions += int(snapshot.nr_reports.sum())
+        return snapshot
+
+    def _read(self) -> list[tuple[int, int]] | None:
+        """The layout's ranges now, or None (and ``exited`` set) once it cannot be read."""
+        if self.exited:
+            return None
+        try:
+            ranges = self._layout()
+        except TargetError:
+            self.exited = True
+            return None
+        self.read_ok = True
+        return ranges
 
     def _update_layout(self) -> None:
-        """Re-read the target's ranges and fit the regions to them (DAMON's update rule); with no
-        regions yet, split the ranges evenly as at start."""
+        """DAMON's periodic update: re-read the target's ranges and fit the regions to them
+        (DAMON's update rule); with no regions yet, split the ranges evenly as at start. Ranges
+        grown since the last update are dropped unless the layout still has them."""
+        ranges = self._read()
+        self._apply(self._ranges if ranges is None else ranges)
+
+    def _apply(self, ranges: list[tuple[int, int]]) -> None:
         attrs = self.attrs
-        ranges = R.normalize_ranges(self._layout(), self._page, attrs.max_nr_regions)
+        self._ranges = R.normalize_ranges(ranges, self._page, attrs.max_nr_regions)
         if len(self._regions) == 0:
-            self.regions = R.initial_regions(ranges, attrs.min_nr_regions, self._page)
+            self.regions = R.initial_regions(self._ranges, attrs.min_nr_regions, self._page)
         else:
             before = self._attribution.nr_reports(self._regions.counts)
-            self.regions = R.set_regions(self._regions, ranges)
+            self.regions = R.set_regions(self._regions, self._ranges)
             # Reports of regions the update dropped mid-aggregation are gone from every region.
             self.outside += before - self._attribution.nr_reports(self._regions.counts)
+
+
+def _page_ranges(addr: np.ndarray, page: int, max_ranges: int) -> list[tuple[int, int]]:
+    """The pages of ``addr`` as at most ``max_ranges`` ranges, bridging all but the largest gaps,
+    as DAMON's three regions bridge all but the two largest: a process known only by its reports
+    must not cost a region per page it touched."""
+    pages = np.unique(addr // np.uint64(page)).astype(np.int64)
+    gaps = np.diff(pages)
+    cuts = np.argsort(gaps, kind="stable")[len(gaps) - (max_ranges - 1):] if max_ranges > 1 else []
+    cuts = np.sort(np.asarray(cuts, np.int64)[gaps[cuts] > 1]) if len(gaps) else np.empty(0, np.int64)
+    starts = pages[np.r_[0, cuts + 1]]
+    ends = pages[np.r_[cuts, len(pages) - 1]] + 1
+    return [(int(s) * page, int(e) * page) for s, e in zip(starts, ends)]
 
 
 def _split_by_sample(ev: Events, ends: list[int]) -> list[Events]:

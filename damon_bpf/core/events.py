@@ -63,6 +63,10 @@ class Pending:
     def __len__(self) -> int:
         return sum(len(ev) for _, _, ev in self._chunks)
 
+    def last_sample(self) -> int:
+        """The latest sample index waiting (-1 when none)."""
+        return max((hi for _, hi, _ in self._chunks), default=-1)
+
     def add(self, ev: Events) -> None:
         if len(ev):
             self._chunks.append(_chunk(ev))

@@ -153,60 +153,64 @@ def merge_limits(regs: Regions, min_nr: int, page: int) -> tuple[int, int]:
     return thresh, max(page, int(regs.sizes.sum()) // min_nr)
 
 
+def weighted(left: int, sz_l: int, right: int, sz_r: int) -> int:
+    """damon_merge_two_regions' size-weighted integer average (for nr_accesses and age)."""
+    return (left * sz_l + right * sz_r) // (sz_l + sz_r)
+
+
+def _aged(nr: int, last: int, age: int, thresh: int) -> int:
+    """The kernel's ageing inside damon_merge_regions_of: restart when the access frequency
+    changed by more than ``thresh``, else one aggregation older. (A 2025 patch on the DAMON list
+    also restarts on zero <-> non-zero; mainline's core.c, which we follow, does not.)"""
+    return 0 if abs(nr - last) > thresh else age + 1
+
+
 def _merge_groups(regs: Regions, thresh: int, sz_limit: int) -> tuple[list[int], list[tuple[int, int, int]]]:
-    """One left-to-right merge pass, as the kernel's damon_merge_regions_of: each region either
-    joins the group on its left (whose averaged nr_accesses it is compared with) or starts one.
-    Returns the index of each group's first region and its (nr_accesses, age, last) averages.
-    Python ints: size * age overflows int64 on large targets."""
+    """One left-to-right pass of the kernel's damon_merge_regions_of: each region is first aged,
+    then either joins the group on its left (compared with the group's averaged nr_accesses) or
+    starts one. A group keeps its first region's last_nr_accesses, as damon_merge_two_regions
+    averages only nr_accesses and age. Returns the index of each group's first region and its
+    (nr_accesses, age, last_nr_accesses). Python ints: size * age overflows int64 on large targets."""
     start, end = regs.start.tolist(), regs.end.tolist()
     nr, age, last = regs.nr_accesses.tolist(), regs.age.tolist(), regs.last_nr_accesses.tolist()
-    firsts, values = [0], [(nr[0], age[0], last[0])]
+    firsts, values = [0], [(nr[0], _aged(nr[0], last[0], age[0], thresh), last[0])]
     g_start, g_end = start[0], end[0]
     for i in range(1, len(start)):
         g_nr, g_age, g_last = values[-1]
+        age_i = _aged(nr[i], last[i], age[i], thresh)
         sz_l, sz_r = g_end - g_start, end[i] - start[i]
         if g_end == start[i] and abs(g_nr - nr[i]) <= thresh and sz_l + sz_r <= sz_limit:
-            total = sz_l + sz_r
-            values[-1] = ((g_nr * sz_l + nr[i] * sz_r) // total,
-                          (g_age * sz_l + age[i] * sz_r) // total,
-                          (g_last * sz_l + last[i] * sz_r) // total)
+            values[-1] = (weighted(g_nr, sz_l, nr[i], sz_r), weighted(g_age, sz_l, age_i, sz_r), g_last)
             g_end = end[i]
         else:
             firsts.append(i)
-            values.append((nr[i], age[i], last[i]))
+            values.append((nr[i], age_i, last[i]))
             g_start, g_end = start[i], end[i]
     return firsts, values
 
 
 def _merge_pass(regs: Regions, thresh: int, sz_limit: int) -> Regions:
-    if len(regs) < 2:
+    if len(regs) == 0:
         return regs
     firsts, values = _merge_groups(regs, thresh, sz_limit)
-    if len(firsts) == len(regs):
-        return regs
-    lasts = np.array(firsts[1:] + [len(regs)]) - 1
     nr, age, last = (np.array(v, np.int64) for v in zip(*values))
+    if len(firsts) == len(regs):
+        return Regions(regs.start, regs.end, nr, last, age, regs.counts)
+    lasts = np.array(firsts[1:] + [len(regs)]) - 1
     # Report counters are counts, so a merged region has their sum.
     counts = np.add.reduceat(regs.counts, firsts, axis=1)
     return Regions(regs.start[firsts], regs.end[lasts], nr, last, age, counts)
 
 
 def merge_regions(regs: Regions, thresh: int, sz_limit: int, max_nr: int, max_nr_accesses: int) -> Regions:
-    """docs/design.md §5 step 1: merge passes, doubling the threshold while there are more than
-    ``max_nr`` regions and ``thresh / 2 < max_nr_accesses`` (kdamond_merge_regions)."""
+    """docs/design.md §5 step 1 (kdamond_merge_regions): merge passes that also age every region,
+    repeated with a doubled threshold while there are more than ``max_nr`` regions and
+    ``thresh / 2 < max_nr_accesses``; each repeated pass ages the regions again, as the kernel's."""
     while True:
         regs = _merge_pass(regs, thresh, sz_limit)
         thresh = max(1, thresh * 2)
         if not (len(regs) > max_nr and thresh // 2 < max_nr_accesses):
             return regs
-
-
-def update_ages(regs: Regions, thresh: int) -> None:
-    """docs/design.md §5 step 1 (ageing), in place: age restarts when the access frequency changed by more
-    than ``thresh`` or went from zero to non-zero (or back); otherwise it grows by one."""
-    nr, last = regs.nr_accesses, regs.last_nr_accesses
-    changed = (np.abs(nr - last) > thresh) | ((nr == 0) != (last == 0))
-    regs.age = np.where(changed, 0, regs.age + 1)
 
 
 def reset(regs: Regions) -> None:

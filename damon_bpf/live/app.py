@@ -51,11 +51,13 @@ class LiveScreen:
 
     def __init__(self, model: LiveModel, attrs: MonitoringAttrs, tracer, console: Console,
                  stop: Callable[[str], None], view: str = "a", refresh_hz: float = 4.0,
-                 output: str | None = None, keys: KeyReader | None = None) -> None:
+                 output: str | None = None, keys: KeyReader | None = None,
+                 placement: Callable[[], dict] | None = None) -> None:
         self.model, self.attrs, self.console, self.stop = model, attrs, console, stop
         self.view = VIEWS[view]
         self.period = 1.0 / refresh_hz
         self.output = output
+        self.placement = placement   # where the reports went so far, for the footer (Recorder.accounting)
         self.color = wants_color(console)
         self.keys = keys or KeyReader()
         self.meter = Meter(tracer)
@@ -134,7 +136,8 @@ class LiveScreen:
         top = header(self.view, pid, self._comms[pid], which, self.model.paused, size[0])
         snaps = self.model.shown(1)
         regions = snaps[-1].nr_regions if snaps else 0
-        footer = self.meter.footer(regions, window.seen if window else 0, self.output)
+        footer = self.meter.footer(regions, window.seen if window else 0, self.output,
+                                   self.placement() if self.placement else None)
         self.live.update(compose(top, heat, table, footer, s), refresh=True)
 
     def body(self, size: tuple[int, int]) -> tuple:

@@ -77,6 +77,17 @@ def _count(n: float) -> str:
     return f"{n:.0f}"
 
 
+def placement_parts(placement: dict) -> list[str]:
+    """Where the reports went so far (Recorder.accounting): the in-region share, and each other
+    counter once it is not zero."""
+    placed = ("in_regions", "outside_regions", "late", "unattributed")
+    total = sum(placement[k] for k in placed) + placement.get("pending", 0)
+    share = 100 * (placement["in_regions"] + placement.get("pending", 0)) / total if total else 100.0
+    names = {"outside_regions": "outside", "late": "late", "unattributed": "after exit"}
+    return [f"in regions {share:.1f}%"] + [f"{name} {_count(placement[k])}" for k, name in names.items()
+                                            if placement[k]]
+
+
 class Meter:
     """Footer numbers: event rate and the collector's own CPU share over the last second or so."""
 
@@ -99,12 +110,13 @@ class Meter:
         self.cpu_share = (cpu - self.cpu_at) / (now - self.at)
         self.at, self.cpu_at, self.delivered_at = now, cpu, acc.delivered
 
-    def footer(self, regions: int, snapshots: int, output: str | None) -> Text:
+    def footer(self, regions: int, snapshots: int, output: str | None, placement: dict | None = None) -> Text:
         acc = self.accounting
         out = Text(no_wrap=True, overflow="ellipsis")
         parts = [f" {time.monotonic() - self.start:.0f} s", f"{_count(self.events_per_s)} events/s",
                  f"lost {_count(acc.lost)}", f"filtered {_count(acc.filtered)}", f"regions {regions}",
                  f"collector CPU {100 * self.cpu_share:.0f}%"]
+        parts += placement_parts(placement) if placement else []
         parts += [f"rec {output}"] if output else []
         parts.append(f"snapshots {snapshots}")
         out.append(" │ ".join(parts), style="red" if acc.lost else None)

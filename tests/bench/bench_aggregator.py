@@ -4,7 +4,10 @@ A script, not a test: ``python tests/bench/bench_aggregator.py [--regions 1000] 
 Reports arrive as a collector delivers them: time-ordered batches, one per 10 ms drain, and
 ``advance`` after each batch. Address patterns: uniform over the target (the worst case for
 np.searchsorted's branch prediction), runs of 64 consecutive pages (page faults' usual shape),
-and uniform with 30% of the reports outside every region (a heap in one of DAMON's two gaps).
+and uniform with 30% of the reports in a heap that appears in one of DAMON's two gaps after the
+first layout read (the layout gives it from the second read on: the re-read that a report outside
+the regions causes finds it), and "unmapped", 30% of the reports in the gap with no mapping there
+ever (not something page faults do: the worst case of regions made of the reports' own pages).
 The machine may be shared, so each pattern runs several times; the best and median are printed.
 """
 
@@ -22,15 +25,16 @@ from damon_bpf.core.attrs import MonitoringAttrs
 PAGE = 4096
 RANGES = [(0x5555_0000_0000, 0x5555_4000_0000), (0x7F00_0000_0000, 0x7F01_0000_0000),
           (0x7FFF_F000_0000, 0x7FFF_F100_0000)]
+HEAP = (0x6000_0000_0000, 0x6000_4000_0000)   # 1 GiB in the first gap, mapped after the first read
 
 
 def _addresses(rng: np.random.Generator, n: int, pattern: str) -> np.ndarray:
     lo, hi = RANGES[1]
     if pattern == "uniform":
         return rng.integers(lo, hi, n, dtype=np.uint64)
-    if pattern == "outside":
+    if pattern in ("outside", "unmapped"):
         addr = rng.integers(lo, hi, n, dtype=np.uint64)
-        gap_lo, gap_hi = RANGES[0][1], RANGES[1][0]
+        gap_lo, gap_hi = HEAP if pattern == "outside" else (RANGES[0][1], RANGES[1][0])
         away = rng.random(n) < 0.3
         addr[away] = rng.integers(gap_lo, gap_hi, int(away.sum()), dtype=np.uint64)
         return addr
@@ -52,9 +56,15 @@ def make_batches(n: int, rate: float, drain_ns: int, pattern: str, seed: int = 1
     return [rec[lo:hi] for lo, hi in zip(np.r_[0, cuts[:-1]], cuts)]
 
 
-def run(batches: list[np.ndarray], regions: int, drain_ns: int) -> tuple[float, Aggregator]:
+def run(batches: list[np.ndarray], regions: int, drain_ns: int, pattern: str) -> tuple[float, Aggregator]:
     attrs = MonitoringAttrs(min_nr_regions=regions, max_nr_regions=regions)
-    agg = Aggregator(attrs, lambda: RANGES, start_ns=0)
+    reads = []
+
+    def layout():
+        reads.append(1)
+        return RANGES + [HEAP] if pattern == "outside" and len(reads) > 1 else RANGES
+
+    agg = Aggregator(attrs, layout, start_ns=0)
     now = 0
     t0 = time.perf_counter()
     for batch in batches:
@@ -74,18 +84,18 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     drain_ns = int(args.drain_ms * 1e6)
-    for pattern in ("uniform", "runs", "outside"):
+    for pattern in ("uniform", "runs", "outside", "unmapped"):
         batches = make_batches(args.reports, args.rate, drain_ns, pattern)
-        run(batches[:20], args.regions, drain_ns)  # warm-up: imports, allocator
+        run(batches[:20], args.regions, drain_ns, pattern)  # warm-up: imports, allocator
         times = []
         for _ in range(args.repeat):
-            elapsed, agg = run(batches, args.regions, drain_ns)
+            elapsed, agg = run(batches, args.regions, drain_ns, pattern)
             times.append(elapsed)
         best, median = min(times), float(np.median(times))
         print(f"{pattern:8s} best {args.reports / best / 1e6:6.2f} M reports/s, median "
               f"{args.reports / median / 1e6:6.2f} M reports/s  ({args.reports} reports in {len(batches)} "
               f"batches of {args.drain_ms:g} ms; {agg.snapshots_emitted} aggregations, {agg.nr_regions} regions, "
-              f"late {agg.late}, outside {agg.outside})")
+              f"late {agg.late}, outside {agg.outside}, re-reads {agg.rereads}, ranges from reports {agg.report_ranges})")
 
 
 if __name__ == "__main__":
