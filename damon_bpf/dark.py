@@ -45,7 +45,7 @@ def huge_kib_of(pid: int) -> int:
 
 def samplers_offered() -> str:
     """What this host offers against a dark target, as `probe` finds it."""
-    from damon_bpf.sources.host import sampler_status  # noqa: PLC0415 - BPF-free, but only when needed
+    from damon_bpf.probe import sampler_status  # noqa: PLC0415 - reads /proc and /sys, only when needed
 
     status = sampler_status()
     ready = [name for name, s in status.items() if s["available"]]
