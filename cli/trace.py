@@ -7,7 +7,7 @@ import json
 import click
 
 from cli.options import check_target_lifetime, monitor_options, open_monitor, run_session
-from damon_bpf.errors import DamonBpfError
+from damon_bpf.outputs import check_name, write_text
 from damon_bpf.eventlog import FORMATS, EventWriter
 from damon_bpf.session import Session
 
@@ -17,18 +17,16 @@ from damon_bpf.session import Session
 @click.option("-o", "--output", default="-", show_default=True, help="Where events go ('-' is stdout).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True,
               help="jsonl: one object per event; binary: raw access records (numpy.fromfile with ACCESS_DTYPE).")
-@click.option("--summary-json", type=click.Path(dir_okay=False, writable=True), help="Write the accounting here as JSON.")
+@click.option("--summary-json", type=click.Path(dir_okay=False), help="Write the accounting here as JSON.")
 def trace(output: str, fmt: str, summary_json: str | None, **options) -> None:
     """Stream memory access reports of a process: -p PID, or -- COMMAND ARGS..."""
+    if summary_json:
+        check_name(summary_json, "--summary-json")
     writer = EventWriter(output, fmt)
     tracer, targets = open_monitor(options)
     result = run_session(Session(tracer, targets, options["duration"]), writer.write,
                          finish=lambda _result: writer.close())
     click.echo(f"damon-bpf: {result.summary_line()}", err=True)
     if summary_json:
-        try:
-            with open(summary_json, "w") as stream:
-                json.dump(result.as_dict(), stream, indent=1)
-        except OSError as err:
-            raise DamonBpfError(f"cannot write {summary_json}: {err.strerror}") from None
+        write_text(summary_json, json.dumps(result.as_dict(), indent=1), "--summary-json")
     check_target_lifetime(result, options)

@@ -84,7 +84,7 @@ def test_attribution_rides_along_per_region(tmp_path, accessgen):
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGKILL", "target-exit"])
 def test_every_ending_leaves_a_readable_record(tmp_path, accessgen, how):
-    target = subprocess.Popen([accessgen, "--duration", "4" if how == "target-exit" else "60", "w:0:w:1024:0"],
+    target = subprocess.Popen([accessgen, "--duration", "8" if how == "target-exit" else "60", "w:0:w:1024:0"],
                               stdout=subprocess.PIPE)
     target.stdout.readline()
     out = tmp_path / "damon.data"

@@ -453,7 +453,7 @@ def render(maps: Sequence[Heatmap], color: bool = True, scale: str = "log") -> R
 def to_png(records: list[TargetRecord], path: str, by: str | None = None,
            resol: tuple[int, int] = (200, 400), address_range: tuple[int, int] | None = None,
            time_range: tuple[int, int] | None = None, target_id: int | None = None,
-           scale: str = "log", cell: str = "mean") -> None:
+           scale: str = "log", cell: str = "mean", image_format: str | None = None) -> None:
     """Draw the heatmaps (one per cpu / thread / kind with ``by``) side by side into ``path``."""
     # Figure + Agg canvas directly: no pyplot, so no global backend state and no display needed.
     from matplotlib import colormaps
@@ -488,7 +488,7 @@ def to_png(records: list[TargetRecord], path: str, by: str | None = None,
     fig.colorbar(image, ax=list(axes), label=f"{maps[0].unit} ({scale} scale)", extend="min")
     fig.suptitle(f"target {maps[0].target_id}" +
                  (f" (pid {maps[0].pid})" if maps[0].pid is not None else ""))
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format=image_format)   # path may be an open stream (damon_bpf.outputs)
 
 
 def _png_ticks(axis: AddressAxis) -> list[tuple[float, str]]:

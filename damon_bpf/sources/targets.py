@@ -15,6 +15,8 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
+from damon_bpf import outputs
+from damon_bpf.childproc import die_with_parent
 from damon_bpf.errors import TargetError
 
 PROC_EVENT_FORK = 0x1
@@ -105,7 +107,8 @@ class Targets:
         wrapper = ["/bin/bash", "-c", f'read _ <&{read_fd}; exec {read_fd}<&-; exec "$@"', "damon-bpf-launch"]
         try:
             self.process = subprocess.Popen(wrapper + self.command, pass_fds=(read_fd,), stdout=output,
-                                            stderr=None if output is None else subprocess.STDOUT)
+                                            stderr=None if output is None else subprocess.STDOUT,
+                                            preexec_fn=die_with_parent)
         except OSError as err:
             raise TargetError(f"cannot start {self.command[0]}: {err.strerror}") from None
         finally:
@@ -121,10 +124,7 @@ class Targets:
         """The file a launched command's stdout and stderr go to (--command-output), or None: inherited."""
         if not self.command_output:
             return None
-        try:
-            return os.open(self.command_output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        except OSError as err:
-            raise TargetError(f"cannot write the command's output to {self.command_output}: {err.strerror}") from None
+        return outputs.open_output(self.command_output, "--command-output").fd   # 0600, no planted links
 
     def update(self, tracer) -> None:
         """Apply fork and exit notices; drop targets that are gone."""
