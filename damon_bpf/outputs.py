@@ -202,3 +202,22 @@ def write_text(path: str, text: str, what: str) -> None:
             stream.write(text.encode())
         except OSError as err:
             raise DamonBpfError(f"cannot write {what} {path}: {err.strerror}") from None
+
+
+def private_dir(path: str | os.PathLike, what: str) -> None:
+    """Make ``path`` (and missing parents) 0700, then check it is a real directory of ours that nobody else
+    can write into; otherwise refuse, since what we keep there (state, compiled-against headers) is trusted."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        old = os.umask(0o077)   # parents too: never group/world-writable, whatever the caller's umask
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        finally:
+            os.umask(old)
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise DamonBpfError(f"{what} {path} is not a directory (a symlink?): remove it")
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise DamonBpfError(f"{what} {path} is owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o}: "
+                            "others could change what damon-bpf trusts there; remove it (it is rebuilt) or make it "
+                            "root's and not group/world-writable")
