@@ -10,7 +10,7 @@ from damon_bpf.errors import UsageError
 # without bound (memory grows, --duration and signals wait behind the backlog). DAMON's default is 5000.
 MIN_SAMPLE_US = 100
 MAX_INTERVAL_US = 2**40     # ~12 days; what a record file accepts
-MAX_NR_REGIONS = 1 << 20    # the region core keeps arrays of this length per snapshot
+MAX_NR_REGIONS = 100_000    # DAMON's default is 1000; a snapshot's record text stays far below the reader's 64 MiB
 
 
 @dataclass

@@ -12,6 +12,7 @@ import codecs
 import collections
 import json
 import os
+import re
 from typing import Any, BinaryIO, Iterator
 
 from damon_bpf.core.snapshot import Snapshot
@@ -20,9 +21,9 @@ from damon_bpf.recordfile.model import MAX_US, BadRecord, TargetRecord
 from damon_bpf.recordfile.schema import _int, _is_damo_fake, _key, _list, _obj, _snapshot
 from damon_bpf.recordfile.stream import inflate
 
-MAX_VALUE_CHARS = 256 << 20   # one JSON value (a snapshot) this long is no recording of ours: refuse it
+MAX_VALUE_CHARS = 64 << 20    # one JSON value (a snapshot) this long is no recording of ours: refuse it
 _WANT_AHEAD = 1 << 20         # text to have at hand before decoding a value, so most need one attempt
-_WHITESPACE = " \t\n\r"
+_NON_BLANK = re.compile(r"[^ \t\n\r]")
 
 
 def _reject_constant(name: str) -> Any:
@@ -61,9 +62,9 @@ class _Text:
     def peek(self) -> str:
         """The next non-blank character ('' at the end of the text)."""
         while True:
-            while self.pos < len(self.buf) and self.buf[self.pos] in _WHITESPACE:
-                self.pos += 1
-            if self.pos < len(self.buf) or not self._pull(1):
+            found = _NON_BLANK.search(self.buf, self.pos)   # a regex: megabytes of blanks are no Python loop
+            self.pos = found.start() if found else len(self.buf)
+            if found or not self._pull(1):
                 return self.buf[self.pos:self.pos + 1]
 
     def expect(self, chars: str, where: str) -> str:
@@ -84,7 +85,8 @@ class _Text:
             try:
                 value, end = _DECODER.raw_decode(self.buf, self.pos)
             except json.JSONDecodeError as err:
-                if self.done:
+                # only an error at the end of what we have (or in a string not closed yet) may be cured by more
+                if self.done or not (err.pos >= len(self.buf) - 1 or err.msg.startswith("Unterminated")):
                     raise BadRecord(f"is not valid JSON in {where}: {err.msg}") from None
                 value, end = None, None
             except RecursionError:

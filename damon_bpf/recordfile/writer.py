@@ -58,11 +58,12 @@ def _lock_existing(path: str) -> int | None:
             outputs.lock(fd, path, WHAT)
             if os.fstat(fd).st_ino == os.lstat(path).st_ino:
                 return fd
-        except BaseException as err:
+        except FileNotFoundError:
             os.close(fd)
-            if not isinstance(err, FileNotFoundError):
-                raise
             continue
+        except DamonBpfError as err:
+            os.close(fd)
+            raise RecordFileError(str(err)) from None
         os.close(fd)   # the other writer renamed a new file in meanwhile: lock that one
     raise RecordFileError(f"{WHAT} {path} keeps being replaced by another process")
 

@@ -139,6 +139,14 @@ def stop_all_ours(warn: Callable[[str], None] = warn_stderr) -> None:
     STATE.unlink(missing_ok=True)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except (ProcessLookupError, PermissionError, OverflowError):
+        return False
+
+
 def _configure(kdamond: Path, pids: list[int], attrs: MonitoringAttrs) -> None:
     """One vaddr context on ``pids`` with ``attrs``, in a kdamond directory that was just made."""
     c0 = kdamond / "contexts" / "0"
