@@ -467,3 +467,20 @@ def test_a_started_command_dies_with_the_collector(tmp_path):
     while Path(f"/proc/{child}").exists() and Path(f"/proc/{child}/stat").read_text().split()[2] != "Z":
         assert time.monotonic() < deadline, "the command outlived the collector"
         time.sleep(0.05)
+
+
+# ---------------------------------------------------- the flaky first run after boot (test-suite reliability)
+
+def test_auto_source_mounts_tracefs_before_judging_the_tracepoint(accessgen, tmp_path):
+    """Right after boot tracefs may not be mounted: 'auto' used to see no tracepoint and fall back to
+    perf-fault, whose reports have no write flag (test_trace_command_from_first_instruction failed so)."""
+    events = tmp_path / "ev.jsonl"
+    script = (f"mount --make-rprivate / && (umount /sys/kernel/tracing 2>/dev/null; true) && "
+              f"exec {DAMON_BPF} trace -o {events} -- {accessgen} w:0:w:64:10")
+    result = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout.splitlines()[0])
+    writer = next(t for t in info["threads"] if t["name"] == "w")
+    touches = [e for e in map(json.loads, events.read_text().splitlines())
+               if e["tid"] == writer["tid"] and writer["start"] <= e["addr"] < writer["end"]]
+    assert len(touches) == 160 and all(e["write"] is True and e["cpu"] == 0 for e in touches)
