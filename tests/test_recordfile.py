@@ -496,3 +496,22 @@ def test_hostile_values_are_named(tmp_path_factory, mutate, words):
         read_record(str(path))
     msg = str(err.value)
     assert words in msg and "record 0" in msg and "\n" not in msg
+
+
+# ----------------------------------------------------------- one snapshot kept (report access streams)
+
+def test_reading_one_snapshot_gives_what_the_full_read_gives(tmp_path):
+    """read_record(path, snapshot=N) scans the other snapshots without decoding them (across record
+    boundaries too); the report built from it is the one built from the whole file."""
+    from damon_bpf.reports import access
+    path = str(tmp_path / "d")
+    write_record(path, [make_record(0, nr=7), make_record(3, nr=2, seed=1), make_record(5, nr=1, seed=2)])
+    full = read_record(path)
+    for index in (-8, -7, -2, -1, 0, 1, 3, 6, 7):
+        for target in (None, 3, 5):
+            def report(records):
+                try:
+                    return access.access(records, index, target)
+                except Exception as err:  # noqa: BLE001 - the same error either way
+                    return str(err)
+            assert report(full) == report(read_record(path, snapshot=index)), (index, target)

@@ -23,6 +23,10 @@ class TargetRecord:
     update_us: int
     snapshots: list[Snapshot] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    # Set only by read_record(path, snapshot=N), which keeps one snapshot: how many the record held (the kept
+    # one is snapshot N of those) and when the first began (a report's time origin).
+    nr_in_file: int | None = None
+    origin_ns: int | None = None
 
 
 class BadRecord(Exception):

@@ -23,6 +23,7 @@ from damon_bpf.recordfile.stream import inflate
 
 MAX_VALUE_CHARS = 64 << 20    # one JSON value (a snapshot) this long is no recording of ours: refuse it
 _WANT_AHEAD = 1 << 20         # text to have at hand before decoding a value, so most need one attempt
+_OURS, _NEXT = '{"start_time":', ',{"start_time":'   # how our writer lays snapshots out
 _NON_BLANK = re.compile(r"[^ \t\n\r]")
 
 
@@ -102,6 +103,40 @@ class _Text:
             want = 2 * max(want, len(self.buf) - self.pos)
 
 
+    def raw_snapshot(self) -> str | None:
+        """The text of the next value if it is a snapshot in our writer's compact form followed by another
+        (found with str.find, no JSON decoding: how a report that needs one snapshot skips the rest); None
+        otherwise, and the caller decodes the value."""
+        self.peek()
+        if not self.buf.startswith(_OURS, self.pos):
+            return None
+        offset = 1   # from pos: where to look for the next snapshot
+        while True:
+            found = self.buf.find(_NEXT, self.pos + offset)
+            if found >= 0:
+                break
+            if self.done or len(self.buf) - self.pos > MAX_VALUE_CHARS:
+                return None
+            offset = max(1, len(self.buf) - self.pos - len(_NEXT))
+            self._pull(len(self.buf) - self.pos + _WANT_AHEAD)
+        text = self.buf[self.pos:found]
+        # one snapshot, balanced (else, e.g. a record's last snapshot with the next record: decode it instead)
+        if text.count('"start_time"') != 1 or text.count("{") != text.count("}") or \
+                text.count("[") != text.count("]"):
+            return None
+        self.pos = found
+        return text
+
+
+def _decode(text: str, where: str) -> Any:
+    try:
+        return _DECODER.decode(text)
+    except json.JSONDecodeError as err:
+        raise BadRecord(f"is not valid JSON in {where}: {err.msg}") from None
+    except (ValueError, RecursionError) as err:
+        raise BadRecord(f"holds an invalid value in {where}: {str(err).split(';')[0]}") from None
+
+
 def _chunks(path: str) -> Iterator[bytes]:
     """The file's text as bytes: plain JSON as it is (damo's `json` format), anything else inflated."""
     try:
@@ -137,12 +172,15 @@ class _Keep:
         self.index = index
         self.seen = 0
         self.aggr_us: int | None = None
+        self.first: Any = None
         size = None if index is None else (-index if index < 0 else 1)
         self.kept: collections.deque = collections.deque(maxlen=size)
 
     def add(self, snap: Any, where: str) -> None:
         if isinstance(snap, dict) and isinstance(snap.get("regions"), list) and _is_damo_fake(snap["regions"]):
             return
+        if self.seen == 0:
+            self.first = snap
         if self.index is None and self.aggr_us is not None:
             self.kept.append(_snapshot(snap, where, self.aggr_us))
         elif self.index is None or self.index < 0 or self.seen == self.index:
@@ -155,8 +193,18 @@ class _Keep:
             return []
         raw = list(self.kept)[:1] if self.index is not None else list(self.kept)
         first = self.seen - len(self.kept) if self.index is None or self.index < 0 else self.index
-        return [s if isinstance(s, Snapshot) else _snapshot(s, f"{where} snapshot {first + i}", aggr_us)
-                for i, s in enumerate(raw)]
+        return [self._snapshot(s, f"{where} snapshot {first + i}", aggr_us) for i, s in enumerate(raw)]
+
+    @staticmethod
+    def _snapshot(snap: Any, where: str, aggr_us: int) -> Snapshot | None:
+        if isinstance(snap, Snapshot):
+            return snap
+        return _snapshot(_decode(snap, where) if isinstance(snap, str) else snap, where, aggr_us)
+
+    def origin_ns(self, where: str, aggr_us: int) -> int | None:
+        """When the record's first snapshot began (None without snapshots)."""
+        first = self._snapshot(self.first, f"{where} snapshot 0", aggr_us) if self.seen else None
+        return None if first is None else first.start_ns
 
 
 def _snapshots(text: _Text, where: str, keep: _Keep) -> None:
@@ -166,7 +214,8 @@ def _snapshots(text: _Text, where: str, keep: _Keep) -> None:
         return
     while True:
         at = f"{where} snapshot {keep.seen}"
-        keep.add(text.value(at), at)
+        raw = text.raw_snapshot() if keep.index is not None else None
+        keep.add(raw if raw is not None else text.value(at), at)
         if text.expect(",]", f"{where} snapshots") == "]":
             return
 
@@ -209,7 +258,10 @@ def _build(rec: dict, where: str, keep: _Keep) -> TargetRecord:
     meta = _obj(ours.get("meta", {}), f"{where} damon_bpf.meta")
     _key(rec, "snapshots", where)
     snapshots = [s for s in keep.result(where, aggr_us) if s is not None]
-    return TargetRecord(target_id, pid, sample_us, aggr_us, update_us, snapshots, meta)
+    if keep.index is None:
+        return TargetRecord(target_id, pid, sample_us, aggr_us, update_us, snapshots, meta)
+    return TargetRecord(target_id, pid, sample_us, aggr_us, update_us, snapshots, meta, keep.seen,
+                        keep.origin_ns(where, aggr_us))
 
 
 def _aggr_us(rec: dict, where: str) -> int:

@@ -58,7 +58,7 @@ def access(records: list[TargetRecord], snapshot: int = -1,
     """The regions of snapshot ``snapshot`` (default the last) of one target."""
     rec = select_target(records, target_id)
     snap = pick_snapshot(rec, snapshot)
-    index = snapshot % len(rec.snapshots)
+    index = snapshot % (len(rec.snapshots) if rec.nr_in_file is None else rec.nr_in_file)
     per_s = 1e6 / rec.aggr_us
     max_samples = rec.aggr_us / rec.sample_us
     cols = zip(snap.start.tolist(), snap.end.tolist(), snap.nr_accesses.tolist(),
@@ -67,7 +67,7 @@ def access(records: list[TargetRecord], snapshot: int = -1,
     rows = [AccessRow(s, e, e - s, n, n * per_s, n * 100.0 / max_samples, age,
                       age * rec.aggr_us / 1e6, rep, w, r)
             for s, e, n, age, rep, w, r in cols]
-    origin = rec.snapshots[0].start_ns
+    origin = rec.snapshots[0].start_ns if rec.origin_ns is None else rec.origin_ns
     return AccessReport(rec.target_id, rec.pid, index, snap.start_ns - origin,
                         snap.end_ns - origin, rec.sample_us, rec.aggr_us, rows)
 

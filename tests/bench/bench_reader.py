@@ -1,10 +1,10 @@
 """Record reader: time and peak memory of `damon-bpf report` on a one-hour record.
 
 Writes a record of one target, one hour at DAMON's default 100 ms aggregation (36,000 snapshots) with
---regions regions each, attributed to 2 CPUs and 3 threads (about 10 MB compressed at the default), then
+--regions regions each, attributed to 2 CPUs and 3 threads (10 MB compressed at the default, 12), then
 runs each report in a fresh process and prints its wall time and peak RSS (ru_maxrss of the child).
 
-    .venv/bin/python tests/bench/bench_reader.py [--regions 24] [--runs 3]
+    .venv/bin/python tests/bench/bench_reader.py [--regions 12] [--runs 3]
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def run(args: list[str]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--regions", type=int, default=24)
+    parser.add_argument("--regions", type=int, default=12)
     parser.add_argument("--runs", type=int, default=3)
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
