@@ -65,7 +65,10 @@ def resolve(path: str, what: str) -> str:
             where = " in a sticky world-writable directory" if _sticky_world_writable(parent) else ""
             raise DamonBpfError(f"refusing to write {what} {path}: it is a symlink owned by uid {st.st_uid}"
                                 f"{where}, not by us (remove it or name the file it points to)")
-        path = os.path.join(os.path.dirname(path), os.readlink(path))
+        target = os.readlink(path)
+        if path.startswith("/proc/") and not target.startswith("/"):
+            return path   # a /proc magic link (/dev/stdout to a pipe: "pipe:[...]"): only the kernel can follow it
+        path = os.path.join(os.path.dirname(path), target)
     raise DamonBpfError(f"cannot write {what} {path}: too many levels of symlinks")
 
 
@@ -118,7 +121,7 @@ def open_output(path: str, what: str, *, stdout_ok: bool = False, devices_ok: bo
     real = resolve(path, what)
     if not devices_ok:
         check_replaceable(real, what)
-    flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY
+    flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY | (0 if os.path.islink(real) else os.O_NOFOLLOW)
     try:
         try:
             fd = os.open(real, flags)

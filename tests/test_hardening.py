@@ -475,3 +475,14 @@ def test_auto_source_mounts_tracefs_before_judging_the_tracepoint(accessgen, tmp
     touches = [e for e in map(json.loads, events.read_text().splitlines())
                if e["tid"] == writer["tid"] and writer["start"] <= e["addr"] < writer["end"]]
     assert len(touches) == 160 and all(e["write"] is True and e["cpu"] == 0 for e in touches)
+
+
+def test_dev_stdout_still_works_for_a_summary(tmp_path):
+    """/dev/stdout is root's link to /proc/self/fd/1, a magic link to a pipe here: the kernel follows that one."""
+    script = textwrap.dedent("""
+        import sys
+        from damon_bpf.outputs import write_text
+        write_text("/dev/stdout", '{"ok": 1}', "--summary-json")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and json.loads(result.stdout) == {"ok": 1}, result.stderr

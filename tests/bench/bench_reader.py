@@ -49,41 +49,45 @@ def write_hour(path: str, regions: int) -> None:
     writer.close()
 
 
-def run(args: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one report in a fresh process."""
+def run(args: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system: what a loaded machine does not inflate) and peak RSS (MiB)
+    of one report in a fresh process."""
     cli = os.path.join(os.path.dirname(sys.executable), "damon-bpf")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     begin = time.monotonic()
     subprocess.run([cli, *args], check=True, stdout=subprocess.DEVNULL)
     wall = time.monotonic() - begin
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) / 1024
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--regions", type=int, default=12)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--reports", nargs="+", type=str.split,
+                        default=[["access"], ["wss"], ["breakdown"], ["heatmap", "--output", "raw"]],
+                        help="reports to run, each quoted ('heatmap --output raw')")
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "hour.data")
         write_hour(path, opts.regions)
         print(f"record: 36000 snapshots x {opts.regions} regions, {os.path.getsize(path) / 1e6:.1f} MB")
-        for report in (["access"], ["wss"], ["breakdown"], ["heatmap", "--output", "raw"]):
-            walls, peaks = [], []
+        for report in opts.reports:
+            walls, cpus, peaks = [], [], []
             for _ in range(opts.runs):
-                # ru_maxrss of children is a maximum over all of them: measure each in its own shell
+                # ru_* of children add up over all of them: measure each from its own process
                 out = subprocess.run([sys.executable, __file__, "--one", path, *report], check=True,
                                      capture_output=True, text=True).stdout.split()
                 walls.append(float(out[0]))
-                peaks.append(float(out[1]))
+                cpus.append(float(out[1]))
+                peaks.append(float(out[2]))
             print(f"report {' '.join(report):20s} wall {statistics.median(walls):5.2f} s "
-                  f"(runs {min(walls):.2f}-{max(walls):.2f})  peak RSS {max(peaks):6.0f} MiB")
+                  f"(runs {min(walls):.2f}-{max(walls):.2f})  CPU {statistics.median(cpus):5.2f} s  "
+                  f"peak RSS {max(peaks):6.0f} MiB")
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--one":
-        wall, peak = run(["report", sys.argv[3], "-i", sys.argv[2], *sys.argv[4:]])
-        print(wall, peak)
+        print(*run(["report", sys.argv[3], "-i", sys.argv[2], *sys.argv[4:]]))
     else:
         main()
