@@ -21,7 +21,7 @@ import pytest
 from conftest import DAMON_BPF
 from damon_bpf import outputs
 from damon_bpf.errors import DamonBpfError, HostError, RecordFileError
-from damon_bpf.recordfile import RecordWriter, read_record, write_record
+from damon_bpf.recordfile import RecordWriter, write_record
 from damon_bpf.samplers.numa_state import NumaSettings, recover_stale
 from damon_bpf.sources import kdamond, kheaders
 from test_samplers import fake_numa  # noqa: F401 - the fixture: a fake /proc/sys and debugfs

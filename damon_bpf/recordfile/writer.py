@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 import time
 from typing import Callable, Iterable
 
@@ -248,7 +249,6 @@ class RecordWriter:
 
 
 def _warn_stderr(message: str) -> None:
-    import sys
     print(message if message.startswith("damon-bpf") else f"damon-bpf: {message}", file=sys.stderr)
 
 
