@@ -89,20 +89,20 @@ def test_attribution_rides_along_per_region(tmp_path, accessgen):
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGKILL", "target-exit"])
 def test_every_ending_leaves_a_readable_record(tmp_path, accessgen, how):
-    target = subprocess.Popen([accessgen, "--duration", "8" if how == "target-exit" else "60", "w:0:w:1024:0"],
-                              stdout=subprocess.PIPE)
+    target = subprocess.Popen([accessgen, "--duration", "60", "w:0:w:1024:0"], stdout=subprocess.PIPE)
     target.stdout.readline()
     out = tmp_path / "damon.data"
     recorder = subprocess.Popen([DAMON_BPF, "record", "-p", str(target.pid), "-o", str(out)],
                                 stderr=subprocess.PIPE, text=True)
     try:
-        if how == "target-exit":
+        from test_cli_trace import wait_until_writing
+
+        wait_until_writing(out)   # the first periodic flush (every 2 s) after tracing began
+        time.sleep(2.5)           # and one more, with a couple of seconds of snapshots
+        if how == "target-exit":  # ended once recorded, not after a fixed time: under load the program
+            target.terminate()    # used to load after a short-lived target had exited (0 snapshots)
             target.wait(timeout=30)
         else:
-            from test_cli_trace import wait_until_writing
-
-            wait_until_writing(out)   # the first periodic flush (every 2 s) after tracing began
-            time.sleep(2.5)           # and one more, with a couple of seconds of snapshots
             recorder.send_signal(getattr(signal, how))
         _, stderr = recorder.communicate(timeout=60)
         if how != "SIGKILL":
