@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cli.types import Duration, RingMegabytes
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.layout import LAYOUT_MODES
 from damon_bpf.errors import DamonBpfError
@@ -22,7 +23,7 @@ _OPTIONS = [
                  help="Where access reports come from (see `damon-bpf probe`); perf-mem samples loads/stores with the "
                       "PMU (Intel PEBS, AMD IBS); damon (record/live) adds kernel DAMON's own view to the record, next "
                       "to the page-fault view of --source auto."),
-    click.option("--sample-period", type=click.IntRange(min=1), default=DEFAULT_SAMPLE_PERIOD, show_default=True,
+    click.option("--sample-period", type=click.IntRange(1, 2**32), default=DEFAULT_SAMPLE_PERIOD, show_default=True,
                  help="perf-mem: one sample per this many loads/stores (IBS: ops, rounded to 16)."),
     click.option("--cpus", metavar="CPULIST", help="Keep only reports from these CPUs (e.g. 0-3,8)."),
     click.option("--tids", metavar="TIDS", help="Keep only reports from these threads (e.g. 1234,1240)."),
@@ -30,19 +31,19 @@ _OPTIONS = [
     click.option("--read-only", is_flag=True, help="Keep only reads."),
     click.option("--filter", "filter_specs", metavar="TYPE:MATCHING:ALLOW[:ARG]", multiple=True,
                  help="A DAMON sample filter (cpumask|threads|write), applied in order after the shorthands; repeatable."),
-    click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+    click.option("--duration", type=Duration(), metavar="SECONDS",
                  help="Stop after this long (default: until Ctrl-C or the targets exit)."),
     click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="none", show_default=True,
                  help="Make steady-state accesses fault again: soft-dirty (writes; clear_refs every interval) or "
                       "numa-hint (reads and writes; the kernel's NUMA-balancing scanner, 2+ nodes)."),
-    click.option("--sampler-us", type=click.IntRange(min=100), metavar="US",
+    click.option("--sampler-us", type=click.IntRange(100, 2**40), metavar="US",
                  help="How often the sampler re-arms faults (default: --sample-us, or 5000)."),
     click.option("--sampler-budget", type=click.FloatRange(0, 100, min_open=True), metavar="PCT",
                  help="Most of one CPU the soft-dirty sampler may use (default 10); on a big target its interval "
                       "stretches to stay within it (100: no cap)."),
     click.option("--command-output", type=click.Path(dir_okay=False), metavar="FILE",
                  help="Send a started command's stdout and stderr to FILE (keeps live's screen clean)."),
-    click.option("--ring-mb", type=click.IntRange(1, 4096), default=DEFAULT_RING_BYTES >> 20, show_default=True,
+    click.option("--ring-mb", type=RingMegabytes(), default=DEFAULT_RING_BYTES >> 20, show_default=True,
                  help="Ring buffer size; 64 MiB holds 1 s of reports at 1M events/s."),
     click.argument("command", nargs=-1, type=click.UNPROCESSED),
 ]
@@ -79,7 +80,7 @@ _REGION_OPTIONS = [
     click.option("--max-regions", type=int, default=MonitoringAttrs.max_nr_regions, show_default=True),
     click.option("--regions", type=click.Choice(LAYOUT_MODES), default="damon", show_default=True,
                  help="damon: DAMON's three regions (skips the two largest gaps); all-mappings: every mapping."),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random region splits."),
+    click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="Seed of the random region splits."),
 ]
 
 

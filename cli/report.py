@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import sys
 
@@ -11,6 +12,7 @@ import click
 from rich.console import Console
 
 from damon_bpf.errors import DamonBpfError, UsageError
+from damon_bpf.outputs import open_output_stream
 from damon_bpf.recordfile import read_record
 from damon_bpf.reports import access as access_mod
 from damon_bpf.reports import breakdown as breakdown_mod
@@ -131,10 +133,13 @@ def heatmap(input_path, target_id, resol, address_range, time_range, output, by,
 
 
 def _to_image(records, path, by, resol, addr, times, target_id, scale, cell) -> None:
+    from matplotlib.backend_bases import FigureCanvasBase
+    image_format = os.path.splitext(path)[1][1:].lower()
+    if image_format not in FigureCanvasBase.get_supported_filetypes():
+        raise UsageError(f"cannot draw {path}: use an image name ending in .png, .svg or .pdf")
     try:
-        heatmap_mod.to_png(records, path, by, resol, addr, times, target_id, scale, cell)
-    except ValueError as err:  # matplotlib: unknown image format
-        raise UsageError(f"cannot draw {path}: {err}") from None
+        with open_output_stream(path, "heatmap image") as stream:   # 0600, no planted links
+            heatmap_mod.to_png(records, stream, by, resol, addr, times, target_id, scale, cell, image_format)
     except OSError as err:
         raise DamonBpfError(f"cannot write {path}: {err.strerror or err}") from None
 
@@ -149,7 +154,9 @@ def _to_image(records, path, by, resol, addr, times, target_id, scale, cell) -> 
 def access(input_path, target_id, snapshot, group, as_json) -> None:
     """The regions of one snapshot: size, access frequency, age."""
     if group is None:
-        _show(access_mod, access_mod.access(read_record(input_path), snapshot, target_id), as_json)
+        # only the snapshot shown is decoded: the others are scanned (a one-hour record in about a second)
+        result = access_mod.access(read_record(input_path, snapshot=snapshot), snapshot, target_id)
+        _show(access_mod, result, as_json)
         return
     if target_id is not None:
         raise UsageError("--group combines targets: leave out --target")

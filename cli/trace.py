@@ -7,7 +7,7 @@ import json
 import click
 
 from cli.options import check_target_lifetime, monitor_config, monitor_options
-from damon_bpf.errors import DamonBpfError
+from damon_bpf.outputs import check_name, write_text
 from damon_bpf.eventlog import FORMATS, EventWriter
 from damon_bpf.monitor import Monitor
 
@@ -17,10 +17,12 @@ from damon_bpf.monitor import Monitor
 @click.option("-o", "--output", default="-", show_default=True, help="Where events go ('-' is stdout).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True,
               help="jsonl: one object per event; binary: raw access records (numpy.fromfile with ACCESS_DTYPE).")
-@click.option("--summary-json", type=click.Path(dir_okay=False, writable=True), help="Write the accounting here as JSON.")
+@click.option("--summary-json", type=click.Path(dir_okay=False), help="Write the accounting here as JSON.")
 def trace(output: str, fmt: str, summary_json: str | None, **options) -> None:
     """Stream memory access reports of a process: -p PID, or -- COMMAND ARGS..."""
     config = monitor_config(options)
+    if summary_json:
+        check_name(summary_json, "--summary-json")
     writer = EventWriter(output, fmt)
     monitor = Monitor(config)
     result = monitor.run(writer.write, finish=lambda _result: writer.close())
@@ -28,9 +30,5 @@ def trace(output: str, fmt: str, summary_json: str | None, **options) -> None:
     followed = f"; {len(processes)} processes followed" if config.targets.follow_children else ""
     click.echo(f"damon-bpf: {result.summary_line()}{followed}", err=True)
     if summary_json:
-        try:
-            with open(summary_json, "w") as stream:
-                json.dump({**result.as_dict(), "targets": processes}, stream, indent=1)
-        except OSError as err:
-            raise DamonBpfError(f"cannot write {summary_json}: {err.strerror}") from None
+        write_text(summary_json, json.dumps({**result.as_dict(), "targets": processes}, indent=1), "--summary-json")
     check_target_lifetime(result, config)

@@ -13,6 +13,7 @@ import numpy as np
 
 from damon_bpf.access import ACCESS_DTYPE, ACCESS_READ, ACCESS_WRITE
 from damon_bpf.errors import DamonBpfError
+from damon_bpf.outputs import open_output_stream
 
 FORMATS = ("jsonl", "binary")
 _WRITE_WORDS = {ACCESS_READ: "false", ACCESS_WRITE: "true"}
@@ -34,10 +35,8 @@ class EventWriter:
             raise DamonBpfError(f"unknown format '{fmt}' (use {' or '.join(FORMATS)})")
         self.fmt = fmt
         self.path = path
-        try:
-            self.stream: BinaryIO = sys.stdout.buffer if path == "-" else open(path, "wb")  # noqa: SIM115
-        except OSError as err:
-            raise DamonBpfError(f"cannot write to {path}: {err.strerror}") from None
+        # a planted symlink, another user's file or a device is handled by outputs (0600, never replaced)
+        self.stream: BinaryIO = sys.stdout.buffer if path == "-" else open_output_stream(path, "trace output")
         self.records = 0
 
     def write(self, batch: np.ndarray) -> None:

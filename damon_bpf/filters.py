@@ -64,7 +64,8 @@ def parse_cpulist(text: str, nr_cpus: int | None = -1) -> frozenset[int]:
     limit = present_cpus() if nr_cpus == -1 else nr_cpus
     cpus: set[int] = set()
     for part in text.strip().split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        # ASCII digits only, and few of them: int() takes '٣' and refuses 5000 digits with a ValueError
+        match = re.fullmatch(r"\s*([0-9]{1,9})\s*(?:-\s*([0-9]{1,9})\s*)?", part)
         if not match:
             raise UsageError(f"bad cpulist '{text.strip()}': '{part.strip()}' is not a CPU number or a range like 0-3")
         first = int(match.group(1))
@@ -99,7 +100,7 @@ def parse_tidlist(text: str) -> frozenset[int]:
         raise UsageError("bad thread list: it is empty (give thread ids like 1234,1240)")
     tids = set()
     for item in items:
-        if not item.isdigit() or int(item) <= 0 or int(item) >= 2**31:
+        if not re.fullmatch(r"[0-9]{1,10}", item) or int(item) <= 0 or int(item) >= 2**31:   # not isdigit: '²' is one
             raise UsageError(f"bad thread list '{text}': '{item}' is not a thread id")
         tids.add(int(item))
     return frozenset(tids)

@@ -125,14 +125,24 @@ def test_follow_children(accessgen, tmp_path):
 
 
 def test_pid_exiting_before_duration_keeps_output_and_fails(accessgen, tmp_path):
-    # long enough for the tracer to load its program first, even on a busy machine
-    target = subprocess.Popen([accessgen, "--duration", "6", "w:0:w:64:0"], stdout=subprocess.PIPE)
+    # The target ends once the tracer has delivered its reports, not after a fixed time: under load the
+    # program took longer to load than a 6 s target lived (0 events, seen on a loaded 2-CPU machine).
+    target = subprocess.Popen([accessgen, "--duration", "120", "w:0:w:64:0"], stdout=subprocess.PIPE)
     target.stdout.readline()
     out = tmp_path / "ev.jsonl"
-    result = run("trace", "-p", str(target.pid), "-o", str(out), "--duration", "60")
-    target.wait()
-    assert result.returncode != 0
-    assert "exited before --duration" in _one_clean_line(result.stderr)
+    tracer = subprocess.Popen([DAMON_BPF, "trace", "-p", str(target.pid), "-o", str(out), "--duration", "300"],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not (out.exists() and out.read_text().count("\n") > 100):
+            assert time.monotonic() < deadline and tracer.poll() is None, "the tracer delivered nothing"
+            time.sleep(0.1)
+    finally:
+        target.kill()
+        target.wait()
+    _, stderr = tracer.communicate(timeout=60)
+    assert tracer.returncode != 0
+    assert "exited before --duration" in _one_clean_line(stderr)
     assert len(out.read_text().splitlines()) > 100
 
 
@@ -145,8 +155,8 @@ def test_pid_exiting_before_duration_keeps_output_and_fails(accessgen, tmp_path)
     (["--tids", ",", "--", "true"], "empty"),
     (["--filter", "write:maybe:true", "--", "true"], "MATCHING must be true or false"),
     (["--write-only", "--read-only", "--", "true"], "exclude each other"),
-    (["-o", "/nonexistent-dir/x", "--", "true"], "cannot write to /nonexistent-dir/x"),
-    (["--command-output", "/nonexistent-dir/x", "--", "true"], "cannot write the command's output"),
+    (["-o", "/nonexistent-dir/x", "--", "true"], "cannot write trace output /nonexistent-dir/x"),
+    (["--command-output", "/nonexistent-dir/x", "--", "true"], "cannot write --command-output /nonexistent-dir/x"),
     (["--command-output", "x.log", "-p", "1"], "not for -p PID"),
     (["--source", "kprobe", "--", "true"], "this host supports"),
     (["--source", "perf-fault", "--read-only", "--", "true"], "cannot tell writes from reads"),

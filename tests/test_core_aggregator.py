@@ -95,12 +95,13 @@ def test_sample_and_aggregation_boundaries():
 
 def test_long_aggregations_of_many_regions_count_samples_too():
     # 10000 samples x 500 regions: too large a table for the bincount path, np.unique does it
-    attrs = MonitoringAttrs(sample_interval_us=1, aggr_interval_us=10000, min_nr_regions=500, max_nr_regions=500)
+    attrs = MonitoringAttrs(sample_interval_us=100, aggr_interval_us=1_000_000, min_nr_regions=500, max_nr_regions=500)
     base = RANGE[0]
+    sample = 100 * US   # the collector's floor (MIN_SAMPLE_US)
     agg = Aggregator(attrs, lambda: [(base, base + 500 * 4 * P)], T0)
-    agg.feed(records(*[(base, T0 + k * US + j) for k in range(10) for j in (0, 5)],
-                     (base + 499 * 4 * P, T0 + 9999 * US), (base + 499 * 4 * P, T0 + 9999 * US + 999)))
-    (snap,) = agg.advance(T0 + 10000 * US)
+    agg.feed(records(*[(base, T0 + k * sample + j) for k in range(10) for j in (0, 5)],
+                     (base + 499 * 4 * P, T0 + 9999 * sample), (base + 499 * 4 * P, T0 + 9999 * sample + 999)))
+    (snap,) = agg.advance(T0 + 10000 * sample)
     assert snap.nr_regions == 500
     assert (snap.nr_accesses[0], snap.nr_accesses[499], snap.nr_accesses.sum()) == (10, 1, 11)
 

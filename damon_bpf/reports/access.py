@@ -70,9 +70,9 @@ def access(records: list[TargetRecord], snapshot: int = -1,
     """The regions of snapshot ``snapshot`` (default the last) of one target."""
     rec = select_target(records, target_id)
     snap = pick_snapshot(rec, snapshot)
-    index = snapshot % len(rec.snapshots)
+    index = snapshot % (len(rec.snapshots) if rec.nr_in_file is None else rec.nr_in_file)
     rows = _rows(rec, snap.start, snap.end, snap.nr_accesses, snap.age, snap.nr_reports, snap.writes, snap.reads)
-    origin = rec.snapshots[0].start_ns
+    origin = rec.snapshots[0].start_ns if rec.origin_ns is None else rec.origin_ns
     return AccessReport(rec.target_id, rec.pid, index, snap.start_ns - origin,
                         snap.end_ns - origin, rec.sample_us, rec.aggr_us, rows)
 

@@ -23,14 +23,15 @@ def select_target(records: list[TargetRecord], target_id: int | None = None) -> 
 
 
 def pick_snapshot(rec: TargetRecord, index: int) -> Snapshot:
-    """Snapshot ``index`` (negative counts from the end, like Python)."""
-    n = len(rec.snapshots)
+    """Snapshot ``index`` (negative counts from the end, like Python); a record read with only that snapshot
+    kept (read_record(path, snapshot=index)) holds just it."""
+    n = len(rec.snapshots) if rec.nr_in_file is None else rec.nr_in_file
     if n == 0:
         raise UsageError(f"target {rec.target_id} has no snapshots")
     if not -n <= index < n:
         raise UsageError(f"snapshot {index} does not exist; target {rec.target_id} has {n} "
                          f"(valid: 0..{n - 1} or -{n}..-1)")
-    return rec.snapshots[index]
+    return rec.snapshots[index] if rec.nr_in_file is None else rec.snapshots[0]
 
 
 def in_time(rec: TargetRecord, time_range: tuple[int, int] | None) -> list[Snapshot]:

@@ -11,16 +11,20 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from damon_bpf.errors import HostError
+from damon_bpf import outputs
+from damon_bpf.errors import DamonBpfError, HostError
 
 # The scanner's tunables moved from sysctls to debugfs in Linux 5.13.
 KNOBS = ("scan_delay_ms", "scan_period_min_ms", "scan_period_max_ms", "scan_size_mb")
+SWITCH = "numa_balancing"
 STATE_NAME = "numa-balancing.json"
+_VALUE = re.compile(r"[0-9]{1,12}")   # every setting we change is a small decimal number
 LOCK_NAME = "numa-balancing.lock"
 
 
@@ -39,6 +43,20 @@ class NumaPaths:
         new = self.debugfs / "sched" / "numa_balancing" / name
         return new if new.exists() else self.proc_sys / f"numa_balancing_{name}"
 
+    def path_of(self, name: str) -> Path:
+        """The fixed path of a known setting (the state file holds names and values, never paths)."""
+        if name == SWITCH:
+            return self.switch
+        if name in KNOBS:
+            return self.knob(name)
+        raise ValueError(f"{name!r} is not a NUMA-balancing setting damon-bpf changes")
+
+    def name_of(self, path: Path) -> str:
+        for name in (SWITCH, *KNOBS):
+            if self.path_of(name) == path:
+                return name
+        raise ValueError(f"{path} is not a NUMA-balancing setting damon-bpf changes")
+
 
 def ensure_debugfs(paths: NumaPaths) -> None:
     if (paths.debugfs / "sched").is_dir() or not paths.debugfs.is_dir() or os.path.ismount(paths.debugfs):
@@ -51,7 +69,7 @@ class NumaSettings:
     """The settings this session changed, and the lock that says it is alive."""
 
     paths: NumaPaths = field(default_factory=NumaPaths)
-    saved: dict[str, str] = field(default_factory=dict)    # path -> old value
+    saved: dict[str, str] = field(default_factory=dict)    # setting name (SWITCH or a KNOB) -> old value
     _lock_fd: int | None = None
 
     @property
@@ -60,8 +78,10 @@ class NumaSettings:
 
     def _lock(self, blocking: bool) -> bool:
         try:
-            self.paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.paths.state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+            outputs.private_dir(self.paths.state_dir, "the state directory")
+            fd = os.open(self.paths.state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except DamonBpfError as err:
+            raise HostError(f"the numa-hint sampler cannot keep its state: {err}") from None
         except OSError as err:
             raise HostError(f"the numa-hint sampler cannot keep its state in {self.paths.state_dir}: "
                             f"{err.strerror} (it changes kernel settings: run as root)") from None
@@ -86,12 +106,13 @@ class NumaSettings:
                             "the NUMA-balancing settings; wait for it to end")
         try:
             if self.state_file.exists():
-                state = json.loads(self.state_file.read_text())
-                _write_all(state["saved"])
-                self.state_file.unlink()
-                warn(f"restored the NUMA-balancing settings left changed by damon-bpf PID {state.get('pid')}, "
-                     f"which did not exit cleanly: {_describe(state['saved'])}")
-        except (OSError, ValueError, KeyError) as err:
+                pid, saved = _load_state(self.state_file, warn)
+                if saved:
+                    self._write_all(saved)
+                    warn(f"restored the NUMA-balancing settings left changed by damon-bpf PID {pid}, "
+                         f"which did not exit cleanly: {_describe(saved)}")
+                self.state_file.unlink(missing_ok=True)
+        except OSError as err:
             self._unlock()
             raise HostError(f"cannot restore the NUMA-balancing settings saved in {self.state_file}: {err}") from None
         if not keep_lock:
@@ -102,16 +123,17 @@ class NumaSettings:
         if self._lock_fd is None:
             self.recover(lambda _: None, keep_lock=True)
         try:
-            self.saved = {str(path): path.read_text().strip() for path in wanted}
+            self.saved = {self.paths.name_of(path): path.read_text().strip() for path in wanted}
         except OSError as err:
             self._unlock()
             raise HostError(f"cannot read the NUMA-balancing setting {err.filename}: {err.strerror}") from None
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "saved": self.saved}))
+        fd, tmp = outputs.create_temp(str(self.paths.state_dir), ".numa-balancing.", ".tmp")
+        with os.fdopen(fd, "w") as stream:
+            stream.write(json.dumps({"pid": os.getpid(), "saved": self.saved}))
         os.replace(tmp, self.state_file)
         _fsync_dir(self.paths.state_dir)
         try:
-            _write_all({str(p): v for p, v in wanted.items()})
+            _write_paths(wanted)
         except OSError as err:
             self.restore()
             raise HostError(f"cannot change the NUMA-balancing setting {err.filename}: {err.strerror}") from None
@@ -121,7 +143,7 @@ class NumaSettings:
         error = None
         try:
             if self.saved:
-                _write_all(self.saved)
+                self._write_all(self.saved)
             self.state_file.unlink(missing_ok=True)
         except OSError as err:  # leave the file: the next start retries
             error = f"cannot restore {err.filename}: {err.strerror}; the next damon-bpf run retries"
@@ -130,15 +152,40 @@ class NumaSettings:
         return error
 
 
-def _write_all(values: dict[str, str]) -> None:
+    def _write_all(self, values: dict[str, str]) -> None:
+        _write_paths({self.paths.path_of(name): value for name, value in values.items()})
+
+
+def _write_paths(values: dict[Path, str]) -> None:
     # The switch last on the way in (knobs first) and first on the way out does not matter for
     # correctness; the kernel reads them on every scan.
     for path, value in values.items():
-        Path(path).write_text(value)
+        path.write_text(value)
+
+
+def _load_state(state_file: Path, warn: Callable[[str], None]) -> tuple[object, dict[str, str]]:
+    """The pid and the saved settings of a state file; only known names with plain numbers are kept. A file
+    that is not ours in shape is set aside (renamed ``.bad``) with a warning, never trusted."""
+    try:
+        state = json.loads(state_file.read_text())
+        saved = state["saved"]
+        if not isinstance(saved, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        bad = state_file.with_suffix(".bad")
+        os.replace(state_file, bad)
+        warn(f"warning: {state_file} is malformed; set aside as {bad.name}, nothing restored from it")
+        return None, {}
+    known = {k: v for k, v in saved.items()
+             if (k == SWITCH or k in KNOBS) and isinstance(v, str) and _VALUE.fullmatch(v)}
+    if len(known) < len(saved):
+        warn(f"warning: {state_file} names settings or values damon-bpf never saves; only "
+             f"{', '.join(known) or 'none'} restored")
+    return state.get("pid"), known
 
 
 def _describe(values: dict[str, str]) -> str:
-    return ", ".join(f"{Path(p).name}={v}" for p, v in values.items())
+    return ", ".join(f"{name}={v}" for name, v in values.items())
 
 
 def _state_owner(state_file: Path) -> int | None:

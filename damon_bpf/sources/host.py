@@ -59,6 +59,13 @@ def _perf_sw_page_faults_opens() -> tuple[bool, str]:
 def source_status(name: str, try_load: bool = False) -> tuple[bool, str]:
     """(available, why) for one access source. ``try_load`` compiles a tiny program where only
     loading can tell (fentry)."""
+    if name in ("tracepoint", "kprobe"):
+        # Mount tracefs before judging: right after boot it may not be mounted yet, and "no tracepoint"
+        # then made --source auto fall back to perf-fault, whose reports carry no write flag.
+        try:
+            ensure_tracefs()
+        except HostError as err:
+            return False, str(err)
     if name == "tracepoint":
         if _tracefs_has("events/exceptions/page_fault_user"):
             return True, "tracepoint exceptions:page_fault_user exists"

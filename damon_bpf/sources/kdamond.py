@@ -23,7 +23,8 @@ import numpy as np
 from damon_bpf.access import bpf_dir
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.snapshot import Snapshot
-from damon_bpf.errors import HostError, warn_stderr
+from damon_bpf import outputs
+from damon_bpf.errors import DamonBpfError, HostError, warn_stderr
 from damon_bpf.sources import host, kheaders
 from damon_bpf.sources.companion import SnapshotSink
 from damon_bpf.sources.program import _stderr_silenced
@@ -81,21 +82,59 @@ def _kdamonds() -> Path:
     return ADMIN / "kdamonds"
 
 
-def stop_all_ours(warn: Callable[[str], None] = warn_stderr) -> None:
-    """Remove a kdamond a killed damon-bpf left running (its state file names it)."""
+def _fingerprint() -> dict:
+    """What kdamond 0's sysfs holds now: its pid, attributes and targets. Recorded when we start one; a kdamond
+    is ours at a later start only if all of it still matches (a pid alone may be reused)."""
+    kd = _kdamonds() / "0"
+    c0 = kd / "contexts" / "0"
+    intervals, nr_regions = c0 / "monitoring_attrs" / "intervals", c0 / "monitoring_attrs" / "nr_regions"
+    nr_targets = int(_read(c0 / "targets" / "nr_targets"))
+    return {"kdamond": int(_read(kd / "pid")), "operations": _read(c0 / "operations"),
+            "intervals": [int(_read(intervals / n)) for n in ("sample_us", "aggr_us", "update_us")],
+            "nr_regions": [int(_read(nr_regions / n)) for n in ("min", "max")],
+            "targets": [int(_read(c0 / "targets" / str(i) / "pid_target")) for i in range(nr_targets)]}
+
+
+def _load_state(warn: Callable[[str], None]) -> dict | None:
+    """The state file a run that started a kdamond wrote; a malformed one is set aside with a warning."""
     try:
         state = json.loads(STATE.read_text())
-    except (OSError, ValueError):
-        return
-    owner = state.get("owner")
-    if isinstance(owner, int) and owner > 0 and _alive(owner):
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        state = err
+    if not (isinstance(state, dict) and isinstance(state.get("owner"), int) and state["owner"] > 0
+            and isinstance(state.get("fingerprint"), dict)):
+        try:
+            os.replace(STATE, STATE.with_suffix(".bad"))
+        except OSError:
+            pass
+        warn(f"warning: {STATE} is malformed; set aside as {STATE.with_suffix('.bad').name} (no kdamond touched)")
+        return None
+    return state
+
+
+def stop_all_ours(warn: Callable[[str], None] = warn_stderr) -> None:
+    """Remove a kdamond a killed damon-bpf left running: only if its owner is gone and kdamond 0 still holds
+    exactly what that run wrote (else another DAMON user's kdamond is left alone)."""
+    state = _load_state(warn)
+    if state is None or _alive(state["owner"]):
         return
     try:
-        stop_kdamond()
-        warn(f"switched off kdamond {state.get('kdamond')} left by damon-bpf PID {state.get('owner')}, which did "
-             "not exit cleanly")
-    except OSError:
-        pass
+        now = _fingerprint()
+    except (OSError, ValueError):
+        now = None
+    recorded = state["fingerprint"]
+    if now is not None and now["kdamond"] in (recorded.get("kdamond"), -1) and \
+            {**now, "kdamond": 0} == {**recorded, "kdamond": 0}:
+        try:
+            stop_kdamond()
+            warn(f"switched off kdamond {recorded.get('kdamond')} left by damon-bpf PID {state['owner']}, which "
+                 "did not exit cleanly")
+        except OSError:
+            pass
+    else:
+        warn(f"kdamond left by damon-bpf PID {state['owner']} is gone or is not ours any more; left alone")
     STATE.unlink(missing_ok=True)
 
 
@@ -146,9 +185,23 @@ def start_kdamond(pids: list[int], attrs: MonitoringAttrs) -> int:
         except OSError:
             pass
         raise _refused(pids, err) from None
-    STATE.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    STATE.write_text(json.dumps({"owner": os.getpid(), "kdamond": kdamond_pid}))
+    try:
+        _save_state({"owner": os.getpid(), "kdamond": kdamond_pid, "fingerprint": _fingerprint()})
+    except (OSError, HostError):
+        stop_kdamond()   # a kdamond nobody could clean up after a crash is not started at all
+        raise
     return kdamond_pid
+
+
+def _save_state(state: dict) -> None:
+    try:
+        outputs.private_dir(STATE.parent, "the state directory")
+    except DamonBpfError as err:
+        raise HostError(str(err)) from None
+    fd, tmp = outputs.create_temp(str(STATE.parent), ".kdamond.", ".tmp")
+    with os.fdopen(fd, "w") as stream:
+        stream.write(json.dumps(state))
+    os.replace(tmp, STATE)
 
 
 def stop_kdamond() -> None:

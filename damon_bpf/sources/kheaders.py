@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-from damon_bpf.errors import HostError
+from damon_bpf import outputs
+from damon_bpf.errors import DamonBpfError, HostError
 
 SRC_ROOT = Path("/usr/src")
 CACHE_ROOT = Path(os.environ.get("DAMON_BPF_CACHE", "/var/cache/damon-bpf")) / "kernel-headers"
@@ -52,17 +56,63 @@ def _flavour_trees() -> list[tuple[Path, Path]]:
     return sorted(pairs, key=lambda pair: _version_key(pair[0]), reverse=True)
 
 
+def _trusted(path: Path) -> bool:
+    """A directory only we can change (root compiles what it holds)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _cache_root() -> None:
+    """CACHE_ROOT exists and only we can write it. Its parent must already be safe (refused otherwise: it
+    may be a shared directory named by DAMON_BPF_CACHE); a CACHE_ROOT others could write, say from a run
+    under umask 000, held untrusted trees: it is emptied and made again."""
+    outputs.private_dir(CACHE_ROOT.parent, "the headers cache")
+    if CACHE_ROOT.exists() and not _trusted(CACHE_ROOT):
+        st = os.lstat(CACHE_ROOT)
+        if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid():
+            raise HostError(f"the headers cache {CACHE_ROOT} is not root's own directory: remove it")
+        shutil.rmtree(CACHE_ROOT)
+    outputs.private_dir(CACHE_ROOT, "the headers cache")
+
+
+def _remove(path: Path) -> None:
+    """An untrusted or incomplete tree (rmtree never follows the links inside it)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
 def _assemble(flavour: Path, base: Path) -> Path:
     if flavour == base:
         return flavour
+    _cache_root()
     target = CACHE_ROOT / flavour.name
-    done = target / ".complete"
-    if done.exists():
+    if (target / ".complete").exists() and _trusted(target):
         return target
-    target.mkdir(parents=True, exist_ok=True)
-    for source in (base, flavour):  # flavour last: its generated headers win
-        subprocess.run(["cp", "-asf", f"{source}/.", str(target)], check=True, capture_output=True)
-    done.touch()
+    # Built under umask 077 in a temp dir, renamed into place: never half a tree, never writable by others.
+    old = os.umask(0o077)
+    try:
+        build = Path(tempfile.mkdtemp(dir=CACHE_ROOT, prefix=f".{flavour.name}."))
+        try:
+            for source in (base, flavour):  # flavour last: its generated headers win
+                subprocess.run(["cp", "-asf", f"{source}/.", str(build)], check=True, capture_output=True)
+            (build / ".complete").touch()
+            _remove(target)
+            try:
+                os.rename(build, target)
+            except OSError:   # another damon-bpf built the same tree meanwhile
+                if not ((target / ".complete").exists() and _trusted(target)):
+                    raise
+                shutil.rmtree(build)
+        except BaseException:
+            shutil.rmtree(build, ignore_errors=True)
+            raise
+    finally:
+        os.umask(old)
     return target
 
 
@@ -83,7 +133,7 @@ def ensure_headers(quiet: bool = False) -> Path:
     flavour, base = pairs[0]
     try:
         tree = _assemble(flavour, base)
-    except (OSError, subprocess.CalledProcessError) as err:
+    except (OSError, subprocess.CalledProcessError, DamonBpfError) as err:
         raise HostError(f"cannot assemble a headers tree from {flavour} under {CACHE_ROOT}: {err}") from err
     os.environ["BCC_KERNEL_SOURCE"] = str(tree)
     if not quiet:

@@ -24,6 +24,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from damon_bpf.access import LIFECYCLE_KINDS
+from damon_bpf import outputs
+from damon_bpf.childproc import die_with_parent
 from damon_bpf.errors import TargetError
 
 
@@ -190,7 +192,8 @@ class Targets:
                    "damon-bpf-launch"]
         try:
             self.process = subprocess.Popen(wrapper + self.command, pass_fds=(go_read, ready_write), stdout=output,
-                                            stderr=None if output is None else subprocess.STDOUT)
+                                            stderr=None if output is None else subprocess.STDOUT,
+                                            preexec_fn=die_with_parent)
         except OSError as err:
             os.close(go_write)
             os.close(ready_read)
@@ -212,10 +215,7 @@ class Targets:
         """The file a launched command's stdout and stderr go to (--command-output), or None: inherited."""
         if not self.command_output:
             return None
-        try:
-            return os.open(self.command_output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        except OSError as err:
-            raise TargetError(f"cannot write the command's output to {self.command_output}: {err.strerror}") from None
+        return outputs.open_output(self.command_output, "--command-output").fd   # 0600, no planted links
 
     def update(self, tracer) -> None:
         """Apply the kernel's lifecycle records up to now; call it after each ``tracer.drain()`` and before

@@ -64,9 +64,9 @@ def heatmap(records: list[TargetRecord], resol: tuple[int, int] = (30, 80),
 def to_png(records: list[TargetRecord], path: str, by: str | None = None,
            resol: tuple[int, int] = (200, 400), address_range: tuple[int, int] | None = None,
            time_range: tuple[int, int] | None = None, target_id: int | None = None,
-           scale: str = "log", cell: str = "mean") -> None:
+           scale: str = "log", cell: str = "mean", image_format: str | None = None) -> None:
     """Draw the heatmaps (one per cpu / thread / kind with ``by``) side by side into ``path``."""
-    write_png(heatmaps(records, by, resol, address_range, time_range, target_id, cell), path, scale)
+    write_png(heatmaps(records, by, resol, address_range, time_range, target_id, cell), path, scale, image_format)
 
 
 __all__ = ["CELLS", "LOG_DECADES", "PALETTE", "PLAIN_RAMP", "AddressAxis", "Heatmap", "cell", "heatmap", "heatmaps",

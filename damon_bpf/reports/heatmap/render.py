@@ -146,7 +146,7 @@ def render(maps: Sequence[Heatmap], color: bool = True, scale: str = "log") -> R
     return Group(*parts)
 
 
-def write_png(maps: Sequence[Heatmap], path: str, scale: str = "log") -> None:
+def write_png(maps: Sequence[Heatmap], path, scale: str = "log", image_format: str | None = None) -> None:
     """The heatmaps side by side, sharing one colour scale, into ``path``."""
     # Figure + Agg canvas directly: no pyplot, so no global backend state and no display needed.
     from matplotlib import colormaps
@@ -180,7 +180,7 @@ def write_png(maps: Sequence[Heatmap], path: str, scale: str = "log") -> None:
     fig.colorbar(image, ax=list(axes), label=f"{maps[0].unit} ({scale} scale)", extend="min")
     fig.suptitle(f"target {maps[0].target_id}" +
                  (f" (pid {maps[0].pid})" if maps[0].pid is not None else ""))
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format=image_format)   # path may be an open stream (damon_bpf.outputs)
 
 
 def _png_ticks(axis: AddressAxis) -> list[tuple[float, str]]:

@@ -1,0 +1,301 @@
+"""Reading a record file (ours, or damo's JSON / compressed JSON) as a stream.
+
+The file is inflated 1 MiB at a time (with a bound on the total) and parsed one snapshot at a time: only the
+record's outer structure is walked here, each snapshot is decoded by json's C scanner on its own and turned
+into numpy arrays at once, so memory follows the snapshots a report keeps, never the inflated text. A report
+that needs one snapshot (``report access``) asks for just that one and the others are scanned, not kept.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import json
+import os
+import re
+from typing import Any, BinaryIO, Iterator
+
+from damon_bpf.core.snapshot import Snapshot
+from damon_bpf.errors import RecordFileError
+from damon_bpf.recordfile.model import MAX_US, BadRecord, TargetRecord
+from damon_bpf.recordfile.schema import _int, _is_damo_fake, _key, _list, _obj, _snapshot
+from damon_bpf.recordfile.stream import inflate
+
+MAX_VALUE_CHARS = 64 << 20    # one JSON value (a snapshot) this long is no recording of ours: refuse it
+_WANT_AHEAD = 1 << 20         # text to have at hand before decoding a value, so most need one attempt
+_OURS, _NEXT = '{"start_time":', ',{"start_time":'   # how our writer lays snapshots out
+_NON_BLANK = re.compile(r"[^ \t\n\r]")
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadRecord(f"holds {name}, which is not a valid number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+class _Text:
+    """JSON text pulled from byte chunks on demand; consumed text is dropped."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks = chunks
+        self.utf8 = codecs.getincrementaldecoder("utf-8")()
+        self.buf, self.pos, self.done = "", 0, False
+
+    def _pull(self, at_least: int) -> bool:
+        """Read until ``at_least`` characters lie past pos (or the text ends); False if nothing was added."""
+        if self.pos > len(self.buf) // 2:
+            self.buf, self.pos = self.buf[self.pos:], 0
+        parts, have = [self.buf], len(self.buf) - self.pos
+        while have < at_least and not self.done:
+            chunk = next(self.chunks, None)
+            try:
+                text = self.utf8.decode(chunk or b"", final=chunk is None)
+            except UnicodeDecodeError as err:
+                raise BadRecord(f"is not UTF-8 text after decompression ({err.reason})") from None
+            self.done = chunk is None
+            parts.append(text)
+            have += len(text)
+        grew = len(parts) > 1
+        self.buf = "".join(parts)
+        return grew
+
+    def peek(self) -> str:
+        """The next non-blank character ('' at the end of the text)."""
+        while True:
+            found = _NON_BLANK.search(self.buf, self.pos)   # a regex: megabytes of blanks are no Python loop
+            self.pos = found.start() if found else len(self.buf)
+            if found or not self._pull(1):
+                return self.buf[self.pos:self.pos + 1]
+
+    def expect(self, chars: str, where: str) -> str:
+        ch = self.peek()
+        if not ch or ch not in chars:
+            found = repr(ch) if ch else "the end of the text"
+            raise BadRecord(f"is not valid JSON: expected {' or '.join(map(repr, chars))} in {where}, "
+                            f"found {found}")
+        self.pos += 1
+        return ch
+
+    def value(self, where: str) -> Any:
+        """The next JSON value, decoded by json's C scanner; more text is pulled while it is incomplete."""
+        self.peek()
+        want = _WANT_AHEAD
+        while True:
+            self._pull(want)
+            try:
+                value, end = _DECODER.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as err:
+                # only an error at the end of what we have (or in a string not closed yet) may be cured by more
+                if self.done or not (err.pos >= len(self.buf) - 1 or err.msg.startswith("Unterminated")):
+                    raise BadRecord(f"is not valid JSON in {where}: {err.msg}") from None
+                value, end = None, None
+            except RecursionError:
+                raise BadRecord(f"is not a record: JSON nested too deeply in {where}") from None
+            except ValueError as err:   # e.g. an integer with more digits than Python converts
+                raise BadRecord(f"holds an invalid number in {where}: {str(err).split(';')[0]}") from None
+            if end is not None and (end < len(self.buf) or self.done):   # a number may go on in the next chunk
+                self.pos = end
+                return value
+            if len(self.buf) - self.pos > MAX_VALUE_CHARS:
+                raise BadRecord(f"holds a JSON value of more than {MAX_VALUE_CHARS >> 20} MiB in {where} "
+                                "(a damaged or hostile file?)")
+            want = 2 * max(want, len(self.buf) - self.pos)
+
+
+    def raw_snapshot(self) -> str | None:
+        """The text of the next value if it is a snapshot in our writer's compact form followed by another
+        (found with str.find, no JSON decoding: how a report that needs one snapshot skips the rest); None
+        otherwise, and the caller decodes the value."""
+        self.peek()
+        if not self.buf.startswith(_OURS, self.pos):
+            return None
+        offset = 1   # from pos: where to look for the next snapshot
+        while True:
+            found = self.buf.find(_NEXT, self.pos + offset)
+            if found >= 0:
+                break
+            if self.done or len(self.buf) - self.pos > MAX_VALUE_CHARS:
+                return None
+            offset = max(1, len(self.buf) - self.pos - len(_NEXT))
+            self._pull(len(self.buf) - self.pos + _WANT_AHEAD)
+        text = self.buf[self.pos:found]
+        # one snapshot, balanced (else, e.g. a record's last snapshot with the next record: decode it instead)
+        if text.count('"start_time"') != 1 or text.count("{") != text.count("}") or \
+                text.count("[") != text.count("]"):
+            return None
+        self.pos = found
+        return text
+
+
+def _decode(text: str, where: str) -> Any:
+    try:
+        return _DECODER.decode(text)
+    except json.JSONDecodeError as err:
+        raise BadRecord(f"is not valid JSON in {where}: {err.msg}") from None
+    except (ValueError, RecursionError) as err:
+        raise BadRecord(f"holds an invalid value in {where}: {str(err).split(';')[0]}") from None
+
+
+def _chunks(path: str) -> Iterator[bytes]:
+    """The file's text as bytes: plain JSON as it is (damo's `json` format), anything else inflated."""
+    try:
+        stream: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed when the generator ends
+    except FileNotFoundError:
+        raise BadRecord("no such file") from None
+    except IsADirectoryError:
+        raise BadRecord("is a directory, not a record file") from None
+    except OSError as err:
+        raise BadRecord(f"cannot read: {err.strerror or err}") from None
+    with stream:
+        try:
+            first = stream.read(1 << 16)
+        except OSError as err:
+            raise BadRecord(f"cannot read: {err.strerror or err}") from None
+        if not first.strip():
+            if not first or not stream.read(1 << 16).strip():
+                raise BadRecord("is empty")
+        if first.lstrip()[:1] in (b"[", b"{"):
+            yield first
+            yield from iter(lambda: stream.read(1 << 20), b"")
+        else:
+            yield from inflate(stream, first)
+
+
+class _Keep:
+    """Which snapshots of a record are kept: all (None), or one index (negative counts from the end).
+
+    With all kept, each is turned into arrays as soon as it is read (once the record's intervals are known,
+    which in our files and damo's come first); one wanted snapshot is kept as parsed JSON until the end."""
+
+    def __init__(self, index: int | None) -> None:
+        self.index = index
+        self.seen = 0
+        self.aggr_us: int | None = None
+        self.first: Any = None
+        size = None if index is None else (-index if index < 0 else 1)
+        self.kept: collections.deque = collections.deque(maxlen=size)
+
+    def add(self, snap: Any, where: str) -> None:
+        if isinstance(snap, dict) and isinstance(snap.get("regions"), list) and _is_damo_fake(snap["regions"]):
+            return
+        if self.seen == 0:
+            self.first = snap
+        if self.index is None and self.aggr_us is not None:
+            self.kept.append(_snapshot(snap, where, self.aggr_us))
+        elif self.index is None or self.index < 0 or self.seen == self.index:
+            self.kept.append(snap)
+        self.seen += 1
+
+    def result(self, where: str, aggr_us: int) -> list:
+        """The kept snapshots as Snapshots."""
+        if self.index is not None and self.index < 0 and len(self.kept) < -self.index:
+            return []
+        raw = list(self.kept)[:1] if self.index is not None else list(self.kept)
+        first = self.seen - len(self.kept) if self.index is None or self.index < 0 else self.index
+        return [self._snapshot(s, f"{where} snapshot {first + i}", aggr_us) for i, s in enumerate(raw)]
+
+    @staticmethod
+    def _snapshot(snap: Any, where: str, aggr_us: int) -> Snapshot | None:
+        if isinstance(snap, Snapshot):
+            return snap
+        return _snapshot(_decode(snap, where) if isinstance(snap, str) else snap, where, aggr_us)
+
+    def origin_ns(self, where: str, aggr_us: int) -> int | None:
+        """When the record's first snapshot began (None without snapshots)."""
+        first = self._snapshot(self.first, f"{where} snapshot 0", aggr_us) if self.seen else None
+        return None if first is None else first.start_ns
+
+
+def _snapshots(text: _Text, where: str, keep: _Keep) -> None:
+    text.expect("[", f"{where} snapshots")
+    if text.peek() == "]":
+        text.pos += 1
+        return
+    while True:
+        at = f"{where} snapshot {keep.seen}"
+        raw = text.raw_snapshot() if keep.index is not None else None
+        keep.add(raw if raw is not None else text.value(at), at)
+        if text.expect(",]", f"{where} snapshots") == "]":
+            return
+
+
+def _record(text: _Text, where: str, index: int | None) -> TargetRecord:
+    """One record; snapshots are kept as parsed JSON only until its intervals are known (ours come first)."""
+    if text.peek() != "{":
+        _obj(text.value(where), where)   # says what it is instead (or why it is no JSON at all)
+    text.expect("{", where)
+    fields: dict = {}
+    keep = _Keep(index)
+    while text.peek() != "}":
+        key = text.value(f"{where} (a key)")
+        if not isinstance(key, str):
+            raise BadRecord(f"is not valid JSON in {where}: a key must be a string")
+        text.expect(":", where)
+        if key == "snapshots":
+            keep.aggr_us = _aggr_us(fields, where) if "intervals" in fields else None
+            _snapshots(text, where, keep)
+            fields[key] = True
+        else:
+            fields[key] = text.value(f"{where} {key}")
+        if text.expect(",}", where) == "}":
+            break
+    else:
+        text.pos += 1
+    return _build(fields, where, keep)
+
+
+def _build(rec: dict, where: str, keep: _Keep) -> TargetRecord:
+    target_id = _int(_key(rec, "target_id", where), f"{where} target_id", 0, 2**31)
+    iv = _obj(_key(rec, "intervals", where), f"{where} intervals")
+    sample_us = _int(_key(iv, "sample_us", f"{where} intervals"), f"{where} sample_us", 1, MAX_US)
+    aggr_us = _aggr_us(rec, where)
+    update_us = _int(iv.get("ops_update_us", 0), f"{where} ops_update_us", 0, MAX_US)
+    ours = _obj(rec.get("damon_bpf", {}), f"{where} damon_bpf")
+    pid = ours.get("pid")
+    if pid is not None:
+        pid = _int(pid, f"{where} damon_bpf.pid", 0, 2**32)
+    meta = _obj(ours.get("meta", {}), f"{where} damon_bpf.meta")
+    _key(rec, "snapshots", where)
+    snapshots = [s for s in keep.result(where, aggr_us) if s is not None]
+    if keep.index is None:
+        return TargetRecord(target_id, pid, sample_us, aggr_us, update_us, snapshots, meta)
+    return TargetRecord(target_id, pid, sample_us, aggr_us, update_us, snapshots, meta, keep.seen,
+                        keep.origin_ns(where, aggr_us))
+
+
+def _aggr_us(rec: dict, where: str) -> int:
+    iv = _obj(_key(rec, "intervals", where), f"{where} intervals")
+    return _int(_key(iv, "aggr_us", f"{where} intervals"), f"{where} aggr_us", 1, MAX_US)
+
+
+def _records(text: _Text, snapshot: int | None) -> list[TargetRecord]:
+    if text.peek() != "[":
+        doc = text.value("the top level")   # not a list: say what it is, as a whole-document reader would
+        _list(doc, "the top level")
+    text.expect("[", "the top level")
+    records: list[TargetRecord] = []
+    if text.peek() == "]":
+        text.pos += 1
+    else:
+        while True:
+            records.append(_record(text, f"record {len(records)}", snapshot))
+            if text.expect(",]", "the top level") == "]":
+                break
+    if text.peek():
+        raise BadRecord("is not valid JSON: extra data after the records")
+    return records
+
+
+def read_record(path: str, snapshot: int | None = None) -> list[TargetRecord]:
+    """Read a record file (ours or damo's JSON/compressed JSON). Any problem -> RecordFileError.
+
+    ``snapshot`` keeps only that snapshot of each record (negative counts from the end; a record without it
+    keeps none); None keeps all."""
+    path = os.fspath(path)
+    try:
+        return _records(_Text(_chunks(path)), snapshot)
+    except BadRecord as err:
+        raise RecordFileError(f"record file {path}: {err}") from None
+    except MemoryError:
+        raise RecordFileError(f"record file {path}: too large to load into memory") from None

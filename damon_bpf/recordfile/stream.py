@@ -1,0 +1,135 @@
+"""zlib streams: stitching independently compressed segments into one stream (writing), and inflating a
+stream in bounded chunks (reading).
+
+A record file is one zlib stream. The JSON text of snapshots already flushed is never re-encoded or
+re-compressed: each flush compresses only the new snapshots into an independent raw-deflate segment ending
+on a sync point, and the file is stitched from the cached segments (see ``_Piece``).
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterator
+
+from damon_bpf.core.snapshot import Snapshot
+from damon_bpf.recordfile.encode import _record_tail, _snapshot_json
+from damon_bpf.recordfile.model import BadRecord, TargetRecord
+
+_ZLIB_HEADER = b"\x78\x9c"  # what `file` calls "zlib compressed data" (damo detects the format that way)
+_ADLER_BASE = 65521
+
+
+def _adler32_combine(adler1: int, adler2: int, len2: int) -> int:
+    """Adler-32 of A+B from adler(A), adler(B) and len(B); zlib's adler32_combine (not in Python)."""
+    rem = len2 % _ADLER_BASE
+    sum1 = adler1 & 0xFFFF
+    sum2 = (rem * sum1) % _ADLER_BASE
+    sum1 += (adler2 & 0xFFFF) + _ADLER_BASE - 1
+    sum2 += ((adler1 >> 16) & 0xFFFF) + ((adler2 >> 16) & 0xFFFF) + _ADLER_BASE - rem
+    return (sum1 % _ADLER_BASE) | ((sum2 % _ADLER_BASE) << 16)
+
+
+@dataclass
+class _Piece:
+    """Compressed text that can be concatenated with others into one zlib stream.
+
+    Each piece is a raw deflate stream started from an empty window and ended with Z_SYNC_FLUSH
+    (byte aligned, not final), so pieces can be laid end to end; only the very last piece of a
+    file is ended with Z_FINISH. The zlib trailer is the Adler-32 of all the text, which we get
+    by combining the pieces' checksums without touching the text again.
+    """
+
+    data: bytes
+    adler: int
+    length: int
+
+    @classmethod
+    def of(cls, text: str, final: bool = False) -> "_Piece":
+        raw = text.encode()
+        comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+        data = comp.compress(raw) + comp.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+        return cls(data, zlib.adler32(raw), len(raw))
+
+
+@dataclass
+class _TargetState:
+    record: TargetRecord
+    head: str
+    segments: list[bytes] = field(default_factory=list)
+    adler: int = 1  # Adler-32 of the concatenated snapshot text of all segments
+    length: int = 0
+    nr_snapshots: int = 0
+    pending: list[Snapshot] = field(default_factory=list)
+
+    def encode_pending(self) -> None:
+        """Compress the pending snapshots into one new segment (cheap: new data only)."""
+        if not self.pending:
+            return
+        aggr_us = self.record.aggr_us
+        texts = [_snapshot_json(s, aggr_us) for s in self.pending]
+        text = ("," if self.nr_snapshots else "") + ",".join(texts)
+        piece = _Piece.of(text)
+        self.segments.append(piece.data)
+        self.adler = _adler32_combine(self.adler, piece.adler, piece.length)
+        self.length += piece.length
+        self.nr_snapshots += len(self.pending)
+        self.pending = []
+
+
+def _file_chunks(targets: list[_TargetState]) -> list[bytes]:
+    """The whole file as a list of byte chunks: zlib header, pieces, Adler-32 trailer."""
+    if not targets:
+        last = _Piece.of("[]", final=True)
+        return [_ZLIB_HEADER, last.data, last.adler.to_bytes(4, "big")]
+    chunks = [_ZLIB_HEADER]
+    adler = 1
+    for idx, t in enumerate(targets):
+        final = idx == len(targets) - 1
+        head = _Piece.of(("[" if idx == 0 else ",") + t.head)
+        tail = _Piece.of(_record_tail(t.record.pid, t.record.meta) + ("]" if final else ""),
+                         final=final)
+        chunks.append(head.data)
+        chunks.extend(t.segments)
+        chunks.append(tail.data)
+        adler = _adler32_combine(adler, head.adler, head.length)
+        adler = _adler32_combine(adler, t.adler, t.length)
+        adler = _adler32_combine(adler, tail.adler, tail.length)
+    chunks.append(adler.to_bytes(4, "big"))
+    return chunks
+
+
+# A record file inflates to ~10-20x its size; this bounds what a damaged or hostile file (a "zlib bomb")
+# can make the reader chew through. DAMON_BPF_MAX_INFLATED_MB raises it for a truly huge recording.
+MAX_INFLATED = int(os.environ.get("DAMON_BPF_MAX_INFLATED_MB", "4096")) << 20
+_READ_BYTES = 1 << 16
+_OUT_BYTES = 1 << 20   # inflated bytes handed out at a time: the reader never holds a whole file
+
+
+def inflate(stream: BinaryIO, first: bytes, limit: int = MAX_INFLATED) -> Iterator[bytes]:
+    """The inflated bytes of the zlib stream ``first`` + ``stream``, at most 1 MiB at a time."""
+    dec = zlib.decompressobj()
+    total, data = 0, first
+    while not dec.eof:
+        if not data:
+            data = stream.read(_READ_BYTES)
+            if not data:
+                raise BadRecord("is truncated (the compressed stream ends early; was the recorder killed "
+                                "while writing a file that was not its own?)")
+        try:
+            out = dec.decompress(data, _OUT_BYTES)
+        except zlib.error:
+            raise BadRecord("is not a record file (neither zlib-compressed nor plain JSON), or its "
+                            "compressed data is damaged") from None
+        data = dec.unconsumed_tail
+        total += len(out)
+        if total > limit:
+            raise BadRecord(f"inflates to more than {limit >> 20} MiB, which no recording here needs "
+                            "(a damaged or hostile file?); DAMON_BPF_MAX_INFLATED_MB raises the limit")
+        if out:
+            yield out
+    garbage = len(dec.unused_data) + len(stream.read(_READ_BYTES))
+    if garbage:
+        raise BadRecord(f"has {'at least ' if garbage >= _READ_BYTES else ''}{garbage} bytes of garbage after "
+                        "the compressed data")

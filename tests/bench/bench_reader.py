@@ -1,0 +1,93 @@
+"""Record reader: time and peak memory of `damon-bpf report` on a one-hour record.
+
+Writes a record of one target, one hour at DAMON's default 100 ms aggregation (36,000 snapshots) with
+--regions regions each, attributed to 2 CPUs and 3 threads (10 MB compressed at the default, 12), then
+runs each report in a fresh process and prints its wall time and peak RSS (ru_maxrss of the child).
+
+    .venv/bin/python tests/bench/bench_reader.py [--regions 12] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from damon_bpf.core.snapshot import Snapshot
+from damon_bpf.recordfile import RecordWriter, TargetRecord
+
+AGGR_NS = 100_000_000
+T0 = 5_000_000_000_000
+BASE = 0x7F00_0000_0000
+
+
+def snapshot(i: int, n: int, rng: np.random.Generator) -> Snapshot:
+    sizes = rng.integers(1, 64, n).astype(np.uint64) * 4096
+    start = BASE + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.uint64)
+    reports = rng.integers(0, 400, n) * (rng.random(n) < 0.5)
+    writes = reports // 3
+    tids = {1000: reports // 2, 1001: reports // 4, 1002: reports - reports // 2 - reports // 4}
+    return Snapshot(T0 + i * AGGR_NS, T0 + (i + 1) * AGGR_NS, start, start + sizes,
+                    np.minimum(reports, 20), rng.integers(0, 300, n), reports, writes, reports - writes,
+                    {0: reports // 2, 1: reports - reports // 2}, tids)
+
+
+def write_hour(path: str, regions: int) -> None:
+    rng = np.random.default_rng(1)
+    writer = RecordWriter(path)
+    writer.add_target(TargetRecord(0, 1000, 5000, 100_000, 1_000_000, [], {"source": "bench"}))
+    for block in range(36):
+        writer.add_snapshots(0, [snapshot(block * 1000 + i, regions, rng) for i in range(1000)])
+        writer.flush()
+    writer.close()
+
+
+def run(args: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system: what a loaded machine does not inflate) and peak RSS (MiB)
+    of one report in a fresh process."""
+    cli = os.path.join(os.path.dirname(sys.executable), "damon-bpf")
+    begin = time.monotonic()
+    subprocess.run([cli, *args], check=True, stdout=subprocess.DEVNULL)
+    wall = time.monotonic() - begin
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--regions", type=int, default=12)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--reports", nargs="+", type=str.split,
+                        default=[["access"], ["wss"], ["breakdown"], ["heatmap", "--output", "raw"]],
+                        help="reports to run, each quoted ('heatmap --output raw')")
+    opts = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "hour.data")
+        write_hour(path, opts.regions)
+        print(f"record: 36000 snapshots x {opts.regions} regions, {os.path.getsize(path) / 1e6:.1f} MB")
+        for report in opts.reports:
+            walls, cpus, peaks = [], [], []
+            for _ in range(opts.runs):
+                # ru_* of children add up over all of them: measure each from its own process
+                out = subprocess.run([sys.executable, __file__, "--one", path, *report], check=True,
+                                     capture_output=True, text=True).stdout.split()
+                walls.append(float(out[0]))
+                cpus.append(float(out[1]))
+                peaks.append(float(out[2]))
+            print(f"report {' '.join(report):20s} wall {statistics.median(walls):5.2f} s "
+                  f"(runs {min(walls):.2f}-{max(walls):.2f})  CPU {statistics.median(cpus):5.2f} s  "
+                  f"peak RSS {max(peaks):6.0f} MiB")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--one":
+        print(*run(["report", sys.argv[3], "-i", sys.argv[2], *sys.argv[4:]]))
+    else:
+        main()
