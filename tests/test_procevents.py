@@ -77,8 +77,8 @@ def assert_traced_to_its_last_thread(tmp_path) -> None:
     from damon_bpf.sources.tracer import Tracer
 
     source, binary, out = tmp_path / "late.c", tmp_path / "late", tmp_path / "late.out"
-    source.write_text(LEADER_EXITS_FIRST.replace("return arg;", "exit(4);").replace("<unistd.h>",
-                                                                                      "<unistd.h>\n#include <stdlib.h>"))
+    exits_with_4 = LEADER_EXITS_FIRST.replace("return arg;", "exit(4);")
+    source.write_text(exits_with_4.replace("<unistd.h>", "<unistd.h>\n#include <stdlib.h>"))
     subprocess.run(["gcc", "-O1", "-pthread", "-o", str(binary), str(source)], check=True)
     tracer = Tracer("tracepoint", follow_children=True)
     try:

@@ -12,11 +12,24 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import struct
 from dataclasses import dataclass
+from typing import Callable
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)   # root may exceed net.core.rmem_max
 RCVBUF_BYTES = 32 << 20     # an event is one 76-byte datagram (~1 KiB of skb): ~30,000 events unread
 DATAGRAM_BYTES = 1 << 16
+NLMSG_HEADER_BYTES = 16     # struct nlmsghdr, before pyroute2's message fields
+
+
+def _field_offset(message_class, name: str) -> int:
+    """Where field ``name`` of a pyroute2 message class lies in a datagram (fields are packed)."""
+    formats = ""
+    for field, code in message_class.fields:
+        if field == name:
+            return NLMSG_HEADER_BYTES + struct.calcsize("=" + formats)
+        formats += code
+    raise KeyError(name)
 
 
 @dataclass(frozen=True)
@@ -58,11 +71,17 @@ class ProcEvents:
     because the socket was full) is counted in ``overruns``, and the caller then asks /proc."""
 
     def __init__(self, rcvbuf_bytes: int = RCVBUF_BYTES) -> None:
-        from pyroute2.netlink.connector.cn_proc import ProcEventSocket  # noqa: PLC0415 - netlink only when tracing
+        from pyroute2.netlink.connector import cn_proc  # noqa: PLC0415 - netlink only when tracing
 
+        # pyroute2's parse is the costliest part of a read: execs, comm changes and the like are skipped
+        # unparsed by their event type (one datagram is one message), read where pyroute2's marshal does.
+        self._fork, self._exit = cn_proc.PROC_EVENT_FORK, cn_proc.PROC_EVENT_EXIT
+        self._u32 = struct.Struct("=" + cn_proc.ProcEventMarshal.key_format)
+        self._what_offset = cn_proc.ProcEventMarshal.key_offset
+        self._exit_tgid_offset = _field_offset(cn_proc.proc_event_exit, "process_tgid")
         self.overruns = 0
         self.closed = False
-        self.socket = ProcEventSocket()
+        self.socket = cn_proc.ProcEventSocket()
         try:
             try:
                 self.socket.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf_bytes)
@@ -74,8 +93,9 @@ class ProcEvents:
             self.socket.close()
             raise
 
-    def read(self) -> list[ProcEvent]:
-        """Every event queued now, oldest first. pyroute2's get() would hand back one datagram per call
+    def read(self, forks: bool = True, exit_of: Callable[[int], bool] | None = None) -> list[ProcEvent]:
+        """Every fork (unless ``forks`` is False) and every exit (of the processes ``exit_of`` accepts,
+        if given) queued now, oldest first. pyroute2's get() would hand back one datagram per call
         and block on an empty socket, and select() cannot see what it buffered (the bug of issue 11), so
         we receive the datagrams ourselves, non-blocking, until the socket is empty, and let pyroute2's
         marshal parse them."""
@@ -90,7 +110,17 @@ class ProcEvents:
                     raise
                 self.overruns += 1   # reported once per overrun; the socket goes on delivering
                 continue
+            if not self._wanted(data, forks, exit_of):
+                continue
             events.extend(event for msg in self.socket.marshal.parse(data) if (event := _decode(msg)) is not None)
+
+    def _wanted(self, data: bytes, forks: bool, exit_of: Callable[[int], bool] | None) -> bool:
+        if len(data) < self._exit_tgid_offset + self._u32.size:   # shorter than a fork or an exit message
+            return False
+        what = self._u32.unpack_from(data, self._what_offset)[0]
+        if what == self._exit:
+            return exit_of is None or exit_of(self._u32.unpack_from(data, self._exit_tgid_offset)[0])
+        return forks and what == self._fork
 
     def close(self) -> None:
         # Closing leaves the multicast group; control(listen=False) would wait for a reply that can be

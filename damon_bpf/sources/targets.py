@@ -95,16 +95,19 @@ def thread_group_of(pid: int) -> int:
     raise TargetError(f"no process with PID {pid}")
 
 
+PF_EXITING = 0x4   # include/linux/sched.h: set at the start of do_exit; such a task never runs user code again
+
+
 def is_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
+    """True while ``pid`` (a process or a thread) exists and is neither a zombie nor exiting."""
     fields = _stat_fields(pid)
-    return fields is not None and fields[1][0] not in "ZX"
+    return fields is not None and fields[1][0] not in "ZX" and not int(fields[1][6]) & PF_EXITING
 
 
 def group_alive(tgid: int, exited: Iterable[int] = ()) -> bool:
     """True while a thread of process ``tgid`` lives, leaving out the threads in ``exited`` (cn_proc
-    told of their exit; /proc still shows them running until they finish it). A main thread that
-    exited first stays a zombie in /proc while the other threads run."""
+    told of their exit). A main thread that exited first stays a zombie in /proc while the other
+    threads run."""
     try:
         tids = [int(tid) for tid in os.listdir(f"/proc/{tgid}/task")]
     except OSError:
@@ -291,7 +294,9 @@ class Targets:
             return False
         overruns = self._events.overruns
         early, self._early_exits = self._early_exits, []
-        for event in early + self._events.read():
+        # Without following, only the exits of known targets matter: the rest is skipped unparsed.
+        fresh = self._events.read() if self.follow_children else self._events.read(False, self.info.__contains__)
+        for event in early + fresh:
             if event.kind == "exit":
                 self._note_exit(event)
             elif event.new_process and self.follow_children:
@@ -442,11 +447,13 @@ class Targets:
     def following(self) -> dict:
         """What cn_proc added: repairs after lost lifecycle records, socket overruns, and the exits of
         processes whose main thread exited first (before 6.16), with their map-removal latency."""
-        latencies = sorted(removed - self._last_exit_ns.get(tgid, removed) for tgid, removed in self._removed_ns.items())
+        latencies = sorted(removed - self._last_exit_ns.get(tgid, removed)
+                           for tgid, removed in self._removed_ns.items())
         return {"proc_events": self._events is not None,
                 "proc_event_overruns": self._events.overruns if self._events is not None else 0,
                 "repaired_forks": self.repaired_forks, "repaired_exits": self.repaired_exits,
                 "deferred_exits": len(latencies),
+                "deferred_exit_latency_ms_median": latencies[len(latencies) // 2] / 1e6 if latencies else None,
                 "deferred_exit_latency_ms_max": latencies[-1] / 1e6 if latencies else None}
 
     def close(self) -> None:
