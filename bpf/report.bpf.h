@@ -134,7 +134,10 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	return 0;
 }
 
-/* A target leaves the map when it exits, so a later process given the same pid is never traced. */
+/* A target leaves the map when it exits, so a later process given the same pid is never traced.
+ * Before 6.16 the tracepoint cannot say whether the whole thread group is dead: the record then tells
+ * of the main thread's exit, the pid stays, and user space removes it when the last thread is gone
+ * (cn_proc and /proc; damon_bpf/sources/targets.py). */
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -143,12 +146,14 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	if (!args->group_dead)          /* the last thread of the process */
 		return 0;
 #else
-	if ((u32)pid_tgid != tgid)      /* the thread-group leader (see README: a leader exiting early) */
+	if ((u32)pid_tgid != tgid)      /* the thread-group leader */
 		return 0;
 #endif
 	if (!targets.lookup(&tgid))
 		return 0;
+#if HAVE_GROUP_DEAD
 	targets.delete(&tgid);
+#endif
 	report_lifecycle(LIFECYCLE_EXIT, tgid, 0);
 	return 0;
 }

@@ -39,6 +39,7 @@ class RunResult:
     exit_status: int | None = None   # of a command we started
     samplers: list[dict] = field(default_factory=list)   # each sampler's summary (damon_bpf.samplers)
     placement: dict = field(default_factory=dict)   # where record/live put the reports (Recorder.accounting)
+    following: dict = field(default_factory=dict)        # Targets.following(): what cn_proc repaired
 
     @property
     def events_per_s(self) -> float:
@@ -74,6 +75,7 @@ class RunResult:
 
     def as_dict(self) -> dict:
         extra = {"samplers": self.samplers} if self.samplers else {}
+        extra.update({"following": self.following} if self.following else {})
         return {**self.accounting.as_dict(), "duration_s": self.elapsed_s, "events_per_s": self.events_per_s,
                 "cpu_s": self.cpu_s, "reason": self.reason, "exited": self.exited, "exit_status": self.exit_status,
                 **extra}
@@ -131,7 +133,7 @@ class Session:
                     signal.signal(sig, handler)
         return RunResult(self.stop_reason or "interrupted", time.monotonic() - start, cpu_seconds() - cpu_start,
                          self.tracer.accounting(), list(self.targets.exited), self.targets.exit_status(),
-                         [sampler.summary() for sampler in self.samplers])
+                         [sampler.summary() for sampler in self.samplers], self.targets.following())
 
     def _loop(self, on_batch, on_tick, start: float) -> None:
         idle_limit = max(self.poll_interval_s, IDLE_POLL_S)

@@ -35,12 +35,17 @@ def ring_pages(ring_bytes: int) -> int:
     return 1 << (pages - 1).bit_length()
 
 
+def exit_has_group_dead() -> bool:
+    """True where sched_process_exit says whether the whole thread group is dead (6.16+): there the
+    kernel's exit record is the process's; before, it is the main thread's (tracefs must be mounted)."""
+    exit_format = bpf_env.TRACEFS / "events/sched/sched_process_exit/format"
+    return "group_dead" in exit_format.read_text() if exit_format.exists() else False
+
+
 def shared_cflags(ring_bytes: int, follow_children: bool) -> list[str]:
     """Compiler flags of report.bpf.h, which every access source includes (tracefs must be mounted)."""
-    exit_format = bpf_env.TRACEFS / "events/sched/sched_process_exit/format"
-    group_dead = "group_dead" in exit_format.read_text() if exit_format.exists() else False
     return [f"-I{bpf_dir()}", f"-DRING_PAGES={ring_pages(ring_bytes)}", f"-DFOLLOW_CHILDREN={int(follow_children)}",
-            f"-DHAVE_GROUP_DEAD={int(group_dead)}", "-Wno-macro-redefined"]
+            f"-DHAVE_GROUP_DEAD={int(exit_has_group_dead())}", "-Wno-macro-redefined"]
 
 
 def compile_program(source: str, ring_bytes: int, follow_children: bool):

@@ -1,12 +1,16 @@
 """Target processes: existing PIDs (with their descendants when followed), or a command we start.
 
 Who is a target is decided in the kernel (bpf/report.bpf.h): a followed process's children join before
-they run, an exiting process leaves at once (so a reused pid is never traced), and each fork, exec and
-exit is written as a lifecycle record into a ring of its own. ``update`` reads those records after each
-drain of the accesses ring and before its batch is handed on, so subscribers hear of a fork or exec
-before they see the process's reports; ``publish_exits`` tells of exits only after every batch that
-can hold the process's reports (see Session._loop). Why not the process-events connector (cn_proc): its messages are not ordered
-with the ring's records, and a burst of forks left user space seconds behind (issue 11).
+they run, an exiting process leaves (so a reused pid is never traced), and each fork, exec and exit is
+written as a lifecycle record into a ring of its own. ``update`` reads those records after each drain of
+the accesses ring and before its batch is handed on, so subscribers hear of a fork or exec before they
+see the process's reports; ``publish_exits`` tells of exits only after every batch that can hold the
+process's reports (see Session._loop).
+
+The process-events connector (cn_proc, procevents.py) serves where the ring cannot: exit statuses, the
+end of a process whose main thread exited first on kernels before 6.16 (there the kernel keeps such a
+pid in its map and user space removes it when /proc and cn_proc say the last thread is gone), and forks
+the ring lost. Its messages are not ordered with the ring's records, so it never decides who is traced.
 """
 
 from __future__ import annotations
@@ -27,6 +31,15 @@ from damon_bpf.access import LIFECYCLE_KINDS
 from damon_bpf import outputs
 from damon_bpf.childproc import die_with_parent
 from damon_bpf.errors import TargetError
+from damon_bpf.sources.procevents import ProcEvent, ProcEvents
+
+# cn_proc's exit of a thread of a target that exited up to this long before or after the target's own
+# exit record gives the target's status; later ones belong to a process that reused the pid.
+STATUS_WINDOW_NS = 1_000_000_000
+# A process fork cn_proc told of is checked against the kernel map for this long while the lifecycle
+# ring has lost records: its own record, if lost, will never come.
+FORK_HORIZON_NS = 1_000_000_000
+STATUS_WAIT_S = 0.05   # at the end of a run, how long exits told without a status wait for cn_proc's
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,8 @@ class TargetEvent:
     ppid: int
     comm: str
     time_ns: int
+    exit_code: int | None = None     # exit: the status it exited with, when known (cn_proc)
+    exit_signal: int | None = None   # exit: the signal that killed it, when one did
 
 
 @dataclass
@@ -50,9 +65,13 @@ class TargetInfo:
     ppid: int
     comm: str
     exited: bool = False
+    exit_ns: int | None = None
+    exit_code: int | None = None
+    exit_signal: int | None = None
 
     def as_dict(self) -> dict:
-        return {"pid": self.pid, "ppid": self.ppid, "comm": self.comm, "exited": self.exited}
+        return {"pid": self.pid, "ppid": self.ppid, "comm": self.comm, "exited": self.exited,
+                "exit_code": self.exit_code, "exit_signal": self.exit_signal}
 
 
 def _stat_fields(pid: int) -> tuple[str, list[str]] | None:
@@ -78,10 +97,25 @@ def thread_group_of(pid: int) -> int:
     raise TargetError(f"no process with PID {pid}")
 
 
+PF_EXITING = 0x4   # include/linux/sched.h: set at the start of do_exit; such a task never runs user code again
+
+
 def is_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
+    """True while ``pid`` (a process or a thread) exists and is neither a zombie nor exiting."""
     fields = _stat_fields(pid)
-    return fields is not None and fields[1][0] not in "ZX"
+    return fields is not None and fields[1][0] not in "ZX" and not int(fields[1][6]) & PF_EXITING
+
+
+def group_alive(tgid: int, exited: Iterable[int] = ()) -> bool:
+    """True while a thread of process ``tgid`` lives, leaving out the threads in ``exited`` (cn_proc
+    told of their exit). A main thread that exited first stays a zombie in /proc while the other
+    threads run."""
+    try:
+        tids = [int(tid) for tid in os.listdir(f"/proc/{tgid}/task")]
+    except OSError:
+        return False
+    gone = set(exited)
+    return any(tid not in gone and is_alive(tid) for tid in tids)
 
 
 def process_info(pid: int) -> TargetInfo | None:
@@ -136,8 +170,17 @@ class Targets:
         self.info: dict[int, TargetInfo] = {}                            # every target the run had
         self.exited: list[int] = []
         self._subscribers: list[Callable[[TargetEvent], None]] = []
-        self._exits: list[TargetEvent] = []   # known, not yet published (publish_exits)
+        self._exits: list[tuple[int, int]] = []   # (pid, time_ns) known, not yet published (publish_exits)
         self._lost_seen = 0
+        self._events: ProcEvents | None = None
+        self._group_dead = True                   # the kernel's exit record is the whole process's
+        self._leaderless: dict[int, set[int]] = {}  # main thread exited (before 6.16): tgid -> exited tids
+        self._last_exit_ns: dict[int, int] = {}   # latest thread exit of a leaderless target (cn_proc)
+        self._removed_ns: dict[int, int] = {}     # when user space removed a leaderless target from the map
+        self._pending_forks: list[ProcEvent] = []
+        self._early_exits: list[ProcEvent] = []   # of processes the lifecycle ring has not told of yet
+        self.repaired_forks = 0
+        self.repaired_exits = 0
         if self.command and shutil.which(self.command[0]) is None:
             raise TargetError(f"command not found: {self.command[0]}")
 
@@ -152,6 +195,8 @@ class Targets:
 
     def attach(self, tracer) -> None:
         """Register the targets with ``tracer``; a command is started here, paused before its exec."""
+        self._group_dead = getattr(tracer, "exit_is_group_dead", True)
+        self._events = self._open_proc_events()
         for pid in self.pids:
             tracer.add_target(pid)
             self.info[pid] = process_info(pid) or TargetInfo(pid, 0, "")
@@ -179,6 +224,14 @@ class Targets:
         threads = sum(thread_count(pid) for pid in found)
         self.notify(f"following {len(found)} existing descendant process(es) of PID "
                     f"{', '.join(map(str, sorted(roots)))} ({threads} threads)")
+
+    def _open_proc_events(self) -> ProcEvents | None:
+        try:
+            return ProcEvents()
+        except OSError as err:   # a kernel without CONFIG_PROC_EVENTS
+            self.notify(f"warning: no process events ({err.strerror or err}): exit statuses are not known, and "
+                        "/proc alone tells when a process whose main thread exited first is gone")
+            return None
 
     def _launch(self, tracer) -> None:
         # bash (dash cannot name fds above 9) tells us it runs, then waits on a pipe; only then is its pid
@@ -222,19 +275,104 @@ class Targets:
         its batch is handed on."""
         for record in tracer.drain_lifecycle():
             self._apply(record)
+        overruns = self._read_proc_events()
+        self._end_leaderless(tracer)   # before poll() reaps the launched command: its pid is not free yet
         if self.process is not None and self.process.pid in self.pids and self.process.poll() is not None:
-            self._gone(self.process.pid)   # also covers a launcher that died before its exec
+            self._launcher_gone(tracer)   # also covers a launcher that died before its exec
         lost = tracer.lifecycle_lost()
-        if lost != self._lost_seen:        # records were lost: ask /proc who is still there
+        if lost != self._lost_seen or overruns:   # records or events were lost: ask /proc who is still there
             self._lost_seen = lost
-            self._drop_dead(tracer)
+            self.repaired_exits += self._drop_dead(tracer)
+        if self._lost_seen:
+            self._repair_forks(tracer)
+        self._pending_forks = [fork for fork in self._pending_forks
+                               if time.monotonic_ns() - fork.time_ns < FORK_HORIZON_NS]
 
-    def _drop_dead(self, tracer) -> None:
+    def _read_proc_events(self) -> bool:
+        """Take in cn_proc's events; True if the socket overran (events were dropped)."""
+        if self._events is None or self._events.closed:
+            return False
+        overruns = self._events.overruns
+        early, self._early_exits = self._early_exits, []
+        # Without following, only the exits of known targets matter: the rest is skipped unparsed.
+        fresh = self._events.read() if self.follow_children else self._events.read(False, self.info.__contains__)
+        for event in early + fresh:
+            if event.kind == "exit":
+                self._note_exit(event)
+            elif event.new_process and self.follow_children:
+                self._pending_forks.append(event)
+        now = time.monotonic_ns()
+        self._early_exits = [event for event in self._early_exits if now - event.time_ns < FORK_HORIZON_NS]
+        return self._events.overruns != overruns
+
+    def _note_exit(self, event: ProcEvent) -> None:
+        """A thread exited: its status is its process's status (the last thread's is the last to come)."""
+        info = self.info.get(event.tgid)
+        if info is None:   # not a target, or one whose records are still behind one being written
+            if self.follow_children:
+                self._early_exits.append(event)
+            return
+        if info.exited and abs(event.time_ns - (info.exit_ns or 0)) > STATUS_WINDOW_NS:
+            return
+        info.exit_code, info.exit_signal = event.exit_status()
+        if event.tgid in self._leaderless and event.tid != event.tgid:   # tgid's thread may lead after an exec
+            self._leaderless[event.tgid].add(event.tid)
+        if event.tgid in self._leaderless or event.tgid in self._removed_ns:
+            self._last_exit_ns[event.tgid] = max(self._last_exit_ns.get(event.tgid, 0), event.time_ns)
+
+    def _repair_forks(self, tracer) -> None:
+        """The lifecycle ring lost records: a process fork cn_proc told of whose child the kernel map
+        holds but user space does not know was one of them."""
+        in_map = tracer.kernel_targets()   # one walk of the map: the live targets only
+        for fork in sorted(self._pending_forks, key=lambda fork: fork.time_ns):
+            info = self.info.get(fork.tgid)
+            unknown = info is None or (info.exited and (info.exit_ns or 0) < fork.time_ns)
+            if unknown and fork.parent_tgid in self.info and fork.tgid in in_map:
+                found = process_info(fork.tgid)
+                parent = self.info.get(fork.parent_tgid)
+                self.pids.add(fork.tgid)
+                self.info[fork.tgid] = TargetInfo(fork.tgid, fork.parent_tgid,
+                                                  found.comm if found else parent.comm if parent else "")
+                self.repaired_forks += 1
+                self._publish(TargetEvent("fork", fork.tgid, fork.parent_tgid, self.info[fork.tgid].comm,
+                                          fork.time_ns))
+                if not group_alive(fork.tgid):   # its exit record may have come already, or been lost
+                    tracer.remove_target(fork.tgid)
+                    self._gone(fork.tgid)
+        self._pending_forks = [fork for fork in self._pending_forks if fork.tgid not in self.info]
+
+    def _end_leaderless(self, tracer) -> None:
+        """Before 6.16 the kernel keeps a process whose main thread exited in its map: it leaves here,
+        once no thread of it is left. Between the last thread's exit and this, a pid the parent reaped
+        could be reused and traced: that window is measured (``following``). The exit is dated now, not
+        at the last exit cn_proc told so far: the last thread's own message can come a little after
+        /proc shows it gone, and its status is then still in time for the exit event."""
+        for tgid, exited in list(self._leaderless.items()):
+            if tgid in self.pids and group_alive(tgid, exited):
+                continue
+            del self._leaderless[tgid]
+            tracer.remove_target(tgid)
+            if tgid in self.pids:
+                self._removed_ns[tgid] = time.monotonic_ns()
+                self._gone(tgid, self._removed_ns[tgid])
+
+    def _launcher_gone(self, tracer) -> None:
+        pid, returncode = self.process.pid, self.process.returncode
+        tracer.remove_target(pid)   # reaped: its pid is free for reuse from now on
+        self._leaderless.pop(pid, None)
+        info = self.info[pid]
+        if info.exit_code is None and info.exit_signal is None:
+            info.exit_code, info.exit_signal = (None, -returncode) if returncode < 0 else (returncode, None)
+        self._gone(pid)
+
+    def _drop_dead(self, tracer) -> int:
         """Targets that exited while the kernel could not see it (before they were in its map, or with
-        their exit record lost) leave the map and the run here."""
-        for pid in [pid for pid in self.pids if not is_alive(pid) and not self._is_launcher(pid)]:
+        their exit record lost) leave the map and the run here; returns how many."""
+        dead = [pid for pid in self.pids if not group_alive(pid) and not self._is_launcher(pid)]
+        for pid in dead:
             tracer.remove_target(pid)
             self._gone(pid)
+        return len(dead)
 
     def _is_launcher(self, pid: int) -> bool:
         return self.process is not None and pid == self.process.pid
@@ -243,13 +381,19 @@ class Targets:
         kind, pid, time_ns = LIFECYCLE_KINDS.get(int(record["kind"])), int(record["pid"]), int(record["time_ns"])
         comm = bytes(record["comm"]).decode(errors="replace")
         if kind == "fork":
+            if pid in self.pids:   # cn_proc told of it first (repair_forks)
+                return
             self.pids.add(pid)
             self.info[pid] = TargetInfo(pid, int(record["ppid"]), comm)
         elif kind == "exec":
             self.info.setdefault(pid, TargetInfo(pid, 0, comm)).comm = comm
+            self._leaderless.pop(pid, None)   # exec'd from another thread: the process lives on
         elif kind == "exit":
-            if pid in self.pids:
+            if pid in self.pids and self._group_dead:
                 self._gone(pid, time_ns)
+            elif pid in self.pids:   # before 6.16: the main thread exited; the kernel keeps the pid
+                self._leaderless.setdefault(pid, set())
+                self._last_exit_ns[pid] = max(self._last_exit_ns.get(pid, 0), time_ns)
             return
         else:
             return
@@ -262,17 +406,32 @@ class Targets:
         self.exited.append(pid)
         info = self.info.setdefault(pid, TargetInfo(pid, 0, ""))
         info.exited = True
-        self._exits.append(TargetEvent("exit", pid, info.ppid, info.comm,
-                                       time.monotonic_ns() if time_ns is None else time_ns))
+        info.exit_ns = time.monotonic_ns() if time_ns is None else time_ns
+        self._exits.append((pid, info.exit_ns))
 
     def publish_exits(self, before_ns: int | None = None) -> None:
         """Publish the exits that happened before ``before_ns`` (None: all). The session passes the time
         its previous drain began: the current batch then holds every report from before it, even one a
         producer was still writing at that drain."""
-        due = [event for event in self._exits if before_ns is None or event.time_ns < before_ns]
-        self._exits = [event for event in self._exits if not (before_ns is None or event.time_ns < before_ns)]
-        for event in due:
-            self._publish(event)
+        if before_ns is None:
+            self._await_statuses()
+        due = [exit for exit in self._exits if before_ns is None or exit[1] < before_ns]
+        self._exits = [exit for exit in self._exits if not (before_ns is None or exit[1] < before_ns)]
+        for pid, time_ns in due:
+            info = self.info[pid]   # its status may have come from cn_proc after the exit record
+            self._publish(TargetEvent("exit", pid, info.ppid, info.comm, time_ns, info.exit_code, info.exit_signal))
+
+    def _await_statuses(self, timeout_s: float = STATUS_WAIT_S) -> None:
+        """At the end, give the exit messages of the last processes a moment: a thread's cn_proc
+        message is sent just after /proc shows it gone."""
+        deadline = time.monotonic() + timeout_s
+        while any(self._status_unknown(pid) for pid, _ in self._exits) and time.monotonic() < deadline:
+            time.sleep(0.002)
+            self._read_proc_events()
+
+    def _status_unknown(self, pid: int) -> bool:
+        info = self.info[pid]
+        return info.exit_code is None and info.exit_signal is None
 
     @property
     def alive(self) -> bool:
@@ -285,8 +444,26 @@ class Targets:
     def exit_status(self) -> int | None:
         return self.process.returncode if self.process is not None else None
 
+    def following(self) -> dict:
+        """What cn_proc added: repairs after lost lifecycle records, socket overruns, and the exits of
+        processes whose main thread exited first (before 6.16), with their map-removal latency."""
+        latencies = sorted(removed - self._last_exit_ns.get(tgid, removed)
+                           for tgid, removed in self._removed_ns.items())
+        return {"proc_events": self._events is not None,
+                "proc_event_overruns": self._events.overruns if self._events is not None else 0,
+                "repaired_forks": self.repaired_forks, "repaired_exits": self.repaired_exits,
+                "deferred_exits": len(latencies),
+                "deferred_exit_latency_ms_median": latencies[len(latencies) // 2] / 1e6 if latencies else None,
+                "deferred_exit_latency_ms_max": latencies[-1] / 1e6 if latencies else None}
+
     def close(self) -> None:
-        """A command we started and that still runs is terminated."""
+        """A command we started and that still runs is terminated; the cn_proc socket is closed, and
+        its overruns said."""
+        if self._events is not None and not self._events.closed:
+            if self._events.overruns:
+                self.notify(f"warning: the process-events socket overran {self._events.overruns} time(s) (ENOBUFS): "
+                            "/proc was asked instead each time")
+            self._events.close()
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:

@@ -13,7 +13,7 @@ import numpy as np
 from damon_bpf.access import ACCESS_DTYPE, FILTER_TYPES, LIFECYCLE_DTYPE, MAX_FILTERS, constants
 from damon_bpf.errors import HostError, UsageError
 from damon_bpf.filters import SampleFilter
-from damon_bpf.sources import host
+from damon_bpf.sources import host, program
 from damon_bpf.sources.program import LoadError, compile_program, ring_pages
 from damon_bpf.sources.ringbuf import RingReader
 
@@ -75,6 +75,8 @@ class Tracer:
     def _bind_maps(self, ring_bytes: int, filters: Sequence[SampleFilter]) -> None:
         """Hold the loaded program's shared maps (bpf/report.bpf.h) and install the filters."""
         self._targets = self.bpf["targets"]
+        # As compiled into the program (shared_cflags): before 6.16 an exit record is the main thread's.
+        self.exit_is_group_dead = program.exit_has_group_dead()
         self._pending = self.bpf["pending_exec"]
         ring = self.bpf["accesses"]
         self.reader = RingReader(ring.map_fd, ring_pages(ring_bytes) * mmap.PAGESIZE, ACCESS_DTYPE)
@@ -127,6 +129,14 @@ class Tracer:
             del self._targets[ct.c_uint32(pid)]
         except KeyError:
             pass
+
+    def is_target(self, pid: int) -> bool:
+        """True if ``pid`` is in the kernel's target map now."""
+        try:
+            self._targets[ct.c_uint32(pid)]
+        except KeyError:
+            return False
+        return True
 
     def kernel_targets(self) -> set[int]:
         return {key.value for key in self._targets.keys()}
