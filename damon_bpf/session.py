@@ -133,7 +133,7 @@ class Session:
                     signal.signal(sig, handler)
         return RunResult(self.stop_reason or "interrupted", time.monotonic() - start, cpu_seconds() - cpu_start,
                          self.tracer.accounting(), list(self.targets.exited), self.targets.exit_status(),
-                         [sampler.summary() for sampler in self.samplers], self.targets.following())
+                         [sampler.summary() for sampler in self.samplers], following=self.targets.following())
 
     def _loop(self, on_batch, on_tick, start: float) -> None:
         idle_limit = max(self.poll_interval_s, IDLE_POLL_S)
