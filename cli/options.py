@@ -16,7 +16,8 @@ from damon_bpf.sources.perf_mem import DEFAULT_SAMPLE_PERIOD
 from damon_bpf.sources.tracer import DEFAULT_RING_BYTES
 
 _OPTIONS = [
-    click.option("-p", "--pid", "pids", type=int, multiple=True, help="Monitor this process (all its threads); repeatable."),
+    click.option("-p", "--pid", "pids", type=int, multiple=True,
+                 help="Monitor this process (all its threads); repeatable."),
     click.option("--follow-children", is_flag=True, help="Add child processes as they fork."),
     click.option("--source", type=click.Choice(("auto",) + SOURCE_ORDER + ("perf-mem", "damon")),
                  default="auto", show_default=True,
@@ -30,7 +31,8 @@ _OPTIONS = [
     click.option("--write-only", is_flag=True, help="Keep only writes."),
     click.option("--read-only", is_flag=True, help="Keep only reads."),
     click.option("--filter", "filter_specs", metavar="TYPE:MATCHING:ALLOW[:ARG]", multiple=True,
-                 help="A DAMON sample filter (cpumask|threads|write), applied in order after the shorthands; repeatable."),
+                 help="A DAMON sample filter (cpumask|threads|write), applied in order after the shorthands; "
+                      "repeatable."),
     click.option("--duration", type=Duration(), metavar="SECONDS",
                  help="Stop after this long (default: until Ctrl-C or the targets exit)."),
     click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="none", show_default=True,
@@ -80,7 +82,8 @@ _REGION_OPTIONS = [
     click.option("--max-regions", type=int, default=MonitoringAttrs.max_nr_regions, show_default=True),
     click.option("--regions", type=click.Choice(LAYOUT_MODES), default="damon", show_default=True,
                  help="damon: DAMON's three regions (skips the two largest gaps); all-mappings: every mapping."),
-    click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="Seed of the random region splits."),
+    click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+                 help="Seed of the random region splits."),
 ]
 
 

@@ -41,7 +41,8 @@ def _lines(info: dict) -> list[str]:
         f"numa_balancing={info['numa_balancing']}",
         f"soft-dirty        {_yes(info['soft_dirty'])}",
         f"idle page track   {_yes(info['idle_page_tracking'])}",
-        f"PMU               {'present' if pmu['present'] else 'none'}; memory sampling: {pmu['mem_sampling'] or 'none'}",
+        f"PMU               {'present' if pmu['present'] else 'none'}; "
+        f"memory sampling: {pmu['mem_sampling'] or 'none'}",
     ]
     return lines
 

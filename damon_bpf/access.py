@@ -6,6 +6,8 @@ and the Python side cannot drift apart.
 
 from __future__ import annotations
 
+import ast
+import operator
 import re
 from functools import lru_cache
 from importlib import resources
@@ -48,10 +50,30 @@ def _parse_defines(text: str) -> dict[str, int]:
     values: dict[str, int] = {}
     for name, expr in re.findall(r"^#define\s+([A-Z_][A-Z0-9_]*)\s+(.+?)\s*(?:/\*.*)?$", text, re.M):
         try:
-            values[name] = int(eval(expr, {"__builtins__": {}}, dict(values)))  # noqa: S307 - our own header
-        except Exception:  # include guards and non-numeric macros
+            values[name] = _integer_expression(ast.parse(expr, mode="eval").body, values)
+        except (SyntaxError, ValueError):  # include guards and macros that are not integer constants
             continue
     return values
+
+
+_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
+              ast.Div: operator.floordiv, ast.LShift: operator.lshift, ast.RShift: operator.rshift,
+              ast.BitOr: operator.or_, ast.BitAnd: operator.and_}
+
+
+def _integer_expression(node: ast.AST, names: dict[str, int]) -> int:
+    """The value of a #define's integer expression: literals, earlier #defines, + - * / << >> | &
+    and parentheses (C's integer division truncates; our constants are non-negative). Anything
+    else is not a constant of ours: ValueError."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, int):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in names:
+        return names[node.id]
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+        return _OPERATORS[type(node.op)](_integer_expression(node.left, names), _integer_expression(node.right, names))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_integer_expression(node.operand, names)
+    raise ValueError(f"not an integer constant expression: {ast.dump(node)}")
 
 
 @lru_cache(maxsize=None)

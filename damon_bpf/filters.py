@@ -75,7 +75,8 @@ def parse_cpulist(text: str, nr_cpus: int | None = -1) -> frozenset[int]:
         cpus.update(range(first, min(last, MAX_CPUS) + 1))
         if last >= MAX_CPUS or (limit is not None and last >= limit):
             bound = min(MAX_CPUS, limit) if limit is not None else MAX_CPUS
-            raise UsageError(f"bad cpulist '{text.strip()}': CPU {last} does not exist (this machine has CPUs 0-{bound - 1})")
+            raise UsageError(f"bad cpulist '{text.strip()}': CPU {last} does not exist "
+                             f"(this machine has CPUs 0-{bound - 1})")
     return frozenset(cpus)
 
 

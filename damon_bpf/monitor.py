@@ -160,7 +160,8 @@ class Monitor:
         self.session = Session(self.tracer, self.targets, config.duration_s,
                                samplers=[*self.samplers, *self.companions])
         self.recorder = self._recorder(writer) if config.recording is not None else None
-        self.priority = CollectorPriority(config.collector_priority)   # raised at the first tick: after the command started
+        # raised at the first tick, after a command started: neither it nor the samplers inherit it
+        self.priority = CollectorPriority(config.collector_priority)
 
     def _samplers(self, warn: Callable[[str], None]) -> list[Sampler]:
         spec, attrs = self.config.sampler, self.config.attrs

@@ -77,7 +77,8 @@ def test_command_output_goes_to_its_file(accessgen, tmp_path):
 
 def test_summary_counts_each_filter(accessgen, tmp_path):
     summary = tmp_path / "s.json"
-    result = run("trace", "-o", os.devnull, "--summary-json", str(summary), "--cpus", "1", "--filter", "write:true:true",
+    result = run("trace", "-o", os.devnull, "--summary-json", str(summary), "--cpus", "1",
+                 "--filter", "write:true:true",
                  "--", accessgen, "w:0:w:64:10", "r:1:r:32:5", "w2:1:w:16:4")
     assert result.returncode == 0, result.stderr
     acc = json.loads(summary.read_text())

@@ -76,8 +76,10 @@ def test_shorthands_come_first_in_order():
 
 
 filters_st = st.lists(st.one_of(
-    st.builds(SampleFilter, st.just("cpumask"), st.booleans(), st.booleans(), cpus=st.frozensets(st.integers(0, 7), min_size=1)),
-    st.builds(SampleFilter, st.just("threads"), st.booleans(), st.booleans(), tids=st.frozensets(st.integers(1, 9), min_size=1)),
+    st.builds(SampleFilter, st.just("cpumask"), st.booleans(), st.booleans(),
+              cpus=st.frozensets(st.integers(0, 7), min_size=1)),
+    st.builds(SampleFilter, st.just("threads"), st.booleans(), st.booleans(),
+              tids=st.frozensets(st.integers(1, 9), min_size=1)),
     st.builds(SampleFilter, st.just("write"), st.booleans(), st.booleans()),
 ), max_size=MAX_FILTERS)
 reports_st = st.lists(st.tuples(st.integers(0, 7), st.integers(1, 9), st.sampled_from([ACCESS_READ, ACCESS_WRITE])),

@@ -175,7 +175,7 @@ def test_the_launcher_adds_no_fault_counted_from_the_commands_exec(accessgen, tm
     try:
         assert "Attaching" in counter.stdout.readline() + counter.stdout.readline()
         traced = {}
-        for run in range(4):
+        for _run in range(4):
             events, summary, done = trace(tmp_path, "--", str(program), "w:0:w:64:1")
             pid = json.loads(done.stdout.splitlines()[0])["pid"]
             assert set(np.unique(events["pid"]).tolist()) == {pid}

@@ -30,7 +30,8 @@ def c_project(root: Path, units: int) -> None:
         (root / f"unit{index}.c").write_text(f"int unit{index}(int x) {{ return x * {index + 1}; }}\n")
     calls = " + ".join(f"unit{index}(1)" for index in range(units))
     externs = "".join(f"int unit{index}(int);\n" for index in range(units))
-    (root / "main.c").write_text(f"{externs}int main(void) {{ return ({calls}) == {sum(range(1, units + 1))} ? 0 : 1; }}\n")
+    expected = sum(range(1, units + 1))
+    (root / "main.c").write_text(f"{externs}int main(void) {{ return ({calls}) == {expected} ? 0 : 1; }}\n")
     objects = " ".join(f"unit{index}.o" for index in range(units)) + " main.o"
     (root / "Makefile").write_text(f"prog: {objects}\n\tgcc -o $@ $^\n%.o: %.c\n\tgcc -O1 -c -o $@ $<\n")
 

@@ -9,7 +9,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Lowest first. A module not named here takes the layer of its package.
 LAYERS = [
-    ["damon_bpf", "damon_bpf.errors", "damon_bpf.access", "damon_bpf.filters", "damon_bpf.outputs", "damon_bpf.childproc"],   # shared definitions
+    # shared definitions
+    ["damon_bpf", "damon_bpf.errors", "damon_bpf.access", "damon_bpf.filters", "damon_bpf.outputs",
+     "damon_bpf.childproc"],
     ["damon_bpf.core"],
     ["damon_bpf.sources"],
     ["damon_bpf.samplers"],

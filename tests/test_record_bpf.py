@@ -41,7 +41,8 @@ def hot_share(snapshots, lo: int, hi: int) -> float:
     shares = []
     for snap in snapshots[WARMUP_SNAPSHOTS:]:
         hot = snap.nr_accesses > 0
-        overlap = np.clip(np.minimum(snap.end, hi).astype(np.int64) - np.maximum(snap.start, lo).astype(np.int64), 0, None)
+        overlap = np.clip(np.minimum(snap.end, hi).astype(np.int64) - np.maximum(snap.start, lo).astype(np.int64),
+                          0, None)
         shares.append(overlap[hot].sum() / (hi - lo))
     assert shares, "too few snapshots"
     return float(np.median(shares))

@@ -82,7 +82,8 @@ def test_old_kernels_use_the_sysctls(tmp_path):
 
 def test_a_crashed_run_is_undone_at_the_next_start(fake_numa):
     child = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom pathlib import Path\nfrom damon_bpf.samplers.numa_state import NumaPaths, NumaSettings\n"
+        "import sys, time\nfrom pathlib import Path\n"
+        "from damon_bpf.samplers.numa_state import NumaPaths, NumaSettings\n"
         "p = NumaPaths(*map(Path, sys.argv[1:4]))\ns = NumaSettings(p)\n"
         "s.apply({p.switch: '1', p.knob('scan_delay_ms'): '7'})\nprint('applied', flush=True)\ntime.sleep(60)\n"),
         str(fake_numa.proc_sys), str(fake_numa.debugfs), str(fake_numa.state_dir)], stdout=subprocess.PIPE, text=True)
@@ -336,8 +337,8 @@ def test_perf_mem_refuses_write_filters_when_writes_are_unknown(perf_mem_tracer)
 
 def test_source_damon_errors_in_one_line(tmp_path):
     """This host's DAMON has no vaddr (see `damon-bpf probe`); trace cannot carry regions at all."""
-    record = subprocess.run([DAMON_BPF, "record", "--source", "damon", "--duration", "1", "-o", str(tmp_path / "d"), "--",
-                             "true"], capture_output=True, text=True, timeout=60)
+    record = subprocess.run([DAMON_BPF, "record", "--source", "damon", "--duration", "1", "-o", str(tmp_path / "d"),
+                             "--", "true"], capture_output=True, text=True, timeout=60)
     trace = subprocess.run([DAMON_BPF, "trace", "--source", "damon", "--duration", "1", "-o", "/dev/null", "--",
                             "true"], capture_output=True, text=True, timeout=60)
     for result in (record, trace):

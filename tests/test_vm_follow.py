@@ -24,7 +24,8 @@ def test_children_are_followed_known_first_and_dropped_at_exit(guest_kernel, acc
     from damon_bpf.sources.tracer import Tracer
 
     log = tmp_path / "children.log"
-    targets = Targets(command=["/bin/bash", "-c", f"for i in $(seq {CHILDREN}); do {accessgen} w:-1:w:16:2 & done; wait"],
+    loop = f"for i in $(seq {CHILDREN}); do {accessgen} w:-1:w:16:2 & done; wait"
+    targets = Targets(command=["/bin/bash", "-c", loop],
                       follow_children=True, command_output=str(log))
     tracer = Tracer("tracepoint", follow_children=True)
     kinds: dict[int, list[str]] = {}

@@ -99,7 +99,7 @@ def _region(r: Any, where: str, aggr_us: int) -> tuple:
 def _snapshot(s: Any, where: str, aggr_us: int) -> Snapshot | None:
     try:
         return _fast_snapshot(s)
-    except Exception:  # anything unusual: the careful reader says exactly what and where
+    except Exception:  # noqa: BLE001 - anything unusual: the careful reader says exactly what and where
         return _checked_snapshot(s, where, aggr_us)
 
 

@@ -77,7 +77,8 @@ def group_targets(records: list[TargetRecord], by: str) -> list[Group]:
 
 def combine(group: Group, snapshot: int = -1) -> Combined:
     """Snapshot ``snapshot`` of each member that has it, laid over each other (see the module's docstring)."""
-    snaps = [(rec, rec.snapshots[snapshot]) for rec in group.members if -len(rec.snapshots) <= snapshot < len(rec.snapshots)]
+    snaps = [(rec, rec.snapshots[snapshot]) for rec in group.members
+             if -len(rec.snapshots) <= snapshot < len(rec.snapshots)]
     if not snaps:
         raise UsageError(f"snapshot {snapshot} exists in no target of group {group.label}")
     bounds = np.unique(np.concatenate([np.concatenate([s.start, s.end]) for _, s in snaps]).astype(np.uint64))
@@ -86,7 +87,7 @@ def combine(group: Group, snapshot: int = -1) -> Combined:
     nr_accesses = np.zeros(len(lo), np.int64)
     age = np.full(len(lo), np.iinfo(np.int64).max, np.int64)
     masses = np.zeros((3, len(lo)))
-    for rec, snap in snaps:
+    for _rec, snap in snaps:
         index = np.searchsorted(snap.start, lo, side="right") - 1
         inside = (index >= 0) & (lo < snap.end[np.clip(index, 0, None)])
         covered |= inside

@@ -95,7 +95,8 @@ def main() -> None:
         print(f"{pattern:8s} best {args.reports / best / 1e6:6.2f} M reports/s, median "
               f"{args.reports / median / 1e6:6.2f} M reports/s  ({args.reports} reports in {len(batches)} "
               f"batches of {args.drain_ms:g} ms; {agg.snapshots_emitted} aggregations, {agg.nr_regions} regions, "
-              f"late {agg.late}, outside {agg.outside}, re-reads {agg.rereads}, ranges from reports {agg.report_ranges})")
+              f"late {agg.late}, outside {agg.outside}, re-reads {agg.rereads}, "
+              f"ranges from reports {agg.report_ranges})")
 
 
 if __name__ == "__main__":

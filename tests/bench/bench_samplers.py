@@ -74,8 +74,8 @@ def score(snapshots, ranges, hot_names=("hotw", "hotr")) -> tuple[float, float, 
         start, end = np.asarray(start, dtype=np.int64), np.asarray(end, dtype=np.int64)
         predicted = np.asarray(acc) > 0
 
-        def covered(spans):
-            return sum(int(np.clip(np.minimum(end, b) - np.maximum(start, a), 0, None)[predicted].sum())
+        def covered(spans):  # called at once, inside this iteration (B023 below)
+            return sum(int(np.clip(np.minimum(end, b) - np.maximum(start, a), 0, None)[predicted].sum())  # noqa: B023
                        for a, b in spans)
 
         tp, pred = covered(hot), covered(known)
@@ -210,7 +210,8 @@ def run_damo(binary: str, seconds: float, args, tmp: Path) -> dict:
                       [_damo_int(a) for a in acc]))
     if not snaps:
         print(f"damo produced no snapshots: {stderr.strip()}", file=sys.stderr)
-    return {"method": "kernel DAMON (damo record, trace-cmd)", **scores(snaps, ranges), "monitor_cpu_s": kdamond_cpu + user_cpu, "extra": f"kdamond {kdamond_cpu:.2f} s; damo+trace-cmd "
+    return {"method": "kernel DAMON (damo record, trace-cmd)", **scores(snaps, ranges),
+            "monitor_cpu_s": kdamond_cpu + user_cpu, "extra": f"kdamond {kdamond_cpu:.2f} s; damo+trace-cmd "
             f"{user_cpu:.2f} s while the workload ran, {user_total:.2f} s with damo's start-up ({startup:.0f} s "
             f"wall until trace-cmd recorded) and trace conversion; {len(snaps)} snapshots", "touch_rate": rate}
 
@@ -299,7 +300,8 @@ def clear_refs_costs(binary: str, sizes_mib=(16, 64, 256, 512), calls: int = 20)
 
     rows = []
     for mib in sizes_mib:
-        proc = subprocess.Popen([binary, "--duration", "60", f"c:-1:c:{mib << 10}:0"], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([binary, "--duration", "60", f"c:-1:c:{mib << 10}:0"], stdout=subprocess.PIPE,
+                                text=True)
         pid = json.loads(proc.stdout.readline())["pid"]
         times = []
         for _ in range(calls):

@@ -46,7 +46,8 @@ def run(tool: str, binary: str, threads: int, priority: str, seconds: float, rin
     return {"threads": threads, "priority": priority, "seen": acc["seen"], "delivered": acc["delivered"],
             "lost": acc["lost"], "lost_pct": 100 * acc["lost"] / max(acc["seen"], 1),
             "in_regions_pct": 100 * acc["in_regions"] / max(acc["delivered"], 1),
-            "snapshots": sum(len(r.snapshots) for r in records), "collector_cpu_pct": 100 * acc["cpu_s"] / acc["duration_s"],
+            "snapshots": sum(len(r.snapshots) for r in records),
+            "collector_cpu_pct": 100 * acc["cpu_s"] / acc["duration_s"],
             "closed": placed == acc["delivered"] and acc["pending"] == 0,
             "advice": "lost: the collector fell behind" in result.stderr or "were lost" in result.stderr}
 
