@@ -10,10 +10,12 @@ import sys
 import click
 from rich.console import Console
 
+from cli.units import parse_rate, parse_size
 from damon_bpf.errors import DamonBpfError, UsageError
 from damon_bpf.recordfile import read_record
 from damon_bpf.reports import access as access_mod
 from damon_bpf.reports import breakdown as breakdown_mod
+from damon_bpf.reports import dirty_rate as dirty_mod
 from damon_bpf.reports import heatmap as heatmap_mod
 from damon_bpf.reports import wss as wss_mod
 from damon_bpf.reports.groups import GROUP_MODES
@@ -187,3 +189,27 @@ def breakdown(input_path, target_id, top, snapshot, time_range, as_json) -> None
     result = breakdown_mod.breakdown(read_record(input_path), top, snapshot, _time_range(time_range),
                                      target_id)
     _show(breakdown_mod, result, as_json)
+
+
+@report.command("dirty-rate")
+@click.option("-i", "--input", "input_path", default="damon.data", show_default=True,
+              type=click.Path(dir_okay=False), help="Record file to read.")
+@click.option("--bandwidth", metavar="RATE", help="Migration link, e.g. 10Gbit/s or 1GiB/s: estimate "
+                                                  "pre-copy rounds and seconds per target.")
+@click.option("--max-downtime", default="300ms", show_default=True, metavar="TIME",
+              help="Longest pause allowed for the last (stop-and-copy) round.")
+@click.option("--max-rounds", type=click.IntRange(1, 10000), default=dirty_mod.DEFAULT_MAX_ROUNDS,
+              show_default=True, help="Give up (does not converge) after this many rounds.")
+@click.option("--memory", metavar="SIZE", help="What round 0 sends, e.g. a VM's 4GiB (default: each "
+                                               "target's monitored size in its last snapshot).")
+@click.option("--skip", type=click.IntRange(0), default=0, show_default=True, metavar="N",
+              help="Leave out each target's first N snapshots (start-up first touches).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_one_line_errors
+def dirty_rate(input_path, bandwidth, max_downtime, max_rounds, memory, skip, as_json) -> None:
+    """Bytes written per second per target, and which to live-migrate first (first line)."""
+    result = dirty_mod.dirty_rate(
+        read_record(input_path), parse_rate(bandwidth, "--bandwidth") if bandwidth else None,
+        _duration_ns(max_downtime) / 1e9, max_rounds,
+        parse_size(memory, "--memory") if memory else None, skip)
+    _show(dirty_mod, result, as_json)

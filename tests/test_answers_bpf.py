@@ -1,0 +1,74 @@
+"""The decision reports on real recordings of the ground-truth workload: dirty-rate, sharing, numa."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+
+import pytest
+
+from conftest import DAMON_BPF
+from damon_bpf.recordfile import read_record
+from damon_bpf.reports import dirty_rate as dr
+
+pytestmark = pytest.mark.bpf
+
+MiB = 1 << 20
+
+
+@contextlib.contextmanager
+def running(accessgen, *specs, seconds=20.0):
+    """accessgen running freely (no --wait); yields its ground truth; stopped at the end."""
+    proc = subprocess.Popen([accessgen, "--duration", str(seconds), *specs], stdout=subprocess.PIPE, text=True)
+    try:
+        yield json.loads(proc.stdout.readline())
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def record_pids(tmp_path, pids, *options, seconds=3):
+    out = tmp_path / "damon.data"
+    result = subprocess.run([DAMON_BPF, "record", "-o", str(out), "--duration", str(seconds), *options,
+                             *(arg for pid in pids for arg in ("-p", str(pid)))],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def report(path, *args) -> dict:
+    result = subprocess.run([DAMON_BPF, "report", *args, "-i", str(path), "--json"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_dirty_rate_ranks_the_slow_writer_first_and_the_estimate_is_the_arithmetic(tmp_path, accessgen):
+    # fast: 16 MiB written and dropped over and over; slow: 64 KiB, so at most 64 KiB per window
+    with running(accessgen, "fast:0:w:16384:0") as fast, running(accessgen, "slow:1:w:64:0") as slow:
+        path = record_pids(tmp_path, [fast["pid"], slow["pid"]])
+    window_s = read_record(str(path))[0].aggr_us / 1e6
+    plain = report(path, "dirty-rate", "--skip", "5")
+    rates = {t["pid"]: t["mean_bytes_per_s"] for t in plain["targets"]}
+    assert rates[fast["pid"]] > 20 * rates[slow["pid"]] > 0, rates
+    assert [t["pid"] for t in plain["targets"]] == [slow["pid"], fast["pid"]]
+    # slow's dirty bytes per window: its 64 KiB, plus the few start-up pages of its other mappings at most
+    assert rates[slow["pid"]] * window_s <= 64 * 1024 + 64 * 4096
+    # a link between the two rates: the slow writer converges, the fast one does not
+    bandwidth = (rates[fast["pid"]] * rates[slow["pid"]]) ** 0.5
+    data = report(path, "dirty-rate", "--skip", "5", "--bandwidth", f"{bandwidth:.0f}", "--memory", "64MiB")
+    first, second = data["targets"]
+    assert first["pid"] == slow["pid"] and first["migration"]["converges"]
+    assert second["pid"] == fast["pid"] and not second["migration"]["converges"]
+    for t in data["targets"]:
+        expected = dr.precopy(64 * MiB, t["mean_bytes_per_s"], round(bandwidth), 0.3)
+        assert t["migration"]["rounds"] == expected.rounds
+        assert t["migration"]["sent_bytes"] == pytest.approx(expected.sent_bytes)
+    m = first["migration"]
+    r = first["mean_bytes_per_s"] / round(bandwidth)
+    geometric = sum(64 * MiB * r**i / round(bandwidth) for i in range(m["rounds"] + 1))
+    assert m["total_s"] == pytest.approx(geometric, rel=1e-6)
+    text = subprocess.run([DAMON_BPF, "report", "dirty-rate", "-i", str(path), "--skip", "5", "--bandwidth",
+                           f"{bandwidth:.0f}", "--memory", "64MiB"], capture_output=True, text=True).stdout
+    assert text.strip().splitlines()[0].startswith(f"move first: target {first['target_id']} (pid {slow['pid']})")
