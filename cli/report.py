@@ -17,6 +17,7 @@ from damon_bpf.reports import access as access_mod
 from damon_bpf.reports import breakdown as breakdown_mod
 from damon_bpf.reports import dirty_rate as dirty_mod
 from damon_bpf.reports import heatmap as heatmap_mod
+from damon_bpf.reports import sharing as sharing_mod
 from damon_bpf.reports import wss as wss_mod
 from damon_bpf.reports.groups import GROUP_MODES
 
@@ -213,3 +214,25 @@ def dirty_rate(input_path, bandwidth, max_downtime, max_rounds, memory, skip, as
         _duration_ns(max_downtime) / 1e9, max_rounds,
         parse_size(memory, "--memory") if memory else None, skip)
     _show(dirty_mod, result, as_json)
+
+
+@report.command()
+@_common
+@click.option("--by", type=click.Choice(sharing_mod.BY_MODES), default="thread", show_default=True,
+              help="Threads of one target (--target), or the target processes (same addresses: shared memory).")
+@click.option("--skip", type=click.IntRange(0), default=0, show_default=True, metavar="N",
+              help="Leave out the first N snapshots (start-up first touches).")
+@click.option("--min-jaccard", type=click.FloatRange(0, 1, min_open=True),
+              default=sharing_mod.DEFAULT_MIN_JACCARD, show_default=True,
+              help="Group only while the groups' mean pairwise Jaccard is at least this.")
+@click.option("--max-group", type=click.IntRange(1), metavar="N", help="At most N per group (e.g. cores per LLC).")
+@click.option("--top", type=click.IntRange(1), default=20, show_default=True, help="Pairs shown in the table.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def sharing(input_path, target_id, by, skip, min_jaccard, max_group, top, as_json) -> None:
+    """Hot memory shared by pairs of threads (or processes) in the same windows, and groups to co-locate."""
+    result = sharing_mod.sharing(read_record(input_path), by, target_id, skip, min_jaccard=min_jaccard,
+                                 max_group=max_group)
+    if as_json:
+        _json_out(sharing_mod.to_json(result))
+    else:
+        Console().print(sharing_mod.table(result, top))

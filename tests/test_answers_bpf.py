@@ -72,3 +72,25 @@ def test_dirty_rate_ranks_the_slow_writer_first_and_the_estimate_is_the_arithmet
     text = subprocess.run([DAMON_BPF, "report", "dirty-rate", "-i", str(path), "--skip", "5", "--bandwidth",
                            f"{bandwidth:.0f}", "--memory", "64MiB"], capture_output=True, text=True).stdout
     assert text.strip().splitlines()[0].startswith(f"move first: target {first['target_id']} (pid {slow['pid']})")
+
+
+def test_sharing_pairs_the_two_writers_of_one_range_and_not_the_third(tmp_path, accessgen):
+    out = tmp_path / "damon.data"
+    result = subprocess.run([DAMON_BPF, "record", "-o", str(out), "--", accessgen, "--duration", "4",
+                             "one:0:s:4096:0", "two:1:s:4096:0", "own:-1:w:4096:0"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    tids = {t["name"]: t["tid"] for t in json.loads(result.stdout.splitlines()[0])["threads"]}
+    data = report(out, "sharing", "--skip", "5")
+    jaccard = {(p["a"], p["b"]): p["jaccard"] for p in data["pairs"]}
+    shared = {(p["a"], p["b"]): p["shared_bytes"] for p in data["pairs"]}
+    writers = tuple(sorted((tids["one"], tids["two"])))
+    assert jaccard[writers] >= 0.5, data["pairs"]
+    assert (data["pairs"][0]["a"], data["pairs"][0]["b"]) == writers
+    # the shared range (4 MiB) in most windows: at least a few dozen MiB over a 4 s record
+    assert shared[writers] >= 10 * 4 * MiB
+    for writer in writers:
+        key = tuple(sorted((writer, tids["own"])))
+        assert jaccard.get(key, 0.0) <= 0.05, data["pairs"]
+        assert shared.get(key, 0) <= 0.05 * shared[writers]
+    assert list(writers) in data["groups"] and not any(tids["own"] in g and len(g) > 1 for g in data["groups"])
