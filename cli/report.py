@@ -17,6 +17,7 @@ from damon_bpf.reports import access as access_mod
 from damon_bpf.reports import breakdown as breakdown_mod
 from damon_bpf.reports import dirty_rate as dirty_mod
 from damon_bpf.reports import heatmap as heatmap_mod
+from damon_bpf.reports import numa as numa_mod
 from damon_bpf.reports import sharing as sharing_mod
 from damon_bpf.reports import wss as wss_mod
 from damon_bpf.reports.groups import GROUP_MODES
@@ -236,3 +237,40 @@ def sharing(input_path, target_id, by, skip, min_jaccard, max_group, top, as_jso
         _json_out(sharing_mod.to_json(result))
     else:
         Console().print(sharing_mod.table(result, top))
+
+
+@report.command()
+@_common
+@click.option("--snapshot", type=int, default=-1, show_default=True, metavar="N",
+              help="Snapshot whose regions are the layout; negative counts from the end.")
+@click.option("--time-range", nargs=2, metavar="START END",
+              help="Count reports only in this span from the record's start (e.g. 2s 5s).")
+@click.option("--samples", type=click.IntRange(1), default=numa_mod.DEFAULT_SAMPLES, show_default=True,
+              help="Pages asked about per region (evenly spread).")
+@click.option("--min-reports", type=click.IntRange(0), default=numa_mod.DEFAULT_MIN_REPORTS, show_default=True,
+              help="Hot enough: at least this many reports in the region.")
+@click.option("--min-share", type=click.FloatRange(0, 1), default=numa_mod.DEFAULT_MIN_SHARE, show_default=True,
+              help="Mostly from one node: at least this share of the region's reports.")
+@click.option("--min-age", type=click.IntRange(0), default=numa_mod.DEFAULT_MIN_AGE, show_default=True,
+              help="Old enough: at least this many aggregation intervals.")
+@click.option("--apply", "do_apply", is_flag=True, help="Move the regions worth moving (move_pages) and say what moved.")
+@click.option("--quota", default="256MiB/s", show_default=True, metavar="RATE",
+              help="With --apply: at most this many bytes moved per second.")
+@click.option("--top", type=click.IntRange(1), default=20, show_default=True, help="Regions shown in the table.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def numa(input_path, target_id, snapshot, time_range, samples, min_reports, min_share, min_age, do_apply, quota,
+         top, as_json) -> None:
+    """Which NUMA nodes access each region, where its pages live, and what to move (the target must still run)."""
+    quota_rate = parse_rate(quota, "--quota")
+    result = numa_mod.numa(read_record(input_path), target_id, snapshot, _time_range(time_range), samples,
+                           min_reports, min_share, min_age)
+    if do_apply and not result.placement_known:
+        raise DamonBpfError(f"cannot --apply: {result.note}")
+    if do_apply:
+        numa_mod.apply(result, quota_rate)
+    if as_json:
+        _json_out(numa_mod.to_json(result))
+        return
+    Console().print(numa_mod.table(result, top))
+    if do_apply:
+        click.echo(numa_mod.moved_line(result))

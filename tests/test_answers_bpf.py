@@ -94,3 +94,29 @@ def test_sharing_pairs_the_two_writers_of_one_range_and_not_the_third(tmp_path, 
         assert jaccard.get(key, 0.0) <= 0.05, data["pairs"]
         assert shared.get(key, 0) <= 0.05 * shared[writers]
     assert list(writers) in data["groups"] and not any(tids["own"] in g and len(g) > 1 for g in data["groups"])
+
+
+def test_numa_on_this_one_node_host_says_plainly_there_is_nothing_to_move(tmp_path, accessgen):
+    with running(accessgen, "hot:0:w:8192:0", "steady:1:W:8192:0", seconds=60) as info:
+        path = record_pids(tmp_path, [info["pid"]])
+        data = report(path, "numa")
+        applied = subprocess.run([DAMON_BPF, "report", "numa", "-i", str(path), "--apply"], capture_output=True,
+                                 text=True, timeout=120)
+    assert data["nodes"] == [0] and data["pid"] == info["pid"]
+    assert data["cpu_map_from"] == "this host at report time"        # the recorder does not store it (yet)
+    assert data["placement_known"] and data["to_move"] == [] and data["bytes_to_move"] == 0
+    assert data["note"] == "nothing to move: this host has one NUMA node, every page is local"
+    lo, hi = next((t["start"], t["end"]) for t in info["threads"] if t["name"] == "hot")
+    inside = [r for r in data["regions"] if r["start"] < hi and r["end"] > lo]
+    assert inside and all(r["access_share_by_node"] == {"0": pytest.approx(1.0)} for r in inside)
+    present = sum(sum((r["page_bytes_by_node"] or {}).values()) for r in data["regions"])
+    assert present > 0 and all(set(r["page_bytes_by_node"]) <= {"0"} for r in data["regions"])
+    assert applied.returncode == 0, applied.stderr
+    assert "--apply: nothing to move: this host has one NUMA node" in applied.stdout
+    # the process is gone now: the access side is still there, the placement is said to be unknown
+    gone = report(path, "numa")
+    assert not gone["placement_known"] and "is gone" in gone["note"] and gone["regions"]
+    applied = subprocess.run([DAMON_BPF, "report", "numa", "-i", str(path), "--apply"], capture_output=True,
+                             text=True, timeout=120)
+    assert applied.returncode == 1 and applied.stderr.startswith("damon-bpf: error: cannot --apply: process")
+    assert len(applied.stderr.strip().splitlines()) == 1
