@@ -11,7 +11,8 @@
  * page per pass WITHOUT dropping the pages: after start-up no touch faults by itself, which is what the
  * samplers (soft-dirty, NUMA hinting) must make visible. MODE s (shared) writes and drops, like w, one range
  * that every s thread shares (mapped once, KIB of the largest s spec, far from the other mappings at
- * SHARED_HINT so no DAMON region spans it and a thread's own range). The ground truth is printed as JSON on stdout before the threads start:
+ * SHARED_HINT so no DAMON region spans it and a thread's own range); MODE S is its steady form (written
+ * once before the threads start, then rewritten without dropping, like W). The ground truth is printed as JSON on stdout before the threads start:
  *   {"pid":P,"page_size":S,"threads":[{"name":..,"tid":..,"cpu":..,"mode":"w","start":A,"end":B},..]}
  * With --wait the threads start only after a line is read from stdin (so a tracer can attach first).
  * At the end one more JSON line gives each thread's touches and the elapsed time:
@@ -138,7 +139,14 @@ static void *run(void *arg)
 static void *run_steady(void *arg)
 {
 	struct worker *w = arg;
-	map_range(w);
+	if (w->mode == 'S') {
+		prctl(PR_SET_NAME, w->name);
+		w->tid = syscall(SYS_gettid);
+		w->mem = shared_mem;
+		w->bytes = shared_bytes;
+	} else {
+		map_range(w);
+	}
 	memset(w->mem, 1, w->bytes); /* mapped before monitoring starts: no first-touch faults later */
 	pthread_barrier_wait(&ready);
 	pthread_barrier_wait(&go);
@@ -148,7 +156,7 @@ static void *run_steady(void *arg)
 	char sink = 0;
 	for (long i = 0; w->passes == 0 ? now_s() < end : i < w->passes; i++) {
 		for (size_t off = 0; off < w->bytes; off += page_size) {
-			if (w->mode == 'W')
+			if (w->mode != 'R')
 				p[off] = 1;
 			else
 				sink += p[off];
@@ -186,7 +194,7 @@ static void *run_shared(void *arg)
 static void map_shared(struct worker *workers, int n)
 {
 	for (int i = 0; i < n; i++)
-		if (workers[i].mode == 's' && workers[i].bytes > shared_bytes)
+		if (strchr("sS", workers[i].mode) && workers[i].bytes > shared_bytes)
 			shared_bytes = workers[i].bytes;
 	if (!shared_bytes)
 		return;
@@ -204,7 +212,7 @@ static int parse_spec(const char *spec, struct worker *w)
 	long kib;
 	if (sscanf(spec, "%15[^:]:%d:%c:%ld:%ld", name, &w->cpu, &w->mode, &kib, &w->passes) != 5)
 		return -1;
-	if (!strchr("rwcWRs", w->mode) || kib <= 0 || w->passes < 0)
+	if (!strchr("rwcWRsS", w->mode) || kib <= 0 || w->passes < 0)
 		return -1;
 	strcpy(w->name, name);
 	w->bytes = (size_t)kib * 1024;
@@ -222,12 +230,12 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--duration") && i + 1 < argc)
 			duration_s = atof(argv[++i]);
 		else if (parse_spec(argv[i], &workers[n++])) {
-			fprintf(stderr, "accessgen: bad thread spec '%s' (NAME:CPU:r|w|c|W|R|s:KIB:PASSES)\n", argv[i]);
+			fprintf(stderr, "accessgen: bad thread spec '%s' (NAME:CPU:r|w|c|W|R|s|S:KIB:PASSES)\n", argv[i]);
 			return 2;
 		}
 	}
 	if (!n) {
-		fprintf(stderr, "usage: accessgen [--wait] [--duration S] NAME:CPU:r|w|c|W|R|s:KIB:PASSES ...\n");
+		fprintf(stderr, "usage: accessgen [--wait] [--duration S] NAME:CPU:r|w|c|W|R|s|S:KIB:PASSES ...\n");
 		return 2;
 	}
 	pthread_barrier_init(&ready, NULL, n + 1);
@@ -235,7 +243,7 @@ int main(int argc, char **argv)
 	map_shared(workers, n);
 	for (int i = 0; i < n; i++)
 		start_pinned(&workers[i], workers[i].mode == 's' ? run_shared
-					  : strchr("WR", workers[i].mode) ? run_steady : run);
+					  : strchr("WRS", workers[i].mode) ? run_steady : run);
 	pthread_barrier_wait(&ready);
 
 	printf("{\"pid\":%d,\"page_size\":%ld,\"threads\":[", getpid(), page_size);
