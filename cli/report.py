@@ -253,7 +253,8 @@ def sharing(input_path, target_id, by, skip, min_jaccard, max_group, top, as_jso
               help="Mostly from one node: at least this share of the region's reports.")
 @click.option("--min-age", type=click.IntRange(0), default=numa_mod.DEFAULT_MIN_AGE, show_default=True,
               help="Old enough: at least this many aggregation intervals.")
-@click.option("--apply", "do_apply", is_flag=True, help="Move the regions worth moving (move_pages) and say what moved.")
+@click.option("--apply", "do_apply", is_flag=True,
+              help="Move the regions worth moving (move_pages) and say what moved.")
 @click.option("--quota", default="256MiB/s", show_default=True, metavar="RATE",
               help="With --apply: at most this many bytes moved per second.")
 @click.option("--top", type=click.IntRange(1), default=20, show_default=True, help="Regions shown in the table.")

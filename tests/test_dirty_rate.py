@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from cli.main import cli
 from damon_bpf.recordfile import TargetRecord, write_record
 from damon_bpf.reports import dirty_rate as dr
-from test_reports import A, KiB, MiB, plain, snap
+from test_reports import A, MiB, plain, snap
 
 PAGE = 4096
 
