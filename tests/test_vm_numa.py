@@ -86,6 +86,10 @@ def test_numa_names_the_remote_range_moves_it_and_it_is_local_afterwards(tmp_pat
             local_bytes = sum((r["page_bytes_by_node"] or {}).get(str(local), 0) for r in mine)
             present = sum(sum((r["page_bytes_by_node"] or {}).values()) for r in mine)
             assert present > 0 and local_bytes >= 0.9 * present
+            print(f"named {sum(r['move_bytes'] for r in named) / 2**20:.2f} MiB in {len(named)} regions, moved "
+                  f"{sum(m['moved_bytes'] for m in before['moved']) / 2**20:.2f} MiB; pages on node {local} after: "
+                  f"{(now == local).mean():.1%}; afterwards {local_bytes / present:.1%} of the present bytes local, "
+                  f"access from node {local}: {[r['access_share_by_node'] for r in mine]}")
         finally:
             proc.kill()
             proc.wait()
