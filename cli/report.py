@@ -11,12 +11,16 @@ import sys
 import click
 from rich.console import Console
 
+from cli.units import parse_rate, parse_size
 from damon_bpf.errors import DamonBpfError, UsageError
 from damon_bpf.outputs import open_output_stream
 from damon_bpf.recordfile import read_record
 from damon_bpf.reports import access as access_mod
 from damon_bpf.reports import breakdown as breakdown_mod
+from damon_bpf.reports import dirty_rate as dirty_mod
 from damon_bpf.reports import heatmap as heatmap_mod
+from damon_bpf.reports import numa as numa_mod
+from damon_bpf.reports import sharing as sharing_mod
 from damon_bpf.reports import wss as wss_mod
 from damon_bpf.reports.groups import GROUP_MODES
 
@@ -194,3 +198,87 @@ def breakdown(input_path, target_id, top, snapshot, time_range, as_json) -> None
     result = breakdown_mod.breakdown(read_record(input_path), top, snapshot, _time_range(time_range),
                                      target_id)
     _show(breakdown_mod, result, as_json)
+
+
+@report.command("dirty-rate")
+@click.option("-i", "--input", "input_path", default="damon.data", show_default=True,
+              type=click.Path(dir_okay=False), help="Record file to read.")
+@click.option("--bandwidth", metavar="RATE", help="Migration link, e.g. 10Gbit/s or 1GiB/s: estimate "
+                                                  "pre-copy rounds and seconds per target.")
+@click.option("--max-downtime", default="300ms", show_default=True, metavar="TIME",
+              help="Longest pause allowed for the last (stop-and-copy) round.")
+@click.option("--max-rounds", type=click.IntRange(1, 10000), default=dirty_mod.DEFAULT_MAX_ROUNDS,
+              show_default=True, help="Give up (does not converge) after this many rounds.")
+@click.option("--memory", metavar="SIZE", help="What round 0 sends, e.g. a VM's 4GiB (default: each "
+                                               "target's monitored size in its last snapshot).")
+@click.option("--skip", type=click.IntRange(0), default=0, show_default=True, metavar="N",
+              help="Leave out each target's first N snapshots (start-up first touches).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_one_line_errors
+def dirty_rate(input_path, bandwidth, max_downtime, max_rounds, memory, skip, as_json) -> None:
+    """Bytes written per second per target, and which to live-migrate first (first line)."""
+    result = dirty_mod.dirty_rate(
+        read_record(input_path), parse_rate(bandwidth, "--bandwidth") if bandwidth else None,
+        _duration_ns(max_downtime) / 1e9, max_rounds,
+        parse_size(memory, "--memory") if memory else None, skip)
+    _show(dirty_mod, result, as_json)
+
+
+@report.command()
+@_common
+@click.option("--by", type=click.Choice(sharing_mod.BY_MODES), default="thread", show_default=True,
+              help="Threads of one target (--target), or the target processes (same addresses: shared memory).")
+@click.option("--skip", type=click.IntRange(0), default=0, show_default=True, metavar="N",
+              help="Leave out the first N snapshots (start-up first touches).")
+@click.option("--min-jaccard", type=click.FloatRange(0, 1, min_open=True),
+              default=sharing_mod.DEFAULT_MIN_JACCARD, show_default=True,
+              help="Group only while the groups' mean pairwise Jaccard is at least this.")
+@click.option("--max-group", type=click.IntRange(1), metavar="N", help="At most N per group (e.g. cores per LLC).")
+@click.option("--top", type=click.IntRange(1), default=20, show_default=True, help="Pairs shown in the table.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def sharing(input_path, target_id, by, skip, min_jaccard, max_group, top, as_json) -> None:
+    """Hot memory shared by pairs of threads (or processes) in the same windows, and groups to co-locate."""
+    result = sharing_mod.sharing(read_record(input_path), by, target_id, skip, min_jaccard=min_jaccard,
+                                 max_group=max_group)
+    if as_json:
+        _json_out(sharing_mod.to_json(result))
+    else:
+        Console().print(sharing_mod.table(result, top))
+
+
+@report.command()
+@_common
+@click.option("--snapshot", type=int, default=-1, show_default=True, metavar="N",
+              help="Snapshot whose regions are the layout; negative counts from the end.")
+@click.option("--time-range", nargs=2, metavar="START END",
+              help="Count reports only in this span from the record's start (e.g. 2s 5s).")
+@click.option("--samples", type=click.IntRange(1), default=numa_mod.DEFAULT_SAMPLES, show_default=True,
+              help="Pages asked about per region (evenly spread).")
+@click.option("--min-reports", type=click.IntRange(0), default=numa_mod.DEFAULT_MIN_REPORTS, show_default=True,
+              help="Hot enough: at least this many reports in the region.")
+@click.option("--min-share", type=click.FloatRange(0, 1), default=numa_mod.DEFAULT_MIN_SHARE, show_default=True,
+              help="Mostly from one node: at least this share of the region's reports.")
+@click.option("--min-age", type=click.IntRange(0), default=numa_mod.DEFAULT_MIN_AGE, show_default=True,
+              help="Old enough: at least this many aggregation intervals.")
+@click.option("--apply", "do_apply", is_flag=True,
+              help="Move the regions worth moving (move_pages) and say what moved.")
+@click.option("--quota", default="256MiB/s", show_default=True, metavar="RATE",
+              help="With --apply: at most this many bytes moved per second.")
+@click.option("--top", type=click.IntRange(1), default=20, show_default=True, help="Regions shown in the table.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def numa(input_path, target_id, snapshot, time_range, samples, min_reports, min_share, min_age, do_apply, quota,
+         top, as_json) -> None:
+    """Which NUMA nodes access each region, where its pages live, and what to move (the target must still run)."""
+    quota_rate = parse_rate(quota, "--quota")
+    result = numa_mod.numa(read_record(input_path), target_id, snapshot, _time_range(time_range), samples,
+                           min_reports, min_share, min_age)
+    if do_apply and not result.placement_known:
+        raise DamonBpfError(f"cannot --apply: {result.note}")
+    if do_apply:
+        numa_mod.apply(result, quota_rate)
+    if as_json:
+        _json_out(numa_mod.to_json(result))
+        return
+    Console().print(numa_mod.table(result, top))
+    if do_apply:
+        click.echo(numa_mod.moved_line(result))

@@ -18,6 +18,7 @@ from damon_bpf.core.layout import layout_for
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.recordfile import RecordWriter, TargetRecord
 from damon_bpf.session import RunResult
+from damon_bpf.sources.numa import cpu_nodes_meta
 from damon_bpf.sources.targets import is_alive
 
 # The session's tick time is when its last drain began, so every report before it has been read,
@@ -196,4 +197,4 @@ def run_meta(source: str, filters, command: list[str], regions_mode: str) -> dic
     """What a record says about how it was made."""
     return {"tool": f"damon-bpf {__version__}", "source": source, "filters": [f.describe() for f in filters],
             "regions": regions_mode, "command": command, "host": platform.node(), "kernel": os.uname().release,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **cpu_nodes_meta()}

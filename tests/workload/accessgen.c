@@ -9,7 +9,10 @@
  * sleeps until --duration runs out: mapped, resident, and never touched while monitored. MODE W and R
  * (steady) write their range once before the threads start, like c, and then write (W) or read (R) every
  * page per pass WITHOUT dropping the pages: after start-up no touch faults by itself, which is what the
- * samplers (soft-dirty, NUMA hinting) must make visible. The ground truth is printed as JSON on stdout before the threads start:
+ * samplers (soft-dirty, NUMA hinting) must make visible. MODE s (shared) writes and drops, like w, one range
+ * that every s thread shares (mapped once, KIB of the largest s spec, far from the other mappings at
+ * SHARED_HINT so no DAMON region spans it and a thread's own range); MODE S is its steady form (written
+ * once before the threads start, then rewritten without dropping, like W). The ground truth is printed as JSON on stdout before the threads start:
  *   {"pid":P,"page_size":S,"threads":[{"name":..,"tid":..,"cpu":..,"mode":"w","start":A,"end":B},..]}
  * With --wait the threads start only after a line is read from stdin (so a tracer can attach first).
  * At the end one more JSON line gives each thread's touches and the elapsed time:
@@ -43,6 +46,9 @@ struct worker {
 };
 
 static pthread_barrier_t ready, go;
+static char *shared_mem;     /* the range of the s threads */
+static size_t shared_bytes;
+#define SHARED_HINT ((void *)0x100000000000UL) /* 16 TiB: below the mmap area, above the heap */
 static double duration_s;
 static long page_size;
 
@@ -133,7 +139,14 @@ static void *run(void *arg)
 static void *run_steady(void *arg)
 {
 	struct worker *w = arg;
-	map_range(w);
+	if (w->mode == 'S') {
+		prctl(PR_SET_NAME, w->name);
+		w->tid = syscall(SYS_gettid);
+		w->mem = shared_mem;
+		w->bytes = shared_bytes;
+	} else {
+		map_range(w);
+	}
 	memset(w->mem, 1, w->bytes); /* mapped before monitoring starts: no first-touch faults later */
 	pthread_barrier_wait(&ready);
 	pthread_barrier_wait(&go);
@@ -143,7 +156,7 @@ static void *run_steady(void *arg)
 	char sink = 0;
 	for (long i = 0; w->passes == 0 ? now_s() < end : i < w->passes; i++) {
 		for (size_t off = 0; off < w->bytes; off += page_size) {
-			if (w->mode == 'W')
+			if (w->mode != 'R')
 				p[off] = 1;
 			else
 				sink += p[off];
@@ -155,13 +168,51 @@ static void *run_steady(void *arg)
 	return NULL;
 }
 
+/* Mode s: the shared range, written and dropped by every s thread. */
+static void *run_shared(void *arg)
+{
+	struct worker *w = arg;
+	prctl(PR_SET_NAME, w->name);
+	w->tid = syscall(SYS_gettid);
+	w->mem = shared_mem;
+	w->bytes = shared_bytes;
+	pthread_barrier_wait(&ready);
+	pthread_barrier_wait(&go);
+	w->go_ns = now_ns();
+	double end = now_s() + duration_s;
+	volatile char *p = w->mem;
+	for (long i = 0; w->passes == 0 ? now_s() < end : i < w->passes; i++) {
+		for (size_t off = 0; off < w->bytes; off += page_size)
+			p[off] = 1;
+		w->touches += w->bytes / page_size;
+		madvise(w->mem, w->bytes, MADV_DONTNEED);
+	}
+	w->done_ns = now_ns();
+	return NULL;
+}
+
+static void map_shared(struct worker *workers, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (strchr("sS", workers[i].mode) && workers[i].bytes > shared_bytes)
+			shared_bytes = workers[i].bytes;
+	if (!shared_bytes)
+		return;
+	shared_mem = mmap(SHARED_HINT, shared_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (shared_mem == MAP_FAILED) {
+		perror("mmap");
+		exit(2);
+	}
+	madvise(shared_mem, shared_bytes, MADV_NOHUGEPAGE);
+}
+
 static int parse_spec(const char *spec, struct worker *w)
 {
 	char name[16];
 	long kib;
 	if (sscanf(spec, "%15[^:]:%d:%c:%ld:%ld", name, &w->cpu, &w->mode, &kib, &w->passes) != 5)
 		return -1;
-	if (!strchr("rwcWR", w->mode) || kib <= 0 || w->passes < 0)
+	if (!strchr("rwcWRsS", w->mode) || kib <= 0 || w->passes < 0)
 		return -1;
 	strcpy(w->name, name);
 	w->bytes = (size_t)kib * 1024;
@@ -179,18 +230,20 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--duration") && i + 1 < argc)
 			duration_s = atof(argv[++i]);
 		else if (parse_spec(argv[i], &workers[n++])) {
-			fprintf(stderr, "accessgen: bad thread spec '%s' (NAME:CPU:r|w|c|W|R:KIB:PASSES)\n", argv[i]);
+			fprintf(stderr, "accessgen: bad thread spec '%s' (NAME:CPU:r|w|c|W|R|s|S:KIB:PASSES)\n", argv[i]);
 			return 2;
 		}
 	}
 	if (!n) {
-		fprintf(stderr, "usage: accessgen [--wait] [--duration S] NAME:CPU:r|w|c|W|R:KIB:PASSES ...\n");
+		fprintf(stderr, "usage: accessgen [--wait] [--duration S] NAME:CPU:r|w|c|W|R|s|S:KIB:PASSES ...\n");
 		return 2;
 	}
 	pthread_barrier_init(&ready, NULL, n + 1);
 	pthread_barrier_init(&go, NULL, n + 1);
+	map_shared(workers, n);
 	for (int i = 0; i < n; i++)
-		start_pinned(&workers[i], strchr("WR", workers[i].mode) ? run_steady : run);
+		start_pinned(&workers[i], workers[i].mode == 's' ? run_shared
+					  : strchr("WRS", workers[i].mode) ? run_steady : run);
 	pthread_barrier_wait(&ready);
 
 	printf("{\"pid\":%d,\"page_size\":%ld,\"threads\":[", getpid(), page_size);

@@ -1,0 +1,230 @@
+"""NUMA placement: per region, which nodes' CPUs accessed it and where its pages live; what to move.
+
+Access side: the reports of each region by CPU (``breakdown``'s layout: the regions of one snapshot,
+counts summed over the record), turned into node shares with the CPU -> node map. The map is the one
+stored in the record's meta (``numa_cpu_nodes``) when the recorder stored it, else this host's now
+(``cpu_map_from`` says which). Page side: the live process is asked with move_pages(2) in query mode,
+``samples`` pages spread evenly over each region; the bytes per node are the sampled shares times the
+region's size (exact when the region has no more pages than that).
+
+A region is worth moving when it is hot enough (``min_reports``), old enough (``min_age`` aggregation
+intervals in the layout snapshot), mostly accessed from one node (``min_share`` of its reports) and
+some of its present pages live on other nodes: those bytes are the bytes to move, to that node.
+``apply`` moves them with move_pages(2), DAMOS-style under a quota of bytes per second.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from rich import box
+from rich.table import Table
+
+from damon_bpf.core.layout import page_size as system_page_size
+from damon_bpf.errors import TargetError
+from damon_bpf.recordfile import TargetRecord
+from damon_bpf.reports import breakdown as breakdown_mod
+from damon_bpf.reports.common import fmt_addr, fmt_size, pick_snapshot, select_target
+from damon_bpf.sources import numa as numa_src
+
+DEFAULT_SAMPLES = 512
+DEFAULT_MIN_REPORTS = 10
+DEFAULT_MIN_SHARE = 0.5
+DEFAULT_MIN_AGE = 3
+
+
+@dataclass
+class NumaRegion:
+    start: int
+    end: int
+    reports: float
+    age: int
+    access_share: dict[int, float]  # node -> share of the region's reports
+    page_bytes: dict[int, float] | None  # node -> estimated bytes living there; None: unknown
+    absent_bytes: float = 0.0  # estimated bytes not present (never touched, dropped, swapped)
+    move_to: int | None = None  # the node to move to, when worth moving
+    move_bytes: float = 0.0
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class NumaReport:
+    target_id: int
+    pid: int | None
+    nodes: list[int]  # nodes with CPUs or memory
+    cpu_nodes: dict[int, int]
+    cpu_map_from: str  # "record" or "this host at report time"
+    placement_known: bool
+    note: str  # why placement is unknown, or why there is nothing to move
+    regions: list[NumaRegion]  # accessed regions, most reports first
+    moved: list[dict] = field(default_factory=list)  # --apply: per region what moved
+
+    @property
+    def to_move(self) -> list[NumaRegion]:
+        return [r for r in self.regions if r.move_to is not None]
+
+
+def _cpu_map(rec: TargetRecord) -> tuple[dict[int, int], str]:
+    stored = rec.meta.get("numa_cpu_nodes")
+    if isinstance(stored, dict) and stored:
+        return {int(c): int(n) for c, n in stored.items()}, "record"
+    return numa_src.cpu_nodes(), "this host at report time"
+
+
+def sample_pages(start: int, end: int, page: int, samples: int) -> np.ndarray:
+    """Up to ``samples`` page addresses spread evenly over [start, end)."""
+    pages = max(1, (end - start) // page)
+    n = min(pages, samples)
+    return (start + (np.arange(n, dtype=np.uint64) * pages // n) * page).astype(np.uint64)
+
+
+def _placement(pid: int, r: NumaRegion, page: int, samples: int,
+               query: Callable[[int, np.ndarray], np.ndarray]) -> None:
+    status = query(pid, sample_pages(r.start, r.end, page, samples))
+    scale = r.size / len(status)
+    nodes, counts = np.unique(status[status >= 0], return_counts=True)
+    r.page_bytes = {int(n): float(c) * scale for n, c in zip(nodes, counts)}
+    r.absent_bytes = float((status < 0).sum()) * scale
+
+
+def _judge(r: NumaRegion, min_reports: int, min_share: float, min_age: int) -> None:
+    if r.page_bytes is None or r.reports < min_reports or r.age < min_age or not r.access_share:
+        return
+    node, share = max(r.access_share.items(), key=lambda kv: kv[1])
+    remote = sum(b for n, b in r.page_bytes.items() if n != node)
+    if share >= min_share and remote > 0:
+        r.move_to, r.move_bytes = node, remote
+
+
+def numa(records: list[TargetRecord], target_id: int | None = None, snapshot: int = -1,
+         time_range: tuple[int, int] | None = None, samples: int = DEFAULT_SAMPLES,
+         min_reports: int = DEFAULT_MIN_REPORTS, min_share: float = DEFAULT_MIN_SHARE,
+         min_age: int = DEFAULT_MIN_AGE, page_size: int | None = None,
+         query: Callable[[int, np.ndarray], np.ndarray] = numa_src.page_nodes) -> NumaReport:
+    """Access shares per node and page placement of the accessed regions of one target."""
+    rec = select_target(records, target_id)
+    layout = pick_snapshot(rec, snapshot)
+    page_size = page_size or system_page_size()
+    cpu_nodes, cpu_from = _cpu_map(rec)
+    ages = dict(zip(layout.start.tolist(), layout.age.tolist()))
+    shares = breakdown_mod.breakdown(records, layout.nr_regions, snapshot, time_range, rec.target_id)
+    regions = []
+    for r in shares.regions:
+        if r.reports <= 0:
+            continue
+        by_node: dict[int, float] = {}
+        for cpu, share in r.by_cpu.items():
+            node = cpu_nodes.get(cpu, -1)  # -1: a CPU the map does not know
+            by_node[node] = by_node.get(node, 0.0) + share
+        regions.append(NumaRegion(r.start, r.end, r.reports, int(ages.get(r.start, 0)), by_node, None))
+    regions.sort(key=lambda r: (-r.reports, r.start))
+    note = ""
+    if rec.pid is None:
+        note = "the record holds no pid: where the pages live is unknown"
+    else:
+        try:
+            for r in regions:
+                _placement(rec.pid, r, page_size, samples, query)
+        except TargetError as err:
+            for r in regions:
+                r.page_bytes = None
+            note = str(err)
+    for r in regions:
+        _judge(r, min_reports, min_share, min_age)
+    nodes = sorted({*cpu_nodes.values(), *numa_src.memory_nodes()})
+    report = NumaReport(rec.target_id, rec.pid, nodes, cpu_nodes, cpu_from, not note, note, regions)
+    if not note and not report.to_move:
+        report.note = ("nothing to move: this host has one NUMA node, every page is local"
+                       if len(nodes) == 1 else
+                       "nothing to move: no hot, old region is mostly accessed from a node its pages do not live on")
+    return report
+
+
+def apply(report: NumaReport, quota_bytes_per_s: float, page_size: int | None = None,
+          move: Callable[[int, np.ndarray, int], np.ndarray] = numa_src.move_to,
+          query: Callable[[int, np.ndarray], np.ndarray] = numa_src.page_nodes) -> list[dict]:
+    """Move the regions worth moving, every page of each, at most ``quota_bytes_per_s``."""
+    page_size = page_size or system_page_size()
+    begun, sent = time.monotonic(), 0
+    for r in report.to_move:
+        addrs = sample_pages(r.start, r.end, page_size, r.size // page_size)
+        moved = failed = 0
+        errors: dict[str, int] = {}
+        for i in range(0, len(addrs), numa_src.CHUNK_PAGES):
+            chunk = addrs[i:i + numa_src.CHUNK_PAGES]
+            where = query(report.pid, chunk)
+            away = chunk[(where >= 0) & (where != r.move_to)]
+            if len(away) == 0:
+                continue
+            wait = begun + (sent + len(away) * page_size) / quota_bytes_per_s - time.monotonic()
+            if wait > 0:  # the quota: bytes moved so far never ahead of quota x time
+                time.sleep(wait)
+            after = move(report.pid, away, r.move_to)
+            sent += len(away) * page_size
+            moved += int((after == r.move_to).sum())
+            failed += int((after != r.move_to).sum())
+            for code in after[after < 0]:
+                name = errno.errorcode.get(-int(code), str(-int(code)))
+                errors[name] = errors.get(name, 0) + 1
+        report.moved.append({"start": r.start, "end": r.end, "to_node": r.move_to, "moved_bytes": moved * page_size,
+                             "failed_pages": failed, "errors": errors})
+    return report.moved
+
+
+def to_json(report: NumaReport) -> dict:
+    def one(r: NumaRegion) -> dict:
+        return {"start": r.start, "end": r.end, "size": r.size, "reports": r.reports, "age": r.age,
+                "access_share_by_node": {str(n): s for n, s in sorted(r.access_share.items())},
+                "page_bytes_by_node": (None if r.page_bytes is None
+                                       else {str(n): b for n, b in sorted(r.page_bytes.items())}),
+                "absent_bytes": r.absent_bytes, "move_to": r.move_to, "move_bytes": r.move_bytes}
+    return {"target_id": report.target_id, "pid": report.pid, "nodes": report.nodes,
+            "cpu_nodes": {str(c): n for c, n in report.cpu_nodes.items()}, "cpu_map_from": report.cpu_map_from,
+            "placement_known": report.placement_known, "note": report.note,
+            "regions": [one(r) for r in report.regions],
+            "to_move": [{"start": r.start, "end": r.end, "to_node": r.move_to, "bytes": r.move_bytes}
+                        for r in report.to_move],
+            "bytes_to_move": sum(r.move_bytes for r in report.to_move), "moved": report.moved}
+
+
+def _nodes(shares: dict[int, float] | None, total: float = 1.0) -> str:
+    if shares is None:
+        return "unknown"
+    shown = [f"{'?' if n < 0 else n}:{v / total:.0%}" for n, v in sorted(shares.items(), key=lambda kv: -kv[1])]
+    return " ".join(shown) or "-"
+
+
+def table(report: NumaReport, top: int = 20) -> Table:
+    moving = report.to_move
+    title = (f"target {report.target_id} (pid {report.pid}): "
+             + (f"move {fmt_size(sum(r.move_bytes for r in moving))} in {len(moving)} regions" if moving
+                else report.note))
+    caption = (f"nodes {report.nodes}; CPU -> node map from {report.cpu_map_from}"
+               + (f"; {report.note}" if moving and report.note else ""))
+    t = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("start", "size", "reports", "age", "accessed from", "pages on", "move"):
+        t.add_column(name, justify="left" if name in ("start", "accessed from", "pages on", "move") else "right")
+    for r in report.regions[:top]:
+        present = sum(r.page_bytes.values()) if r.page_bytes else 0.0
+        pages = _nodes(r.page_bytes, present) if present or r.page_bytes is None else "none present"
+        move = f"{fmt_size(r.move_bytes)} -> node {r.move_to}" if r.move_to is not None else "-"
+        t.add_row(fmt_addr(r.start), fmt_size(r.size), f"{r.reports:.0f}", str(r.age), _nodes(r.access_share),
+                  pages, move)
+    return t
+
+
+def moved_line(report: NumaReport) -> str:
+    """What --apply did, in one line."""
+    if not report.to_move:
+        return f"--apply: {report.note}"
+    moved = sum(m["moved_bytes"] for m in report.moved)
+    failed = sum(m["failed_pages"] for m in report.moved)
+    return (f"--apply: moved {fmt_size(moved)} of {fmt_size(sum(r.move_bytes for r in report.to_move))} "
+            f"(estimated) in {len(report.moved)} regions" + (f", {failed} pages failed" if failed else ""))

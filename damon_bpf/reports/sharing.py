@@ -1,0 +1,162 @@
+"""Which threads (or processes) touch the same hot memory at the same time, and how to group them.
+
+Per aggregation window, an entity (a thread of one target, or a target process) *accessed* a hot region
+(``nr_accesses >= min_accesses``) when it has at least one report there. Two entities share the bytes of
+the hot regions both accessed in the same window; over the record, ``shared_bytes(a, b)`` sums that,
+``accessed(a)`` sums a's own bytes, and ``jaccard = shared / (accessed(a) + accessed(b) - shared)``.
+
+Regions are DAMON's, so this is at region granularity: two threads touching different pages of one
+region share its bytes. For processes, each target has its own regions; a window's regions of every
+target are cut into common pieces first. The same virtual address in two processes is the same memory
+only for mappings shared across fork (shared memory, e.g. PostgreSQL's shared_buffers); private memory
+at one address is separate memory once written, so ``--by process`` is a hint there.
+
+Grouping is greedy agglomerative with average linkage on Jaccard: start with each entity alone, merge
+the two groups whose members' mean pairwise Jaccard is highest, while it is at least ``min_jaccard``
+(and the merged group fits ``max_group``): threads that share most end up together, to place on one
+LLC or node.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+from rich import box
+from rich.table import Table
+
+from damon_bpf.core.snapshot import Snapshot
+from damon_bpf.errors import UsageError
+from damon_bpf.recordfile import TargetRecord
+from damon_bpf.reports.common import fmt_size, select_target
+
+BY_MODES = ("thread", "process")
+DEFAULT_MIN_JACCARD = 0.2
+
+
+@dataclass
+class Pair:
+    a: int
+    b: int
+    shared_bytes: int
+    jaccard: float
+
+
+@dataclass
+class Sharing:
+    by: str
+    nr_windows: int
+    accessed: dict[int, int]  # entity -> bytes of hot regions it accessed, summed over windows
+    pairs: list[Pair]  # shared_bytes > 0, most shared first
+    groups: list[list[int]]  # biggest first; every accessing entity is in exactly one
+
+
+def _cut(pieces: list[tuple[int, np.ndarray, np.ndarray]]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Entities' hot intervals (sorted, disjoint per entity) cut into common pieces:
+    (entities, membership matrix entities x pieces, piece sizes)."""
+    bounds = np.unique(np.concatenate([np.concatenate([s, e]) for _, s, e in pieces]))
+    lo, sizes = bounds[:-1], np.diff(bounds).astype(np.float64)
+    member = np.zeros((len(pieces), len(lo)), dtype=bool)
+    for row, (_, starts, ends) in enumerate(pieces):
+        # a piece is inside one of the entity's intervals iff more starts than ends lie at or below it
+        member[row] = (np.searchsorted(starts, lo, side="right") - np.searchsorted(ends, lo, side="right")) > 0
+    return [ident for ident, _, _ in pieces], member, sizes
+
+
+def _thread_pieces(s: Snapshot, min_accesses: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    hot = s.nr_accesses >= min_accesses
+    return [(tid, s.start[hot & (counts > 0)], s.end[hot & (counts > 0)])
+            for tid, counts in s.by_tid.items() if (hot & (counts > 0)).any()]
+
+
+def _windows(records: list[TargetRecord], by: str, target_id: int | None, skip: int,
+             min_accesses: int) -> dict[int, list]:
+    """Window (aggregation end, in intervals) -> [(entity, starts, ends)] of what it accessed hot."""
+    windows: dict[int, list] = {}
+    if by == "thread":
+        rec = select_target(records, target_id)
+        for i, s in enumerate(rec.snapshots[skip:]):
+            windows[i] = _thread_pieces(s, min_accesses)
+        return windows
+    for rec in records:
+        if rec.meta.get("view") == "kernel-damon":
+            continue  # no reports there: cannot tell who accessed
+        aggr_ns = rec.aggr_us * 1000
+        for s in rec.snapshots[skip:]:
+            used = (s.nr_accesses >= min_accesses) & (s.nr_reports > 0)
+            if used.any():
+                windows.setdefault(round(s.end_ns / aggr_ns), []).append((rec.target_id, s.start[used], s.end[used]))
+    return windows
+
+
+def sharing(records: list[TargetRecord], by: str = "thread", target_id: int | None = None, skip: int = 0,
+            min_accesses: int = 1, min_jaccard: float = DEFAULT_MIN_JACCARD,
+            max_group: int | None = None) -> Sharing:
+    """Shared hot bytes per pair of threads of one target (or of target processes) and the grouping."""
+    if by not in BY_MODES:
+        raise UsageError(f"unknown --by {by!r} (use {' or '.join(BY_MODES)})")
+    if by == "process" and target_id is not None:
+        raise UsageError("--by process compares every target: leave out --target")
+    windows = _windows(records, by, target_id, skip, min_accesses)
+    totals: dict[tuple[int, int], float] = {}
+    for pieces in windows.values():
+        if not pieces:
+            continue
+        ids, member, sizes = _cut(pieces)
+        weighted = member * sizes
+        shared = weighted @ member.T.astype(np.float64)
+        for i, j in itertools.combinations_with_replacement(range(len(ids)), 2):
+            if shared[i, j] > 0:
+                key = (min(ids[i], ids[j]), max(ids[i], ids[j]))
+                totals[key] = totals.get(key, 0.0) + float(shared[i, j])
+    accessed = {a: int(v) for (a, b), v in totals.items() if a == b}
+    pairs = sorted((Pair(a, b, int(v), v / (accessed[a] + accessed[b] - v))
+                    for (a, b), v in totals.items() if a != b), key=lambda p: (-p.shared_bytes, p.a, p.b))
+    return Sharing(by, len(windows), accessed, pairs, group(accessed, pairs, min_jaccard, max_group))
+
+
+def group(accessed: dict[int, int], pairs: list[Pair], min_jaccard: float = DEFAULT_MIN_JACCARD,
+          max_group: int | None = None) -> list[list[int]]:
+    """Greedy agglomerative grouping, average linkage on Jaccard (see the module's docstring)."""
+    jac = {(p.a, p.b): p.jaccard for p in pairs}
+    groups = [[e] for e in sorted(accessed)]
+
+    def link(g: list[int], h: list[int]) -> float:
+        return sum(jac.get((min(a, b), max(a, b)), 0.0) for a in g for b in h) / (len(g) * len(h))
+
+    while len(groups) > 1:
+        candidates = [(link(g, h), i, j) for (i, g), (j, h) in itertools.combinations(enumerate(groups), 2)
+                      if max_group is None or len(g) + len(h) <= max_group]
+        best = max(candidates, default=None, key=lambda c: (c[0], -c[1], -c[2]))
+        if best is None or best[0] < min_jaccard or best[0] <= 0:
+            break
+        _, i, j = best
+        groups[i] = sorted(groups[i] + groups[j])
+        del groups[j]
+    return sorted(groups, key=lambda g: (-len(g), g))
+
+
+def to_json(report: Sharing) -> dict:
+    return {"by": report.by, "nr_windows": report.nr_windows,
+            "accessed_bytes": {str(k): v for k, v in sorted(report.accessed.items())},
+            "pairs": [{"a": p.a, "b": p.b, "shared_bytes": p.shared_bytes, "jaccard": p.jaccard}
+                      for p in report.pairs],
+            "groups": report.groups}
+
+
+def table(report: Sharing, top: int = 20) -> Table:
+    who = "TID" if report.by == "thread" else "target"
+    together = [g for g in report.groups if len(g) > 1]
+    caption = ("suggested groups: " + "  ".join("{" + ", ".join(map(str, g)) + "}" for g in together)
+               if together else "suggested groups: none (no pair shares enough to group)")
+    t = Table(title=f"hot memory shared by {report.by}s over {report.nr_windows} aggregation windows",
+              caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in (f"{who} a", f"{who} b", "shared", "a accessed", "b accessed", "jaccard"):
+        t.add_column(name, justify="right")
+    for p in report.pairs[:top]:
+        t.add_row(str(p.a), str(p.b), fmt_size(p.shared_bytes), fmt_size(report.accessed[p.a]),
+                  fmt_size(report.accessed[p.b]), f"{p.jaccard:.2f}")
+    if not report.pairs:
+        t.add_row("-", "-", "nothing shared", "", "", "")
+    return t

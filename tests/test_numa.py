@@ -1,0 +1,83 @@
+"""report numa's decision on synthetic records (a two-node answer this one-node host cannot produce for
+real: the page placement comes from a given function), and the sysfs CPU -> node map."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from damon_bpf.recordfile import TargetRecord
+from damon_bpf.reports import numa as nm
+from damon_bpf.sources import numa as numa_src
+from test_reports import A, MiB, plain, snap
+
+TWO_NODES = {"numa_cpu_nodes": {"0": 0, "1": 0, "2": 1, "3": 1}}
+
+
+def remote_region(cpu_reports: dict[int, int], age: int = 10) -> list[TargetRecord]:
+    regions = [{"start": A, "end": A + 4 * MiB, "acc": 5, "age": age, "rep": sum(cpu_reports.values()),
+                "cpus": cpu_reports},
+               {"start": A + 4 * MiB, "end": A + 8 * MiB, "age": age}]
+    return [TargetRecord(0, 4242, 5000, 100_000, 1_000_000, [snap(i, regions) for i in range(5)], dict(TWO_NODES))]
+
+
+def on_node(node: int):
+    return lambda pid, addrs: np.full(len(addrs), node, dtype=np.int32)
+
+
+def test_a_region_used_from_node_1_living_on_node_0_is_named_with_its_bytes():
+    report = nm.numa(remote_region({2: 90, 0: 10}), query=on_node(0), page_size=4096)
+    (r,) = report.regions                              # the cold region has no reports: not listed
+    assert r.access_share == pytest.approx({1: 0.9, 0: 0.1})
+    assert r.page_bytes == {0: 4 * MiB}
+    assert (r.move_to, r.move_bytes) == (1, 4 * MiB)
+    assert report.cpu_map_from == "record"
+    assert "move 4 MiB in 1 regions" in plain(nm.table(report))
+
+
+@pytest.mark.parametrize("cpus, placement, age, why", [
+    ({2: 90, 0: 10}, 1, 10, "already local"),
+    ({2: 40, 0: 60}, 1, 10, "mostly node 0, on node 1: move to 0"),
+    ({2: 50, 0: 50}, 0, 10, "even split: min_share 0.5 reached by node 0 ... or 1"),
+    ({2: 90, 0: 10}, 0, 1, "too young"),
+    ({2: 5}, 0, 10, "too cold"),
+])
+def test_what_is_not_worth_moving(cpus, placement, age, why):
+    report = nm.numa(remote_region(cpus, age), query=on_node(placement), page_size=4096)
+    (r,) = report.regions
+    dominant = max(r.access_share, key=r.access_share.get)
+    expect = (5 * sum(cpus.values()) >= nm.DEFAULT_MIN_REPORTS and age >= nm.DEFAULT_MIN_AGE and dominant != placement)
+    assert (r.move_to is not None) == expect, why
+    if not expect:
+        assert report.note.startswith("nothing to move")
+
+
+def test_apply_moves_under_the_quota_and_counts_what_moved():
+    where = {}
+
+    def query(pid, addrs):
+        return np.array([where.get(int(a), 0) for a in addrs], dtype=np.int32)
+
+    def move(pid, addrs, node):
+        where.update({int(a): node for a in addrs[::2]})  # every other page refuses (e.g. shared)
+        return np.array([node if i % 2 == 0 else -16 for i in range(len(addrs))], dtype=np.int32)
+
+    report = nm.numa(remote_region({2: 90}), query=query, page_size=4096)
+    moved = nm.apply(report, quota_bytes_per_s=1e12, page_size=4096, move=move, query=query)
+    assert moved == [{"start": A, "end": A + 4 * MiB, "to_node": 1, "moved_bytes": 2 * MiB, "failed_pages": 512,
+                      "errors": {"EBUSY": 512}}]
+    assert "moved 2 MiB of 4 MiB" in nm.moved_line(report)
+
+
+def test_sample_pages_spread_evenly_and_never_leave_the_region():
+    addrs = nm.sample_pages(A, A + 10 * 4096, 4096, 4)
+    assert list(addrs) == [A, A + 2 * 4096, A + 5 * 4096, A + 7 * 4096]
+    assert len(nm.sample_pages(A, A + 3 * 4096, 4096, 512)) == 3
+
+
+def test_cpu_map_reads_each_nodes_cpulist(tmp_path):
+    for node, cpus in ((0, "0-1,4"), (1, "2-3"), (2, "")):  # node 2: memory only
+        (tmp_path / f"node{node}").mkdir()
+        (tmp_path / f"node{node}" / "cpulist").write_text(cpus + "\n")
+    assert numa_src.cpu_nodes(tmp_path) == {0: 0, 1: 0, 2: 1, 3: 1, 4: 0}
+    assert set(numa_src.cpu_nodes().values()) >= {0}   # this host
