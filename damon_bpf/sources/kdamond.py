@@ -20,14 +20,13 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from damon_bpf.access import bpf_dir
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf import outputs
 from damon_bpf.errors import DamonBpfError, HostError, warn_stderr
-from damon_bpf.sources import host, kheaders
+from damon_bpf.sources import host
 from damon_bpf.sources.companion import SnapshotSink
-from damon_bpf.sources.program import _stderr_silenced
+from damon_bpf.sources.program import LoadError, load_bpf
 
 ADMIN = Path("/sys/kernel/mm/damon/admin")
 STATE = Path(os.environ.get("DAMON_BPF_RUN_DIR", "/run/damon-bpf")) / "kdamond.json"
@@ -245,14 +244,10 @@ class KernelDamon:
 
     @staticmethod
     def _compile():
-        bcc = host.import_bcc()
-        host.ensure_tracefs()
-        kheaders.ensure_headers()
         try:
-            with _stderr_silenced():
-                return bcc.BPF(text=(bpf_dir() / "damon_aggregated.bpf.c").read_text())
-        except Exception as err:  # noqa: BLE001 - bcc raises bare Exception
-            raise HostError(f"cannot load the damon_aggregated program: {str(err).strip().splitlines()[-1]}") from None
+            return load_bpf("damon_aggregated.bpf.c")
+        except LoadError as err:
+            raise HostError(f"cannot load the damon_aggregated program: {err}") from None
 
     def start(self, targets) -> None:
         self.pids = sorted(targets.pids)

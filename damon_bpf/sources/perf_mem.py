@@ -11,16 +11,14 @@ that BPF cannot read, so it is detected and refused. Test machines here have no 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from damon_bpf.access import bpf_dir
 from damon_bpf.errors import HostError, UsageError
 from damon_bpf.filters import SampleFilter
-from damon_bpf.sources import host, kheaders
-from damon_bpf.sources.program import _stderr_silenced, shared_cflags
+from damon_bpf.sources import host
+from damon_bpf.sources.program import LoadError, last_line, load_bpf, shared_cflags
 from damon_bpf.sources.tracer import DEFAULT_RING_BYTES, Tracer
 
 DEVICES = Path("/sys/bus/event_source/devices")
@@ -130,26 +128,15 @@ class PerfMemTracer(Tracer):
 
 
 def _compile(events: Sequence[PerfMemEvent], sample_period: int, ring_bytes: int, follow_children: bool):
-    bcc = host.import_bcc()
-    host.ensure_tracefs()
-    kheaders.ensure_headers()
-    text = (bpf_dir() / "perf_mem.bpf.c").read_text().replace('#include "report.bpf.h"',
-                                                              (bpf_dir() / "report.bpf.h").read_text())
-    cflags = shared_cflags(ring_bytes, follow_children)
     try:
-        with _stderr_silenced():
-            program = bcc.BPF(text=text, cflags=cflags)
-    except Exception as err:  # noqa: BLE001 - bcc raises bare Exception
-        raise HostError(f"cannot load the perf-mem program: {_last_line(err)}") from None
+        program = load_bpf("perf_mem.bpf.c", shared_cflags(ring_bytes, follow_children))
+    except LoadError as err:
+        raise HostError(f"cannot load the perf-mem program: {err}") from None
+    bcc = host.import_bcc()
     for event in events:
         try:
             program.attach_perf_event_raw(attr=_attr(bcc, event, sample_period), fn_name=f"on_{event.kind}")
         except Exception as err:  # noqa: BLE001
             program.cleanup()
-            raise HostError(f"cannot open the {event.label} perf event for perf-mem: {_last_line(err)}") from None
+            raise HostError(f"cannot open the {event.label} perf event for perf-mem: {last_line(err)}") from None
     return program
-
-
-def _last_line(err: Exception) -> str:
-    text = str(err).strip()
-    return re.sub(r"\s+", " ", text.splitlines()[-1]) if text else type(err).__name__

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import re
+from typing import Sequence
 
 from damon_bpf.access import bpf_dir
 from damon_bpf.sources import bpf_env, kheaders
@@ -21,12 +23,33 @@ SOURCE_FILES = {
 }
 
 
-def program_text(source: str) -> str:
-    """The source's C text with the shared part pasted in: bcc rewrites map calls and tracepoint
-    probes only in the main text, not in included files, so report.bpf.h cannot be a plain #include."""
-    text = (bpf_dir() / SOURCE_FILES[source]).read_text()
+def program_text(filename: str) -> str:
+    """The C text of ``filename`` (in bpf/) with the shared part pasted in where it includes it: bcc
+    rewrites map calls and tracepoint probes only in the main text, not in included files, so
+    report.bpf.h cannot stay a plain #include."""
+    text = (bpf_dir() / filename).read_text()
     shared = (bpf_dir() / "report.bpf.h").read_text()
     return text.replace('#include "report.bpf.h"', shared)
+
+
+def load_bpf(filename: str, cflags: Sequence[str] = ()):
+    """The one way our programs are compiled and loaded (every source and companion calls it): bcc
+    imported, tracefs mounted, a headers tree found, the compiler's chatter kept off the terminal.
+    Returns the bcc.BPF object; LoadError carries the compiler's or kernel's last line."""
+    bcc = bpf_env.import_bcc()
+    bpf_env.ensure_tracefs()
+    kheaders.ensure_headers()
+    try:
+        with _stderr_silenced():
+            return bcc.BPF(text=program_text(filename), cflags=list(cflags))
+    except Exception as err:  # noqa: BLE001 - bcc raises bare Exception with the reason in the text
+        raise LoadError(last_line(err)) from err
+
+
+def last_line(err: Exception) -> str:
+    """The line of a bcc/libbpf error that says why (the rest is the program's text or a log)."""
+    text = str(err).strip()
+    return re.sub(r"\s+", " ", text.splitlines()[-1]) if text else type(err).__name__
 
 
 def ring_pages(ring_bytes: int) -> int:
@@ -50,18 +73,15 @@ def shared_cflags(ring_bytes: int, follow_children: bool) -> list[str]:
 
 def compile_program(source: str, ring_bytes: int, follow_children: bool):
     """Load the program of ``source`` into the kernel and attach it; returns the bcc.BPF object."""
-    bcc = bpf_env.import_bcc()
-    bpf_env.ensure_tracefs()
-    kheaders.ensure_headers()
     cflags = shared_cflags(ring_bytes, follow_children) + [f"-DUSE_FENTRY={int(source == 'fentry')}"]
     try:
-        with _stderr_silenced():
-            program = bcc.BPF(text=program_text(source), cflags=cflags)
+        program = load_bpf(SOURCE_FILES[source], cflags)
         if source == "perf-fault":
+            bcc = bpf_env.import_bcc()
             program.attach_perf_event(ev_type=bcc.PerfType.SOFTWARE, ev_config=bcc.PerfSWConfig.PAGE_FAULTS,
                                       fn_name="on_page_fault", sample_period=1, cpu=-1)
-    except Exception as err:  # noqa: BLE001 - bcc raises bare Exception with the reason in the text
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    except Exception as err:  # noqa: BLE001 - LoadError, or bcc's bare Exception from attaching
+        reason = last_line(err)
         if "super-user" in reason and bpf_env.has_bpf_privileges():  # bcc says this for any EPERM
             reason = "the kernel refused the program (EPERM although privileged: no support for this attach type)"
         raise LoadError(f"cannot load the '{source}' source: {reason}") from err
