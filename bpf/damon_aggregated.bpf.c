@@ -3,16 +3,7 @@
  * This program copies those rows into a ring buffer with the time, for damon-bpf to assemble into
  * snapshots next to its own. Only the kdamond damon-bpf started is taken (KDAMOND_PID). */
 
-struct damon_row {
-	u64 time_ns;
-	u64 target_id;
-	u64 start;
-	u64 end;
-	u32 nr_regions;
-	u32 nr_accesses;
-	u32 age;
-	u32 pad;
-};
+#include "damon_row.h"
 
 BPF_RINGBUF_OUTPUT(rows, 256);
 BPF_ARRAY(kdamond, u32, 1);   /* [0] = pid of our kdamond thread */

@@ -83,6 +83,11 @@ def access_dtype() -> np.dtype:
 
 
 @lru_cache(maxsize=None)
+def struct_dtype(header: str, name: str) -> np.dtype:
+    """numpy dtype of ``struct name`` in bpf/``header`` (for structs other programs hand to Python)."""
+    return _parse_struct((bpf_dir() / header).read_text(), name)
+
+
 def lifecycle_dtype() -> np.dtype:
     """numpy dtype of ``struct lifecycle_record`` (fork/exec/exit of a followed process)."""
     return _parse_struct(_header_text(), "lifecycle_record")

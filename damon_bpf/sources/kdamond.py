@@ -20,6 +20,7 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
+from damon_bpf.access import bpf_dir, struct_dtype
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf import outputs
@@ -30,8 +31,7 @@ from damon_bpf.sources.program import LoadError, load_bpf
 
 ADMIN = Path("/sys/kernel/mm/damon/admin")
 STATE = Path(os.environ.get("DAMON_BPF_RUN_DIR", "/run/damon-bpf")) / "kdamond.json"
-ROW = np.dtype([("time_ns", "<u8"), ("target_id", "<u8"), ("start", "<u8"), ("end", "<u8"),
-                ("nr_regions", "<u4"), ("nr_accesses", "<u4"), ("age", "<u4"), ("pad", "<u4")])
+ROW = struct_dtype("damon_row.h", "damon_row")   # the one definition, shared with damon_aggregated.bpf.c
 
 
 def check_available() -> None:
@@ -245,7 +245,7 @@ class KernelDamon:
     @staticmethod
     def _compile():
         try:
-            return load_bpf("damon_aggregated.bpf.c")
+            return load_bpf("damon_aggregated.bpf.c", [f"-I{bpf_dir()}"])
         except LoadError as err:
             raise HostError(f"cannot load the damon_aggregated program: {err}") from None
 
