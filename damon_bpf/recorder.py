@@ -14,12 +14,12 @@ import numpy as np
 from damon_bpf import __version__
 from damon_bpf.core.aggregator import Aggregator
 from damon_bpf.core.attrs import MonitoringAttrs
-from damon_bpf.core.layout import layout_for
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.recordfile import RecordWriter, TargetRecord
 from damon_bpf.session import RunResult
 from damon_bpf.sources.numa import cpu_nodes_meta
 from damon_bpf.sources.targets import is_alive
+from damon_bpf.sources.vaddr import layout_for
 
 # The session's tick time is when its last drain began, so every report before it has been read,
 # except one a producer was still writing at that instant (microseconds): a small margin covers it.

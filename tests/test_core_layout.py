@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from damon_bpf.core.layout import all_mappings, layout_for, page_size, parse_maps, read_maps, three_regions
+from damon_bpf.core.layout import all_mappings, page_size, three_regions
+from damon_bpf.sources.vaddr import layout_for, parse_maps, read_maps
 from damon_bpf.errors import TargetError, UsageError
 
 P = page_size()

@@ -14,7 +14,7 @@ from conftest import DAMON_BPF
 
 from damon_bpf.access import ACCESS_DTYPE, ACCESS_WRITE
 from damon_bpf.core.attrs import MonitoringAttrs
-from damon_bpf.core.layout import read_maps
+from damon_bpf.sources.vaddr import read_maps
 from damon_bpf.recorder import Recorder
 from damon_bpf.recordfile import RecordWriter, read_record
 from damon_bpf.session import RunResult
