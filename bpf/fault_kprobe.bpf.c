@@ -1,7 +1,7 @@
 /* Sources "kprobe" and "fentry": handle_mm_fault(vma, address, flags, regs), any architecture.
  * Only user-mode faults (FAULT_FLAG_USER) count, and a retried fault (FAULT_FLAG_TRIED) is not
  * counted twice, so the events match the tracepoint's. enum fault_flag values since Linux 5.11. */
-#include "report.bpf.h"
+/* damon-bpf: paste report_common.bpf.c (the shared maps, filters and probes; see that file) */
 
 #define FAULT_FLAG_WRITE 0x1
 #define FAULT_FLAG_TRIED 0x20

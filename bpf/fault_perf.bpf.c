@@ -1,7 +1,7 @@
 /* Source "perf-fault": the perf software page-faults event with sample_period 1. The sample gives the
  * address, not the kind of access, so writes are reported as unknown rather than guessed. */
 #include <uapi/linux/bpf_perf_event.h>
-#include "report.bpf.h"
+/* damon-bpf: paste report_common.bpf.c (the shared maps, filters and probes; see that file) */
 
 int on_page_fault(struct bpf_perf_event_data *ctx)
 {

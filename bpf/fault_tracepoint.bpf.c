@@ -1,6 +1,6 @@
 /* Source "tracepoint": exceptions:page_fault_user (x86). Fires once per user-mode page fault;
  * error_code bit 1 is set for a write. */
-#include "report.bpf.h"
+/* damon-bpf: paste report_common.bpf.c (the shared maps, filters and probes; see that file) */
 
 #define X86_PF_WRITE 0x2
 

@@ -4,7 +4,7 @@
  * is not a load or store) is not an access and is dropped. The same entry points also take the
  * software page-faults event, which is how the plumbing is tested on machines with no PMU. */
 #include <uapi/linux/bpf_perf_event.h>
-#include "report.bpf.h"
+/* damon-bpf: paste report_common.bpf.c (the shared maps, filters and probes; see that file) */
 
 static __always_inline int on_sample(struct bpf_perf_event_data *ctx, u8 write)
 {

@@ -2,7 +2,7 @@
 
 A report passes iff it satisfies every filter, in order. A filter with ``allow`` is satisfied when the
 report's match result equals ``matching``; without ``allow`` it is satisfied when it does not. The BPF
-programs run the same rule (bpf/report.bpf.h); :func:`evaluate` is the reference used by tests.
+programs run the same rule (bpf/report_common.bpf.c); :func:`evaluate` is the reference used by tests.
 """
 
 from __future__ import annotations

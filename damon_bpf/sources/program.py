@@ -23,13 +23,16 @@ SOURCE_FILES = {
 }
 
 
+PASTE_COMMON = "/* damon-bpf: paste report_common.bpf.c (the shared maps, filters and probes; see that file) */"
+
+
 def program_text(filename: str) -> str:
-    """The C text of ``filename`` (in bpf/) with the shared part pasted in where it includes it: bcc
-    rewrites map calls and tracepoint probes only in the main text, not in included files, so
-    report.bpf.h cannot stay a plain #include."""
+    """The C text of ``filename`` (in bpf/) with report_common.bpf.c pasted where it asks for it: bcc
+    rewrites map calls and tracepoint probes only in the main text, not in #included files."""
     text = (bpf_dir() / filename).read_text()
-    shared = (bpf_dir() / "report.bpf.h").read_text()
-    return text.replace('#include "report.bpf.h"', shared)
+    if PASTE_COMMON not in text:
+        return text
+    return text.replace(PASTE_COMMON, (bpf_dir() / "report_common.bpf.c").read_text())
 
 
 def load_bpf(filename: str, cflags: Sequence[str] = ()):
@@ -66,7 +69,7 @@ def exit_has_group_dead() -> bool:
 
 
 def shared_cflags(ring_bytes: int, follow_children: bool) -> list[str]:
-    """Compiler flags of report.bpf.h, which every access source includes (tracefs must be mounted)."""
+    """Compiler flags of report_common.bpf.c, which every access source pastes in (tracefs must be mounted)."""
     return [f"-I{bpf_dir()}", f"-DRING_PAGES={ring_pages(ring_bytes)}", f"-DFOLLOW_CHILDREN={int(follow_children)}",
             f"-DHAVE_GROUP_DEAD={int(exit_has_group_dead())}", "-Wno-macro-redefined"]
 

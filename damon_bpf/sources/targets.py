@@ -1,6 +1,6 @@
 """Target processes: existing PIDs (with their descendants when followed), or a command we start.
 
-Who is a target is decided in the kernel (bpf/report.bpf.h): a followed process's children join before
+Who is a target is decided in the kernel (bpf/report_common.bpf.c): a followed process's children join before
 they run, an exiting process leaves (so a reused pid is never traced), and each fork, exec and exit is
 written as a lifecycle record into a ring of its own. ``update`` reads those records after each drain of
 the accesses ring and before its batch is handed on, so subscribers hear of a fork or exec before they

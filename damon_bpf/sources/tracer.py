@@ -73,7 +73,7 @@ class Tracer:
         self._bind_maps(ring_bytes, filters)
 
     def _bind_maps(self, ring_bytes: int, filters: Sequence[SampleFilter]) -> None:
-        """Hold the loaded program's shared maps (bpf/report.bpf.h) and install the filters."""
+        """Hold the loaded program's shared maps (bpf/report_common.bpf.c) and install the filters."""
         self._targets = self.bpf["targets"]
         # As compiled into the program (shared_cflags): before 6.16 an exit record is the main thread's.
         self.exit_is_group_dead = program.exit_has_group_dead()

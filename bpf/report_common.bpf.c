@@ -1,6 +1,7 @@
-/* Shared part of every page-fault source (pasted into each source by damon_bpf/sources/program.py, since
- * bcc only rewrites map calls in the main text): target selection, the ordered sample filters, the
- * per-CPU accounting and the ring buffer. A source includes this file and calls report_access().
+/* Shared part of every access source, not a header: damon_bpf/sources/program.py pastes it where a
+ * source says "damon-bpf: paste report_common.bpf.c", because bcc rewrites map calls and tracepoint
+ * probes only in the main text, never in an #included file. It holds target selection, the ordered
+ * sample filters, the per-CPU accounting and the ring buffers; a source calls report_access().
  *
  * Compile-time parameters (set by damon_bpf/sources/program.py): RING_PAGES, FOLLOW_CHILDREN, and
  * HAVE_GROUP_DEAD where sched_process_exit says whether the whole thread group is dead (6.16+).
