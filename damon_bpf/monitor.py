@@ -30,6 +30,7 @@ from damon_bpf.recordfile import RecordWriter, TargetRecord
 from damon_bpf.samplers import Sampler, make_sampler
 from damon_bpf.samplers.numa_state import recover_stale
 from damon_bpf.session import RunResult, Session
+from damon_bpf.sources.bpf_env import require_privileges
 from damon_bpf.sources.companion import Companion, SnapshotSink
 from damon_bpf.sources.kdamond import KernelDamon, stop_all_ours
 from damon_bpf.sources.perf_mem import DEFAULT_SAMPLE_PERIOD, PerfMemTracer
@@ -151,6 +152,7 @@ class Monitor:
         filters = config.filters.build()
         spec = config.targets
         self.targets = Targets(spec.pids, spec.command, spec.follow_children, spec.command_output)
+        require_privileges()   # before the state files under /run, which only root may read
         recover_stale(warn)   # NUMA-balancing settings a crashed numa-hint run left changed
         stop_all_ours(warn)   # a kdamond a killed --source damon run left on
         self.samplers: list[Sampler] = self._samplers(warn)
