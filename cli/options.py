@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from cli.types import Duration, RingMegabytes
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.layout import LAYOUT_MODES
-from damon_bpf.errors import DamonBpfError
 from damon_bpf.monitor import FilterSpec, MonitorConfig, RecordingSpec, SamplerSpec, TargetSpec
 from damon_bpf.samplers import SAMPLER_NAMES
 from damon_bpf.session import RunResult
@@ -102,8 +103,12 @@ def recording_spec(options: dict) -> RecordingSpec:
     return RecordingSpec(attrs, options["regions"], options["seed"])
 
 
-def check_target_lifetime(result: RunResult, config: MonitorConfig) -> None:
-    """A -p target that exits before --duration is an error the user should see (the output is complete)."""
+def exit_with_target_status(result: RunResult, config: MonitorConfig) -> None:
+    """End like perf: with the launched command's status (RunResult.command_status); a -p target that
+    exited before --duration is told in a note, not an error (everything up to then was written)."""
     if result.reason == "targets-exited" and config.targets.pids and config.duration_s:
-        raise DamonBpfError(f"target process {', '.join(map(str, result.exited))} exited before --duration ran out; "
-                            "everything up to then was written")
+        click.echo(f"damon-bpf: note: target process {', '.join(map(str, result.exited))} exited before --duration "
+                   "ran out", err=True)
+    status = result.command_status()
+    if status:
+        sys.exit(status)
