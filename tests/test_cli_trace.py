@@ -162,7 +162,7 @@ def test_exit_status_is_the_commands(verb, command, status, tmp_path):
 
 
 def test_duration_ending_the_run_exits_0_though_the_command_is_terminated(tmp_path):
-    result = run("trace", "-o", str(tmp_path / "out"), "--duration", "1", "--", "sleep", "60")
+    result = run("trace", "-o", str(tmp_path / "out"), "--duration", "1500ms", "--", "sleep", "60")
     assert result.returncode == 0, result.stderr
     assert "ended: duration" in result.stderr
 
