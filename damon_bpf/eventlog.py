@@ -31,7 +31,7 @@ def jsonl_lines_per_event(batch: np.ndarray) -> str:
 
 # jsonl_bytes lays each record out in a fixed-width row: every number right-aligned in as many digits as its
 # type can hold, its leading zeros as NUL bytes, the write word NUL-padded. The rows back to back, with the NULs
-# removed by bytes.replace (C speed; JSON text never holds a NUL), are the lines. Whole columns at a time: no
+# deleted by bytes.translate (one C pass; JSON text never holds a NUL), are the lines. Whole columns at a time: no
 # Python per record.
 _LAYOUT = ((b'{"addr":', "addr", 20), (b',"time_ns":', "time_ns", 20), (b',"cpu":', "cpu", 10),
            (b',"pid":', "pid", 10), (b',"tid":', "tid", 10))
@@ -80,7 +80,7 @@ def _jsonl_chunk(batch: np.ndarray) -> bytes:
         parts += [np.broadcast_to(np.frombuffer(text, np.uint8), (rows, len(text))), _digits(batch[name], width)]
     parts += [np.broadcast_to(np.frombuffer(b',"write":', np.uint8), (rows, 9)), _WORDS[_WORD_OF[batch["write"]]],
               np.broadcast_to(np.frombuffer(b"}\n", np.uint8), (rows, 2))]
-    return np.concatenate(parts, axis=1).tobytes().replace(b"\0", b"")
+    return np.concatenate(parts, axis=1).tobytes().translate(None, b"\0")
 
 
 def jsonl_bytes(batch: np.ndarray) -> bytes:

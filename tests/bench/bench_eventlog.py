@@ -50,7 +50,8 @@ def main() -> None:
     assert all(jsonl_bytes(batch) == jsonl_lines_per_event(batch).encode() for batch in work[:3])
     old, old_bytes = rate(lambda batch: jsonl_lines_per_event(batch).encode(), work, args.runs)
     new, new_bytes = rate(jsonl_bytes, work, args.runs)
-    print(f"{args.events} events in batches of {args.batch}, best of {args.runs}; {new_bytes / args.events:.1f} bytes/event")
+    print(f"{args.events} events in batches of {args.batch}, best of {args.runs}; "
+          f"{new_bytes / args.events:.1f} bytes/event")
     print(f"per-record f-strings: {old / 1e6:.2f} M events/s")
     print(f"vectorised (numpy):   {new / 1e6:.2f} M events/s ({new / old:.1f}x)")
     assert old_bytes == new_bytes
