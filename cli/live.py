@@ -8,7 +8,7 @@ from dataclasses import replace
 import click
 from rich.console import Console
 
-from cli.options import check_target_lifetime, monitor_config, monitor_options, recording_spec, region_options
+from cli.options import exit_with_target_status, monitor_config, monitor_options, recording_spec, region_options
 from cli.record import collector_priority_option
 from damon_bpf.dark import DarkWatch
 from damon_bpf.live.app import LiveScreen, SnapshotPrinter
@@ -67,4 +67,4 @@ def live(output: str | None, view: str, refresh_hz: float, collector_priority: s
         click.echo(f"damon-bpf: note: {note}", err=True)
     for line in result.advice(monitor.priority.applied or "normal"):
         click.echo(f"damon-bpf: {line}", err=True)
-    check_target_lifetime(result, config)
+    exit_with_target_status(result, config)

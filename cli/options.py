@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from cli.types import Duration, RingMegabytes
+from cli.types import Duration, Microseconds, RingMegabytes
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.layout import LAYOUT_MODES
-from damon_bpf.errors import DamonBpfError
 from damon_bpf.monitor import FilterSpec, MonitorConfig, RecordingSpec, SamplerSpec, TargetSpec
 from damon_bpf.samplers import SAMPLER_NAMES
 from damon_bpf.session import RunResult
@@ -33,20 +34,20 @@ _OPTIONS = [
     click.option("--filter", "filter_specs", metavar="TYPE:MATCHING:ALLOW[:ARG]", multiple=True,
                  help="A DAMON sample filter (cpumask|threads|write), applied in order after the shorthands; "
                       "repeatable."),
-    click.option("--duration", type=Duration(), metavar="SECONDS",
-                 help="Stop after this long (default: until Ctrl-C or the targets exit)."),
+    click.option("--duration", type=Duration(), metavar="TIME",
+                 help="Stop after this long: 30 (seconds), 500ms, 2m (default: until Ctrl-C or the targets exit)."),
     click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="none", show_default=True,
                  help="Make steady-state accesses fault again: soft-dirty (writes; clear_refs every interval) or "
                       "numa-hint (reads and writes; the kernel's NUMA-balancing scanner, 2+ nodes)."),
-    click.option("--sampler-us", type=click.IntRange(100, 2**40), metavar="US",
-                 help="How often the sampler re-arms faults (default: --sample-us, or 5000)."),
+    click.option("--sampler-us", type=Microseconds(100, 2**40), metavar="TIME",
+                 help="How often the sampler re-arms faults: microseconds, or 5ms (default: --sample-us, or 5000)."),
     click.option("--sampler-budget", type=click.FloatRange(0, 100, min_open=True), metavar="PCT",
                  help="Most of one CPU the soft-dirty sampler may use (default 10); on a big target its interval "
                       "stretches to stay within it (100: no cap)."),
     click.option("--command-output", type=click.Path(dir_okay=False), metavar="FILE",
                  help="Send a started command's stdout and stderr to FILE (keeps live's screen clean)."),
     click.option("--ring-mb", type=RingMegabytes(), default=DEFAULT_RING_BYTES >> 20, show_default=True,
-                 help="Ring buffer size; 64 MiB holds 1 s of reports at 1M events/s."),
+                 metavar="SIZE", help="Ring buffer size: MiB, or 1GiB; 64 MiB holds 1 s of reports at 1M events/s."),
     click.argument("command", nargs=-1, type=click.UNPROCESSED),
 ]
 
@@ -72,12 +73,15 @@ def monitor_config(options: dict, recording: RecordingSpec | None = None) -> Mon
 
 
 _REGION_OPTIONS = [
-    click.option("--sample-us", type=int, default=MonitoringAttrs.sample_interval_us, show_default=True,
-                 help="DAMON sample interval (microseconds)."),
-    click.option("--aggr-us", type=int, default=MonitoringAttrs.aggr_interval_us, show_default=True,
-                 help="DAMON aggregation interval (microseconds)."),
-    click.option("--update-us", type=int, default=MonitoringAttrs.update_interval_us, show_default=True,
-                 help="How often the target's memory layout is re-read (microseconds)."),
+    click.option("--sample-us", type=Microseconds(), metavar="TIME",
+                 default=MonitoringAttrs.sample_interval_us, show_default=True,
+                 help="DAMON sample interval: microseconds, or 5ms, 2s."),
+    click.option("--aggr-us", type=Microseconds(), metavar="TIME",
+                 default=MonitoringAttrs.aggr_interval_us, show_default=True,
+                 help="DAMON aggregation interval: microseconds, or 5ms, 2s."),
+    click.option("--update-us", type=Microseconds(), metavar="TIME",
+                 default=MonitoringAttrs.update_interval_us, show_default=True,
+                 help="How often the target's memory layout is re-read: microseconds, or 5ms, 2s."),
     click.option("--min-regions", type=int, default=MonitoringAttrs.min_nr_regions, show_default=True),
     click.option("--max-regions", type=int, default=MonitoringAttrs.max_nr_regions, show_default=True),
     click.option("--regions", type=click.Choice(LAYOUT_MODES), default="damon", show_default=True,
@@ -102,8 +106,12 @@ def recording_spec(options: dict) -> RecordingSpec:
     return RecordingSpec(attrs, options["regions"], options["seed"])
 
 
-def check_target_lifetime(result: RunResult, config: MonitorConfig) -> None:
-    """A -p target that exits before --duration is an error the user should see (the output is complete)."""
+def exit_with_target_status(result: RunResult, config: MonitorConfig) -> None:
+    """End like perf: with the launched command's status (RunResult.command_status); a -p target that
+    exited before --duration is told in a note, not an error (everything up to then was written)."""
     if result.reason == "targets-exited" and config.targets.pids and config.duration_s:
-        raise DamonBpfError(f"target process {', '.join(map(str, result.exited))} exited before --duration ran out; "
-                            "everything up to then was written")
+        click.echo(f"damon-bpf: note: target process {', '.join(map(str, result.exited))} exited before --duration "
+                   "ran out", err=True)
+    status = result.command_status()
+    if status:
+        sys.exit(status)

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from cli.options import check_target_lifetime, monitor_config, monitor_options, recording_spec, region_options
+from cli.options import exit_with_target_status, monitor_config, monitor_options, recording_spec, region_options
 from damon_bpf.dark import DarkWatch
 from damon_bpf.priority import PRIORITIES
 from damon_bpf.recorder import Recorder
@@ -77,4 +77,4 @@ def record(output: str, collector_priority: str, **options) -> None:
     click.echo(f"damon-bpf: {result.placement_line()}", err=True)
     for line in result.advice(monitor.priority.applied or "normal"):
         click.echo(f"damon-bpf: {line}", err=True)
-    check_target_lifetime(result, config)
+    exit_with_target_status(result, config)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import sys
 
 import click
 from rich.console import Console
 
 from cli.units import parse_rate, parse_size
+from cli.types import parse_size_bytes, parse_time_ns
 from damon_bpf.errors import DamonBpfError, UsageError
 from damon_bpf.outputs import open_output_stream
 from damon_bpf.recordfile import read_record
@@ -24,7 +24,6 @@ from damon_bpf.reports import sharing as sharing_mod
 from damon_bpf.reports import wss as wss_mod
 from damon_bpf.reports.groups import GROUP_MODES
 
-_UNITS_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "min": 60 * 10**9, "m": 60 * 10**9}
 _LABEL_COLS = 17  # width heatmap row labels take on screen
 
 
@@ -49,14 +48,10 @@ def _common(func):
 
 
 def _duration_ns(text: str) -> int:
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(ns|us|ms|s|min|m)?\s*", text, re.I)
-    if not m:
-        raise UsageError(f"bad time {text!r}: use a number with ns, us, ms, s or min "
-                         "(bare numbers are seconds)")
-    ns = float(m.group(1)) * _UNITS_NS[(m.group(2) or "s").lower()]
-    if not ns < 2**62:  # also inf, from 1e999
-        raise UsageError(f"time {text!r} is too large")
-    return round(ns)
+    try:
+        return parse_time_ns(text, "s")
+    except ValueError as err:
+        raise UsageError(f"bad time: {err}") from None
 
 
 def _time_range(values: tuple[str, str] | None) -> tuple[int, int] | None:
@@ -68,14 +63,22 @@ def _time_range(values: tuple[str, str] | None) -> tuple[int, int] | None:
     return start, end
 
 
+def _address(text: str) -> int:
+    """An address: hex, decimal, or a size such as 4GiB (damo's spellings)."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        return parse_size_bytes(text)
+
+
 def _address_range(values: tuple[str, str] | None) -> tuple[int, int] | None:
     if not values:
         return None
     try:
-        start, end = (int(v, 0) for v in values)
+        start, end = (_address(v) for v in values)
     except ValueError:
         raise UsageError(f"bad --address-range {' '.join(values)}: use numbers such as "
-                         "0x7f0000000000 or 140737488355328") from None
+                         "0x7f0000000000, 140737488355328 or 4GiB") from None
     if not 0 <= start < end <= 2**64:
         raise UsageError(f"--address-range {values[0]} {values[1]} is empty or out of range")
     return start, end

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from cli.options import check_target_lifetime, monitor_config, monitor_options
+from cli.options import exit_with_target_status, monitor_config, monitor_options
 from damon_bpf.outputs import check_name, write_text
 from damon_bpf.eventlog import FORMATS, EventWriter
 from damon_bpf.monitor import Monitor
@@ -31,4 +31,4 @@ def trace(output: str, fmt: str, summary_json: str | None, **options) -> None:
     click.echo(f"damon-bpf: {result.summary_line()}{followed}", err=True)
     if summary_json:
         write_text(summary_json, json.dumps({**result.as_dict(), "targets": processes}, indent=1), "--summary-json")
-    check_target_lifetime(result, config)
+    exit_with_target_status(result, config)

@@ -1,9 +1,11 @@
-"""Sizes and rates as users type them: 64MiB, 1.5G, 10Gbit/s, 125MB/s."""
+"""Rates as users type them (10Gbit/s, 125MB/s: network rates use decimal prefixes), and sizes as every
+size option reads them (cli.types)."""
 
 from __future__ import annotations
 
 import re
 
+from cli.types import parse_size_bytes
 from damon_bpf.errors import UsageError
 
 _PREFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -30,8 +32,11 @@ def parse_rate(text: str, what: str = "rate") -> float:
 
 
 def parse_size(text: str, what: str = "size") -> int:
-    """Bytes: 4GiB, 512M (decimal prefixes are powers of 10, Ki/Mi/Gi of 2)."""
-    value, bits, per_s = _parse(text, what, "4GiB or 512MiB")
-    if bits or per_s:
-        raise UsageError(f"bad {what} {text!r}: a size in bytes, e.g. 4GiB")
-    return round(value)
+    """Bytes, spelled as every size option spells them (cli.types: 4GiB, 512M, binary prefixes as damo)."""
+    try:
+        size = parse_size_bytes(text)
+    except ValueError as err:
+        raise UsageError(f"bad {what}: {err}") from None
+    if size <= 0:
+        raise UsageError(f"{what} {text!r} must be positive")
+    return size

@@ -41,6 +41,14 @@ class RunResult:
     placement: dict = field(default_factory=dict)   # where record/live put the reports (Recorder.accounting)
     following: dict = field(default_factory=dict)        # Targets.following(): what cn_proc repaired
 
+    def command_status(self) -> int:
+        """perf's convention for how damon-bpf exits: the launched command's status when it ended the
+        run (128 + N when signal N killed it, as a shell says), else 0: a run ended by --duration, a
+        signal to us, or a -p target that simply ended is a complete run."""
+        if self.reason != "targets-exited" or self.exit_status is None:
+            return 0
+        return self.exit_status if self.exit_status >= 0 else 128 - self.exit_status
+
     @property
     def events_per_s(self) -> float:
         return self.accounting.delivered / self.elapsed_s if self.elapsed_s > 0 else 0.0

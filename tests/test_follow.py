@@ -20,14 +20,16 @@ from conftest import DAMON_BPF
 pytestmark = pytest.mark.bpf
 
 
-def trace(tmp_path: Path, *args: str, timeout: float = 180) -> tuple[np.ndarray, dict, subprocess.CompletedProcess]:
-    """`damon-bpf trace` in binary format; returns (events, summary, process)."""
+def trace(tmp_path: Path, *args: str, timeout: float = 180,
+          status: int = 0) -> tuple[np.ndarray, dict, subprocess.CompletedProcess]:
+    """`damon-bpf trace` in binary format, exiting with ``status`` (the command's); returns (events, summary,
+    process)."""
     from damon_bpf.access import ACCESS_DTYPE
 
     out, summary = tmp_path / "ev.bin", tmp_path / "summary.json"
     done = subprocess.run([DAMON_BPF, "trace", "--format", "binary", "-o", str(out), "--summary-json", str(summary),
                            *args], capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == status, done.stderr
     return np.fromfile(out, dtype=ACCESS_DTYPE), json.loads(summary.read_text()), done
 
 

@@ -223,6 +223,22 @@ def test_headers_cache_is_private_and_rebuilt_when_others_could_write_it(tmp_pat
         kheaders._assemble(flavour, base)
 
 
+def test_headers_fallback_is_said_when_its_tree_is_built_not_every_run(tmp_path, monkeypatch, capsys):
+    pairs = kheaders._flavour_trees()
+    if not pairs or pairs[0][0] == pairs[0][1]:
+        pytest.skip("no split Debian headers tree to assemble on this host")
+    monkeypatch.setattr(kheaders, "CACHE_ROOT", tmp_path / "cache" / "kernel-headers")
+    monkeypatch.setattr(kheaders, "running_tree", lambda: None)
+    notes = []
+    for _run in range(2):
+        monkeypatch.setenv("BCC_KERNEL_SOURCE", "")   # restored after the test: ensure_headers sets it
+        monkeypatch.delenv("BCC_KERNEL_SOURCE")
+        tree = kheaders.ensure_headers()
+        notes.append(capsys.readouterr().err)
+    assert "no headers for kernel" in notes[0] and f"built once, into {kheaders.CACHE_ROOT}" in notes[0]
+    assert notes[1] == "" and (tree / ".complete").exists()
+
+
 # ------------------------------------------------------------------------------------- 6: state files
 
 def test_numa_state_restores_only_known_settings_by_their_fixed_paths(fake_numa, tmp_path):
@@ -356,8 +372,13 @@ def test_a_5000_digit_integer_in_a_record_is_one_error(tmp_path):
 @pytest.mark.parametrize("args, words", [
     (["record", "--sample-us", "1", "--aggr-us", "1"], "must be at least 100"),
     (["record", "--sample-us", "200", "--aggr-us", "100"], "must not exceed aggr_interval_us"),
-    (["trace", "--duration", "nan"], "not a finite duration"),
-    (["trace", "--duration", "inf"], "not a finite duration"),
+    (["trace", "--duration", "nan"], "'nan' is not a time"),
+    (["trace", "--duration", "inf"], "'inf' is not a time"),
+    (["trace", "--duration", "0s"], "not a finite duration"),
+    (["trace", "--duration", "11000d"], "not a finite duration"),
+    (["record", "--sample-us", "5 fortnights"], "is not a time"),
+    (["trace", "--ring-mb", "3MiB"], "not a power of two"),
+    (["trace", "--ring-mb", "1.5MiB"], "not a power of two"),
     (["trace", "--ring-mb", "4096"], "not a power of two from 1 to 2048"),
     (["trace", "--ring-mb", "3"], "not a power of two"),
     (["record", "--max-regions", "1000000000"], "must be at most"),

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.bpf
 
 def test_exit_statuses_are_in_the_summary(tmp_path):
     script = "sh -c 'exit 3' & sh -c 'kill -9 $$' & sh -c 'kill -TERM $$' & wait; exit 5"
-    _, summary, _ = trace(tmp_path, "--follow-children", "--", "/bin/bash", "-c", script)
+    _, summary, _ = trace(tmp_path, "--follow-children", "--", "/bin/bash", "-c", script, status=5)
     statuses = sorted(((t["comm"], t["exit_code"], t["exit_signal"]) for t in summary["targets"]), key=str)
     assert statuses == sorted([("bash", 5, None), ("sh", 3, None), ("sh", None, 9), ("sh", None, 15)], key=str)
     assert all(t["exited"] for t in summary["targets"])

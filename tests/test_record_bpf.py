@@ -136,3 +136,11 @@ def test_damo_reads_what_we_recorded(tmp_path, accessgen):
     ours = wss.wss([rec], percentiles=(0, 25, 50, 75, 100))
     assert percentiles == ours.percentiles and percentiles[100] >= 4 << 20
     assert damo(tmp_path, "heatmap", "-i", str(path), "--output", "raw").strip()
+
+
+def test_times_and_sizes_take_units(tmp_path, accessgen):
+    """damo's spellings on the command line give the same record as the bare numbers in each option's unit."""
+    _, rec, _ = record(tmp_path, accessgen, ["w:0:w:64:10"], "--sample-us", "2ms", "--aggr-us", "0.1s",
+                       "--update-us", "1s", "--ring-mb", "32MiB", "--duration", "30s", seconds=1.0)
+    assert (rec.sample_us, rec.aggr_us, rec.update_us) == (2000, 100_000, 1_000_000)
+    assert rec.snapshots

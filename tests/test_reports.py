@@ -419,9 +419,10 @@ def test_cli_corrupt_file_is_one_line(tmp_path, sub):
     (["heatmap", "--time-range", "2s", "1s"], "not after"),
     (["heatmap", "--time-range", "soon", "1s"], "bad time"),
     (["heatmap", "--time-range", "0", "1e999"], "too large"),
-    (["heatmap", "--time-range", "1h", "2"], "bad time"),
+    (["heatmap", "--time-range", "1 fortnight", "2"], "bad time"),
     (["heatmap", "--time-range", "20s", "30s"], "after the record ends"),
     (["heatmap", "--address-range", "zz", "1"], "bad --address-range"),
+    (["heatmap", "--address-range", "4KiB", "1"], "empty or out of range"),   # 4 KiB read as 4096
     (["heatmap", "--output", "x.nosuchformat"], "cannot draw"),
 ])
 def test_cli_bad_input_is_one_line(data_file, tmp_path, args, words, monkeypatch):

@@ -86,12 +86,17 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def _cached(target: Path) -> bool:
+    """A complete tree an earlier run built, that no one else could have changed."""
+    return (target / ".complete").exists() and _trusted(target)
+
+
 def _assemble(flavour: Path, base: Path) -> Path:
     if flavour == base:
         return flavour
     _cache_root()
     target = CACHE_ROOT / flavour.name
-    if (target / ".complete").exists() and _trusted(target):
+    if _cached(target):
         return target
     # Built under umask 077 in a temp dir, renamed into place: never half a tree, never writable by others.
     old = os.umask(0o077)
@@ -105,7 +110,7 @@ def _assemble(flavour: Path, base: Path) -> Path:
             try:
                 os.rename(build, target)
             except OSError:   # another damon-bpf built the same tree meanwhile
-                if not ((target / ".complete").exists() and _trusted(target)):
+                if not _cached(target):
                     raise
                 shutil.rmtree(build)
         except BaseException:
@@ -117,7 +122,8 @@ def _assemble(flavour: Path, base: Path) -> Path:
 
 
 def ensure_headers(quiet: bool = False) -> Path:
-    """Make sure bcc finds a headers tree; return it. Says once on stderr when a fallback is used."""
+    """Make sure bcc finds a headers tree; return it. Says on stderr when a fallback tree is built for the
+    cache (once per build, not on every run)."""
     chosen = os.environ.get("BCC_KERNEL_SOURCE")
     if chosen:
         return Path(chosen)
@@ -131,12 +137,15 @@ def ensure_headers(quiet: bool = False) -> Path:
             "'linux-headers-$(uname -r)' or your distribution's generic headers package "
             "(Debian: linux-headers-amd64), or set BCC_KERNEL_SOURCE to a headers tree")
     flavour, base = pairs[0]
+    # the fallback is said when its tree is built (or, with nothing to build, every run), not on every run
+    building = flavour == base or not _cached(CACHE_ROOT / flavour.name)
     try:
         tree = _assemble(flavour, base)
     except (OSError, subprocess.CalledProcessError, DamonBpfError) as err:
         raise HostError(f"cannot assemble a headers tree from {flavour} under {CACHE_ROOT}: {err}") from err
     os.environ["BCC_KERNEL_SOURCE"] = str(tree)
-    if not quiet:
+    if building and not quiet:
+        cached = f"; its tree is built once, into {CACHE_ROOT}" if flavour != base else ""
         print(f"damon-bpf: no headers for kernel {os.uname().release}; compiling against {flavour.name} "
-              "(only tracepoint formats and UAPI structs are used, so this is safe)", file=sys.stderr)
+              f"(only tracepoint formats and UAPI structs are used, so this is safe{cached})", file=sys.stderr)
     return tree
