@@ -151,7 +151,7 @@ class NumaHintSampler(Sampler):
         delta = self.delta()
         # the session drains the last reports after this (restoring comes first), so the run's summary
         # ("refaults") has the final counts; this line counts up to the restore
-        line = (f"numa-hint: until the restore, {self.refaults.describe()}; system-wide "
+        line = (f"numa-hint: until the restore, {self.refaults.describe(int(self.started_at * 1e9))}; system-wide "
                 f"{delta.get('numa_hint_faults', 0)} hinting "
                 f"faults ({delta.get('numa_pte_updates', 0)} PTEs protected, {delta.get('numa_pages_migrated', 0)} "
                 "pages migrated); settings restored")

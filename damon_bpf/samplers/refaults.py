@@ -53,11 +53,14 @@ class RefaultTracker:
                 "refaults": self.refaults, "bursts": len(self.bursts),
                 "burst_reports": [b[2] for b in self.bursts[:SUMMARY_BURSTS]], "gaps_s": self.gaps_s()[:SUMMARY_BURSTS]}
 
-    def describe(self) -> str:
+    def describe(self, origin_ns: int | None = None) -> str:
+        """One phrase for the end-of-run line; ``origin_ns`` (CLOCK_MONOTONIC) dates the first burst."""
         reports = self.first_touches + self.refaults
         if not reports:
             return "no reports from the target"
         gaps = ", ".join(f"{g:g}" for g in self.gaps_s()[:8]) + (" ..." if len(self.bursts) > 9 else "")
         spacing = f"; gaps between bursts (s): {gaps}" if len(self.bursts) > 1 else ""
+        if origin_ns is not None:
+            spacing = f", the first {max(0, self.bursts[0][0] - origin_ns) / 1e9:.1f} s after the start{spacing}"
         return (f"{reports} reports on {self.first_touches} pages ({self.refaults} re-faults on pages already "
                 f"reported) in {len(self.bursts)} burst{'s' if len(self.bursts) != 1 else ''}{spacing}")
