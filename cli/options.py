@@ -38,7 +38,8 @@ _OPTIONS = [
                  help="Stop after this long: 30 (seconds), 500ms, 2m (default: until Ctrl-C or the targets exit)."),
     click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="none", show_default=True,
                  help="Make steady-state accesses fault again: soft-dirty (writes; clear_refs every interval) or "
-                      "numa-hint (reads and writes; the kernel's NUMA-balancing scanner, 2+ nodes)."),
+                      "numa-hint (reads and writes; the kernel's NUMA-balancing scanner; on one node only "
+                      "multi-threaded targets that keep running)."),
     click.option("--sampler-us", type=Microseconds(100, 2**40), metavar="TIME",
                  help="How often the sampler re-arms faults: microseconds, or 5ms (default: --sample-us, or 5000)."),
     click.option("--sampler-budget", type=click.FloatRange(0, 100, min_open=True), metavar="PCT",

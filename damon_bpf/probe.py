@@ -8,6 +8,7 @@ import platform
 from pathlib import Path
 
 from damon_bpf.errors import HostError
+from damon_bpf.samplers.numa_state import KNOBS, NumaPaths
 from damon_bpf.samplers.soft_dirty import soft_dirty_supported
 from damon_bpf.sources.bpf_env import TRACEFS, has_bpf_privileges, import_bcc
 from damon_bpf.sources.host import (BPFFS, available_sources, damon_info, extra_sources, headers_info, numa_nodes,
@@ -27,13 +28,29 @@ def soft_dirty_status() -> bool:
 
 def sampler_status() -> dict[str, dict]:
     soft_ok, soft_why = soft_dirty_supported()
-    nodes = len(numa_nodes())
-    numa_ok = nodes >= 2 and Path("/proc/sys/kernel/numa_balancing").exists()
-    numa_why = (f"{nodes} NUMA nodes and CONFIG_NUMA_BALANCING" if numa_ok else
-                f"needs two or more NUMA nodes (this host has {nodes})" if nodes < 2 else
-                "kernel built without CONFIG_NUMA_BALANCING")
+    numa_ok, numa_why = numa_hint_status(len(numa_nodes()))
     return {"soft-dirty": {"available": soft_ok, "why": soft_why},
             "numa-hint": {"available": numa_ok, "why": numa_why}}
+
+
+def numa_hint_status(nodes: int, paths: NumaPaths | None = None) -> tuple[bool, str]:
+    """Whether numa-hint can run and what it sees here; reads only (probe changes nothing)."""
+    paths = paths or NumaPaths()
+    if not paths.switch.exists():
+        return False, "kernel built without CONFIG_NUMA_BALANCING"
+    if nodes >= 2:
+        return True, f"{nodes} NUMA nodes and CONFIG_NUMA_BALANCING: reads and writes, tuned scan cadence"
+    knob = paths.knob(KNOBS[0])
+    try:
+        knob.read_text()
+        cadence = "scan knobs tunable"
+    except OSError as err:
+        why = ("debugfs not mounted; numa-hint mounts it" if isinstance(err, FileNotFoundError)
+               and not os.path.ismount(paths.debugfs) else err.strerror)
+        cadence = (f"scan knobs unusable if they refuse ({why}): then the kernel's default cadence, passes seconds "
+                   "apart backing off toward 60 s")
+    return True, ("one NUMA node: reads and writes of multi-threaded targets that keep running (a single-threaded "
+                  f"or idle process's local pages are not scanned); {cadence}")
 
 
 def probe_host(try_load: bool = True) -> dict:

@@ -134,6 +134,7 @@ class Session:
                 self.targets.update(self.tracer)
                 if len(last):
                     on_batch(last)
+                    self._observe(last)
                 self.targets.publish_exits()
             finally:
                 self.targets.close()
@@ -142,6 +143,12 @@ class Session:
         return RunResult(self.stop_reason or "interrupted", time.monotonic() - start, cpu_seconds() - cpu_start,
                          self.tracer.accounting(), list(self.targets.exited), self.targets.exit_status(),
                          [sampler.summary() for sampler in self.samplers], following=self.targets.following())
+
+    def _observe(self, batch: np.ndarray) -> None:
+        for sampler in self.samplers:   # companions (kernel DAMON) have no use for the fault reports
+            observe = getattr(sampler, "observe", None)
+            if observe is not None:
+                observe(batch)
 
     def _loop(self, on_batch, on_tick, start: float) -> None:
         idle_limit = max(self.poll_interval_s, IDLE_POLL_S)
@@ -153,6 +160,7 @@ class Session:
             self.targets.update(self.tracer)   # after the drain: see the module's docstring
             if len(batch):
                 on_batch(batch)
+                self._observe(batch)
                 period = self.poll_interval_s
             else:
                 period = min(2 * period, idle_limit)

@@ -11,7 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import DAMON_BPF
 from damon_bpf.errors import HostError
@@ -103,10 +106,25 @@ def test_a_crashed_run_is_undone_at_the_next_start(fake_numa):
     recover_stale(lambda m: pytest.fail(m), fake_numa)       # nothing left to do: quiet
 
 
-def test_numa_hint_refuses_one_node(fake_numa):
-    with pytest.raises(HostError, match="two or more NUMA nodes and this host has 1"):
-        NumaHintSampler(5000, 100_000, paths=fake_numa, nodes=[0])
-    assert values(fake_numa)["on"] == "0"
+def test_numa_hint_on_one_node_with_refusing_knobs_runs_on_kernel_defaults(fake_numa):
+    """Restricted debugfs: the knobs refuse reads and writes (a directory stands in for EPERM here). Only the
+    switch is changed, the knobs are left alone, and the switch goes back exactly."""
+    fake_numa.switch.write_text("2\n")
+    refusing = fake_numa.knob("scan_size_mb")
+    refusing.unlink()
+    refusing.mkdir()
+    notes = []
+    sampler = NumaHintSampler(5000, 100_000, warn=notes.append, paths=fake_numa, nodes=[0])
+    assert sampler.knob_problem and "scan_size_mb" in sampler.knob_problem
+    sampler.start(type("T", (), {"pids": set()})())
+    assert fake_numa.switch.read_text().strip() == "3"
+    assert fake_numa.knob("scan_delay_ms").read_text().strip() == DEFAULTS["scan_delay_ms"]
+    assert any("kernel's default scan settings" in n and "60 s" in n for n in notes)
+    assert any("one NUMA node" in n for n in notes)
+    sampler.close()
+    assert fake_numa.switch.read_text().strip() == "2"
+    assert sampler.summary()["settings"] == "kernel defaults" and sampler.summary()["nodes"] == 1
+    assert "no re-faults" in notes[-1]
 
 
 def test_numa_hint_explains_missing_kernel_support(tmp_path):
@@ -241,15 +259,15 @@ def test_session_runs_sampler_hooks_on_every_exit(tracer, accessgen):
     assert tracer.kernel_targets() == set()
 
 
-@pytest.mark.parametrize("sampler", ["soft-dirty", "numa-hint"])
+@pytest.mark.parametrize("sampler", ["soft-dirty"])
 def test_cli_reports_a_missing_feature_in_one_line(sampler):
-    """This host has neither soft-dirty nor a second NUMA node (see `damon-bpf probe`)."""
+    """This host has no soft-dirty (see `damon-bpf probe`)."""
     result = subprocess.run([DAMON_BPF, "trace", "--sampler", sampler, "--duration", "1", "-o", "/dev/null", "--",
                              "true"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("damon-bpf: error: ") and "Traceback" not in result.stderr
-    assert ("CONFIG_MEM_SOFT_DIRTY" if sampler == "soft-dirty" else "two or more NUMA nodes") in lines[0]
+    assert "CONFIG_MEM_SOFT_DIRTY" in lines[0]
 
 
 # ------------------------------------------------------------------------------------------------ perf-mem
@@ -353,3 +371,31 @@ def test_numa_state_dir_that_cannot_be_made_is_one_error(fake_numa, tmp_path):
     paths = NumaPaths(fake_numa.proc_sys, fake_numa.debugfs, tmp_path / "file" / "run")
     with pytest.raises(HostError, match="cannot keep its state"):
         NumaHintSampler(5000, 100_000, paths=paths, nodes=[0, 1])
+
+
+# ------------------------------------------------------------------------------------------------ re-faults
+
+def test_refaults_count_only_pages_seen_before_and_group_bursts():
+    from damon_bpf.samplers.refaults import RefaultTracker
+
+    tracker = RefaultTracker(gap_ns=100)
+    pids = np.array([1, 1, 2, 1, 1, 2])
+    addrs = np.array([0x1000, 0x2000, 0x1000, 0x1000, 0x2fff, 0x1000])
+    tracker.observe(pids, addrs, np.array([0, 1, 2, 10, 20, 500]))
+    assert (tracker.first_touches, tracker.refaults) == (3, 3)
+    assert tracker.summary()["burst_reports"] == [5, 1] and tracker.gaps_s() == [round(500 / 1e9, 2)]
+    assert "6 reports on 3 pages (3 re-faults" in tracker.describe() and "2 bursts" in tracker.describe()
+
+
+@given(st.lists(st.tuples(st.integers(1, 3), st.integers(0, 50), st.integers(0, 10**10)), max_size=200))
+def test_refaults_account_for_every_report(reports):
+    from damon_bpf.samplers.refaults import RefaultTracker
+
+    tracker = RefaultTracker()
+    reports.sort(key=lambda r: r[2])
+    if reports:
+        pids, pages, times = (np.array(col, dtype=np.uint64) for col in zip(*reports))
+        tracker.observe(pids, pages << np.uint64(12), times)
+    assert tracker.first_touches + tracker.refaults == len(reports)
+    assert tracker.first_touches == len({(p, a) for p, a, _ in reports})
+    assert sum(tracker.summary()["burst_reports"]) == tracker.summary()["reports"] == len(reports)

@@ -18,6 +18,9 @@ class Sampler:
     def start(self, targets) -> None:
         """``targets`` has a ``pids`` set that grows and shrinks during the run (Targets)."""
 
+    def observe(self, batch) -> None:
+        """Sees every delivered batch of access records (numpy, ACCESS_DTYPE) once; must be cheap."""
+
     def tick(self, now_ns: int) -> None:
         """Called from the session's loop: every 10 ms while reports flow, up to 50 ms when idle."""
 

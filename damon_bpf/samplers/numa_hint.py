@@ -7,7 +7,13 @@ tune the scan period, delay and window toward DAMON's sample interval, restoring
 (and, after a crash, at the next start: see numa_state.py).
 
 Limits that come from the kernel, not from us:
-- It only runs with two or more NUMA nodes.
+- On one node it still scans (kernel 6.18 measured: a busy two-thread target took a full pass of hinting
+  faults within ~3 s), nothing migrates, and every fault is local, so the period backs off toward
+  scan_period_max_ms (60 s by default).
+- Where the debugfs knobs refuse reads or writes (restricted debugfs), only the switch is turned on and
+  the kernel's default cadence applies (KERNEL_DEFAULTS).
+- The scanner runs from a task's own scheduler ticks and is paced by its CPU time: an idle task is rarely
+  scanned.
 - It may migrate the target's pages to the node that uses them (that is its job).
 - For a single-threaded process (mm_users == 1) it leaves pages already on the node the process runs
   on unprotected (mm/mprotect.c change_pte_range), so with THP off local pages never fault.
@@ -20,6 +26,7 @@ Limits that come from the kernel, not from us:
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,12 +34,16 @@ from typing import Callable
 from damon_bpf.errors import HostError
 from damon_bpf.samplers.base import Sampler, warn_stderr
 from damon_bpf.samplers.numa_state import KNOBS, NumaPaths, NumaSettings, ensure_debugfs
+from damon_bpf.samplers.refaults import RefaultTracker
 from damon_bpf.sources.host import numa_nodes
 from damon_bpf.sources.targets import thread_count
 
 MAX_SCAN_WINDOW_MB_S = 2560   # kernel/sched/fair.c: the scanner's rate cap
 VMSTAT_KEYS = ("numa_pte_updates", "numa_hint_faults", "numa_hint_faults_local", "numa_pages_migrated")
 CHECK_TARGETS_S = 1.0
+# kernel/sched/fair.c: sysctl_numa_balancing_scan_{delay,period_min,period_max}_ms, _scan_size
+KERNEL_DEFAULTS = {"scan_delay_ms": 1000, "scan_period_min_ms": 1000, "scan_period_max_ms": 60000, "scan_size_mb": 256}
+IDLE_CPU_SHARE = 0.05   # a target below this share of one CPU is "mostly idle" for the explanation
 
 
 def tuning(interval_us: int, aggr_us: int) -> dict[str, int]:
@@ -73,25 +84,21 @@ class NumaHintSampler(Sampler):
                  paths: NumaPaths | None = None, nodes: list[int] | None = None) -> None:
         self.paths = paths or NumaPaths()
         self.warn = warn
-        nodes = numa_nodes() if nodes is None else nodes
-        if len(nodes) < 2:
-            raise HostError(f"the numa-hint sampler needs two or more NUMA nodes and this host has {len(nodes)}: "
-                            "the kernel's NUMA-balancing scanner does not run on one node "
-                            "(use --sampler soft-dirty, or boot a test machine with numa=fake=2)")
+        self.nodes = numa_nodes() if nodes is None else nodes
         if not self.paths.switch.exists():
             raise HostError("the numa-hint sampler needs a kernel with CONFIG_NUMA_BALANCING "
                             f"({self.paths.switch} does not exist)")
         ensure_debugfs(self.paths)
-        missing = [k for k in KNOBS if not self.paths.knob(k).exists()]
-        if missing:
-            raise HostError(f"cannot find the NUMA-balancing knob(s) {', '.join(missing)} in "
-                            f"{self.paths.debugfs}/sched/numa_balancing or as sysctls: is debugfs mounted?")
+        self.knob_problem = knob_problem(self.paths)
         self.settings = NumaSettings(self.paths)
         self.settings.recover(warn)        # a live owner is an error; a dead one's values go back now
         self.interval_us, self.aggr_us = interval_us, aggr_us
-        self.tuned = tuning(interval_us, aggr_us)
+        self.tuned = tuning(interval_us, aggr_us) if self.knob_problem is None else {}
         self.targets = None
         self.checked: dict[int, int] = {}  # pid -> thread count when first seen
+        self.cpu_ticks: dict[int, list[int]] = {}  # pid -> [CPU ticks when first seen, latest]
+        self.refaults = RefaultTracker()
+        self.started_at = 0.0
         self.next_check = 0.0
         self.before: dict[str, int] = {}
         self.after: dict[str, int] = {}
@@ -107,8 +114,20 @@ class NumaHintSampler(Sampler):
         self.targets = targets
         self.before = read_vmstat()
         self.settings.apply(self.wanted())
-        self.warn(f"numa-hint: NUMA balancing on with {_describe(self.tuned)} (restored on exit); "
-                  "warning: it may migrate the target's pages between nodes")
+        self.started_at = time.monotonic()
+        if self.knob_problem is None:
+            self.warn(f"numa-hint: NUMA balancing on with {_describe(self.tuned)} (restored on exit)"
+                      + ("" if len(self.nodes) < 2 else "; warning: it may migrate the target's pages between nodes"))
+        else:
+            self.warn(f"numa-hint: NUMA balancing on (restored on exit) with the kernel's default scan settings: "
+                      f"{self.knob_problem}; {default_cadence()}")
+        if len(self.nodes) < 2:
+            self.warn("numa-hint: one NUMA node: every hinting fault is local and nothing migrates; the kernel "
+                      "scans only multi-threaded processes' local pages, and a task only while it runs")
+
+    def observe(self, batch) -> None:
+        if len(batch):
+            self.refaults.observe(batch["pid"], batch["addr"], batch["time_ns"])
 
     def tick(self, now_ns: int) -> None:
         now = time.monotonic()
@@ -116,6 +135,9 @@ class NumaHintSampler(Sampler):
             return
         self.next_check = now + CHECK_TARGETS_S
         for pid in list(self.targets.pids):
+            ticks = cpu_ticks(pid)
+            if ticks is not None:
+                self.cpu_ticks.setdefault(pid, [ticks, ticks])[1] = ticks
             if pid not in self.checked:
                 self.checked[pid] = count = thread_count(pid)
                 if count == 1:
@@ -127,20 +149,74 @@ class NumaHintSampler(Sampler):
         if self.restore_error:
             self.warn(f"warning: numa-hint: {self.restore_error}")
         delta = self.delta()
-        line = (f"numa-hint: {delta.get('numa_hint_faults', 0)} hinting faults system-wide "
-                f"({delta.get('numa_pte_updates', 0)} PTEs protected, {delta.get('numa_pages_migrated', 0)} pages "
-                f"migrated); settings restored")
-        if not delta.get("numa_hint_faults") and any(n == 1 for n in self.checked.values()):
-            line += "; no hinting faults: " + single_thread_note(next(p for p, n in self.checked.items() if n == 1))
+        # the session drains the last reports after this (restoring comes first), so the run's summary
+        # ("refaults") has the final counts; this line counts up to the restore
+        line = (f"numa-hint: until the restore, {self.refaults.describe(int(self.started_at * 1e9))}; system-wide "
+                f"{delta.get('numa_hint_faults', 0)} hinting "
+                f"faults ({delta.get('numa_pte_updates', 0)} PTEs protected, {delta.get('numa_pages_migrated', 0)} "
+                "pages migrated); settings restored")
+        if not self.refaults.refaults:
+            line += "; " + (self.dark_reason()
+                            or "no re-faults: the target may have been too short-lived for a scan pass")
         self.warn(line)
+
+    def idle_targets(self) -> dict[int, float]:
+        """pid -> share of one CPU used since first seen, for targets below IDLE_CPU_SHARE."""
+        span = time.monotonic() - self.started_at
+        if span <= 0:
+            return {}
+        tick_s = 1 / os.sysconf("SC_CLK_TCK")
+        shares = {pid: (last - first) * tick_s / span for pid, (first, last) in self.cpu_ticks.items()}
+        return {pid: share for pid, share in shares.items() if share < IDLE_CPU_SHARE}
+
+    def dark_reason(self) -> str | None:
+        single = [p for p, n in self.checked.items() if n == 1]
+        if single:
+            return "no re-faults: " + single_thread_note(single[0])
+        idle = self.idle_targets()
+        if idle:
+            pid, share = next(iter(idle.items()))
+            return (f"no re-faults: target PID {pid} used {share:.0%} of a CPU: the scanner runs from a task's own "
+                    "scheduler ticks and paces itself by its CPU time, so a mostly idle process is rarely scanned")
+        return None
 
     def delta(self) -> dict[str, int]:
         return {k: self.after.get(k, 0) - self.before.get(k, 0) for k in VMSTAT_KEYS if k in self.before}
 
     def summary(self) -> dict:
-        return {"sampler": self.name, "interval_us": self.interval_us, "settings": self.tuned,
+        return {"sampler": self.name, "interval_us": self.interval_us, "settings": self.tuned or "kernel defaults",
+                "knob_problem": self.knob_problem, "nodes": len(self.nodes), "refaults": self.refaults.summary(),
+                "idle_targets": sorted(self.idle_targets()) if self.started_at else [],
                 "vmstat": self.delta() if self.after else {}, "single_threaded_targets":
                 [p for p, n in self.checked.items() if n == 1], "restore_error": self.restore_error}
+
+
+def knob_problem(paths: NumaPaths) -> str | None:
+    """Why the scan knobs cannot be tuned here, or None. Each is read and its own value written back
+    (no change), since restricted debugfs (lockdown, 6.x's debugfs access rules) refuses either."""
+    for name in KNOBS:
+        path = paths.knob(name)
+        try:
+            path.write_text(path.read_text().strip())
+        except OSError as err:
+            return f"{path} {'is missing' if isinstance(err, FileNotFoundError) else 'refuses: ' + err.strerror}"
+    return None
+
+
+def default_cadence() -> str:
+    values = KERNEL_DEFAULTS
+    return (f"expect the first pass about {values['scan_delay_ms'] / 1000:g} s after a thread has run and passes a "
+            f"few seconds apart that back off toward {values['scan_period_max_ms'] / 1000:g} s while faults are "
+            f"local ({values['scan_size_mb']} MB per window)")
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """utime + stime of a process in clock ticks (/proc/PID/stat), None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def single_thread_note(pid: int) -> str:

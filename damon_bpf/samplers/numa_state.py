@@ -207,7 +207,10 @@ def recover_stale(warn: Callable[[str], None], paths: NumaPaths | None = None) -
     """Called at every monitor start: put back settings a crashed run left changed. Quiet when there is
     nothing to do; never fails a run that does not use numa-hint when another live one does."""
     paths = paths or NumaPaths()
-    if not (paths.state_dir / STATE_NAME).exists():
+    try:
+        if not (paths.state_dir / STATE_NAME).exists():
+            return
+    except PermissionError:   # not root: the 0700 state directory is closed, and nothing to restore is ours
         return
     try:
         NumaSettings(paths).recover(warn)
