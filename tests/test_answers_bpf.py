@@ -103,7 +103,7 @@ def test_numa_on_this_one_node_host_says_plainly_there_is_nothing_to_move(tmp_pa
         applied = subprocess.run([DAMON_BPF, "report", "numa", "-i", str(path), "--apply"], capture_output=True,
                                  text=True, timeout=120)
     assert data["nodes"] == [0] and data["pid"] == info["pid"]
-    assert data["cpu_map_from"] == "this host at report time"        # the recorder does not store it (yet)
+    assert data["cpu_map_from"] == "record"        # record stores the CPU -> node map in its meta
     assert data["placement_known"] and data["to_move"] == [] and data["bytes_to_move"] == 0
     assert data["note"] == "nothing to move: this host has one NUMA node, every page is local"
     lo, hi = next((t["start"], t["end"]) for t in info["threads"] if t["name"] == "hot")

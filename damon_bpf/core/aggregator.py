@@ -193,10 +193,16 @@ class Aggregator:
         outside = addr[idx == len(self._regions)]
         if len(outside) == 0:
             return idx
-        own = _page_ranges(outside, self._page, self.attrs.min_nr_regions)
+        own = _page_ranges(outside, self._page, self._report_range_cap())
         self.report_ranges += len(own)
         self._apply(self._ranges + own)
         return self._lookup(addr)
+
+    def _report_range_cap(self) -> int:
+        """How many ranges a batch's outside reports may become. min_nr_regions bridged gaps of tens of
+        GiB at a process's exit (its stacks, libraries and a far mapping in one range: one huge hot region
+        in the last snapshot); a tenth of max_nr_regions keeps such pages apart and still bounds the cost."""
+        return max(self.attrs.min_nr_regions, self.attrs.max_nr_regions // 10)
 
     def _count_samples(self, sample: np.ndarray, idx: np.ndarray, nr_samples: int) -> None:
         """nr_accesses += number of samples with at least one report in the region (docs/design.md §4)."""
