@@ -3,7 +3,6 @@ read/write views; optionally recording at the same time."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import click
 from rich.console import Console
@@ -28,7 +27,7 @@ from damon_bpf.recordfile import RecordWriter
               help="The view to start with (keys a, c, t, w switch later).")
 @click.option("--refresh-hz", type=click.FloatRange(0.2, 20), default=4.0, show_default=True,
               help="Redraw the screen at most this often.")
-def live(output: str | None, view: str, refresh_hz: float, collector_priority: str, **options) -> None:
+def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     """Watch a process's memory heat live: -p PID, or -- COMMAND ARGS...
 
     \b
@@ -40,7 +39,7 @@ def live(output: str | None, view: str, refresh_hz: float, collector_priority: s
     output shares the terminal (the next refresh draws over it): --command-output FILE keeps the
     screen clean.
     """
-    config = replace(monitor_config(options, recording_spec(options)), collector_priority=collector_priority)
+    config = monitor_config(options, recording_spec(options))
     writer = RecordWriter(output) if output else None
     monitor = Monitor(config, writer)
     recorder = monitor.recorder

@@ -70,7 +70,7 @@ def monitor_config(options: dict, recording: RecordingSpec | None = None) -> Mon
                    tuple(options["filter_specs"])),
         SamplerSpec(options.get("sampler") or "none", options.get("sampler_us"), options.get("sampler_budget")),
         options["ring_mb"] << 20, options.get("sample_period") or DEFAULT_SAMPLE_PERIOD, options["duration"],
-        recording)
+        recording, options.get("collector_priority") or "normal")
 
 
 _REGION_OPTIONS = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import click
 from rich.console import Console
@@ -60,15 +59,18 @@ def collector_priority_option(func):
 @collector_priority_option
 @click.option("-o", "--output", default="damon.data", show_default=True, type=click.Path(dir_okay=False),
               help="Record file (zlib-compressed JSON in damo's schema, mode 0600).")
-def record(output: str, collector_priority: str, **options) -> None:
+def record(output: str, **options) -> None:
     """Record DAMON snapshots of a process: -p PID, or -- COMMAND ARGS..."""
-    config = replace(monitor_config(options, recording_spec(options)), collector_priority=collector_priority)
+    config = monitor_config(options, recording_spec(options))
     writer = RecordWriter(output)
     monitor = Monitor(config, writer)
     recorder = monitor.recorder
     status = StatusLine(recorder, monitor.tracer)
     sampler = config.sampler.name if config.sampler.name != "none" else None
-    say = lambda note: status.console.print(f"damon-bpf: note: {note}", soft_wrap=True, markup=False, highlight=False)  # noqa: E731
+
+    def say(note: str) -> None:
+        status.console.print(f"damon-bpf: note: {note}", soft_wrap=True, markup=False, highlight=False)
+
     recorder.listeners.append(DarkWatch(say, sampler).on_snapshot)
     result = monitor.run(status.count, status.tick, status.live)
     snapshots = sum(s.snapshots for s in recorder.targets.values())
