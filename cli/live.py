@@ -41,7 +41,12 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     """
     config = monitor_config(options, recording_spec(options))
     writer = RecordWriter(output) if output else None
-    monitor = Monitor(config, writer)
+    try:
+        monitor = Monitor(config, writer)
+    except BaseException:   # nothing recorded: leave no file behind (an existing one stays as it was)
+        if writer is not None:
+            writer.abandon()
+        raise
     recorder = monitor.recorder
     console = Console()
     if console.is_terminal and not console.is_dumb_terminal:

@@ -196,8 +196,8 @@ def test_maybe_flush_follows_the_interval(tmp_path):
     writer = RecordWriter(str(path), flush_interval_s=2.0)
     writer.add_target(make_record(nr=1))
     t = time.monotonic()
-    # an empty placeholder (locked against a second recorder) until the first flush
-    assert not writer.maybe_flush(t + 1.0) and path.stat().st_size == 0
+    # a valid empty record (locked against a second recorder) until the first flush
+    assert not writer.maybe_flush(t + 1.0) and read_record(str(path)) == []
     assert writer.maybe_flush(t + 2.5) and len(read_record(str(path))[0].snapshots) == 1
     assert not writer.maybe_flush(t + 3.0)
 
@@ -241,13 +241,7 @@ WRITER_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _wait_for_temp_file(directory: Path) -> None:
-    deadline = time.monotonic() + 10
-    while not any(n.endswith(".tmp") for n in os.listdir(directory)):
-        assert time.monotonic() < deadline, "the writer never started a flush"
-
-
-@pytest.mark.parametrize("delay_ms", [0, 3, 7, 13, 29, 61, "in write", "in write", "in write"])
+@pytest.mark.parametrize("delay_ms", [0, 3, 7, 13, 29, 61])
 def test_sigkill_mid_run_leaves_a_readable_file(tmp_path, delay_ms):
     path = tmp_path / "damon.data"
     script = WRITER_SCRIPT.format(tests=TESTS)
@@ -255,17 +249,71 @@ def test_sigkill_mid_run_leaves_a_readable_file(tmp_path, delay_ms):
                             text=True)
     try:
         flushed = [int(proc.stdout.readline()) for _ in range(3)]  # file exists, grows
-        if delay_ms == "in write":  # while the next file is being written, before its rename
-            _wait_for_temp_file(tmp_path)
-        else:  # anywhere in the encode / write / fsync / rename cycle
-            time.sleep(delay_ms / 1000)
+        time.sleep(delay_ms / 1000)   # anywhere in the encode / append / sync / switch cycle
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     [rec] = read_record(str(path))
     assert len(rec.snapshots) >= flushed[-1] and len(rec.snapshots) % 20 == 0
-    RecordWriter(str(path))  # the next recording removes a temp file the kill left behind
+    assert_damo_reads(path, len(rec.snapshots))
+    RecordWriter(str(path))  # the next recording starts over on the name
     assert os.listdir(tmp_path) == ["damon.data"]
+
+
+def assert_damo_reads(path, nr_snapshots: int) -> None:
+    """damo's reader: zlib.decompress of the whole file (bytes after the stream ignored), then json.loads."""
+    records = json.loads(zlib.decompress(Path(path).read_bytes()))
+    assert sum(len(r["snapshots"]) for r in records) == nr_snapshots
+
+
+KILL_INSIDE_FLUSH = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    from test_recordfile import make_record, make_snapshot
+    from damon_bpf.recordfile import RecordWriter, append
+    where, armed, syncs = sys.argv[2], [False], [0]
+    real_write, real_sync = append._pwrite_all, os.fdatasync
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def write(fd, data, offset):   # the new data, after the stream's end
+        if armed[0] and where == "half-written":
+            real_write(fd, data[:len(data) // 2], offset)
+            die()
+        real_write(fd, data, offset)
+
+    def sync(fd):   # once after the data, once after the switch
+        real_sync(fd)
+        syncs[0] += armed[0]
+        if (where, syncs[0]) in (("before-switch", 1), ("after-switch", 2)):
+            die()
+
+    append._pwrite_all, os.fdatasync = write, sync
+    writer = RecordWriter(sys.argv[1])
+    writer.add_target(make_record(0, nr=0, n=200))
+    writer.add_target(make_record(1, nr=0, n=50))
+    for i in range(0, 80, 20):
+        armed[0] = i == 60
+        writer.add_snapshots(0, [make_snapshot(i + k, n=200) for k in range(20)])
+        writer.add_snapshots(1, [make_snapshot(i + k, n=50) for k in range(20)])
+        writer.flush()
+""")
+
+
+@pytest.mark.parametrize("where,kept", [("half-written", 60), ("before-switch", 60), ("after-switch", 80)])
+def test_sigkill_inside_a_flush_keeps_every_completed_flush(tmp_path, where, kept):
+    """SIGKILL at each step of an appending flush, with two targets (so the file holds parts of each)."""
+    path = tmp_path / "damon.data"
+    proc = subprocess.run([sys.executable, "-c", KILL_INSIDE_FLUSH.format(tests=TESTS), str(path), where])
+    assert proc.returncode == -signal.SIGKILL
+    records = read_record(str(path))
+    assert [r.target_id for r in records] == [0, 1]
+    for rec, n in zip(records, (200, 50)):
+        assert len(rec.snapshots) == kept
+        for i, snap in enumerate(rec.snapshots):
+            assert_same_snapshot(make_snapshot(i, n=n), snap)
+    assert_damo_reads(path, 2 * kept)
 
 
 def _fill(directory: Path) -> None:
@@ -370,7 +418,6 @@ def read_bytes(tmp_path_factory, data: bytes) -> list[TargetRecord] | None:
     (b'[{"target_id": 1', "not valid JSON"), (b"[1, 2", "must be a JSON object"), (b'{"a": 1}', "must be a JSON list"),
     (b'[{"target_id": 0}]', 'no "intervals"'), (b"[NaN]", "NaN"),
     (b"\xff\xfe", "neither zlib"), (zlib.compress(b"\xff\xfe"), "not UTF-8"),
-    (zlib.compress(b"[]") + b"xx", "garbage after"),
     (b"[" * 200_000, "nested too deeply"),
 ])
 def test_corrupt_files_raise_one_clear_line(tmp_path, content, words):
@@ -515,3 +562,37 @@ def test_reading_one_snapshot_gives_what_the_full_read_gives(tmp_path):
                 except Exception as err:  # noqa: BLE001 - the same error either way
                     return str(err)
             assert report(full) == report(read_record(path, snapshot=index)), (index, target)
+
+
+def _reaped_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_run_that_fails_at_start_leaves_no_file(tmp_path):
+    """An error before monitoring starts (here: no such process) leaves no record file; a file that was
+    there before stays as it was."""
+    cli = os.path.join(os.path.dirname(sys.executable), "damon-bpf")
+    out = tmp_path / "damon.data"
+    args = [cli, "record", "-o", str(out), "-p", str(_reaped_pid())]
+    result = subprocess.run(args, capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.startswith("damon-bpf: error:"), result.stderr
+    assert os.listdir(tmp_path) == []
+    out.write_bytes(b"an older recording")
+    os.chmod(out, 0o600)
+    result = subprocess.run(args, capture_output=True, text=True)
+    assert result.returncode == 1 and out.read_bytes() == b"an older recording"
+    assert os.listdir(tmp_path) == ["damon.data"]
+
+
+def test_abandon_removes_only_what_the_writer_made(tmp_path):
+    path = tmp_path / "d"
+    writer = RecordWriter(str(path))
+    assert read_record(str(path)) == []   # a valid empty record from the start (what a kill leaves)
+    writer.abandon()
+    assert not path.exists()
+    writer = RecordWriter(str(path))
+    writer.add_target(make_record(nr=3))
+    writer.abandon()   # something was recorded: kept, as close() would
+    assert len(read_record(str(path))[0].snapshots) == 3

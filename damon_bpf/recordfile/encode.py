@@ -82,7 +82,10 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
-def _record_tail(pid: int | None, meta: dict) -> str:
-    ours = json.dumps({"version": 1, "pid": None if pid is None else int(pid),
-                       "meta": _jsonable(meta)}, allow_nan=False)
-    return f'],"damon_bpf":{ours}}}'
+def _record_tail(pid: int | None, meta: dict | None) -> str:
+    """The end of a record: our key with the pid and, unless None, the meta (a later part of a record
+    written by appending flushes leaves out a meta it repeats: the reader keeps the last one given)."""
+    ours: dict = {"version": 1, "pid": None if pid is None else int(pid)}
+    if meta is not None:
+        ours["meta"] = _jsonable(meta)
+    return f'],"damon_bpf":{json.dumps(ours, allow_nan=False)}}}'

@@ -220,19 +220,22 @@ def _snapshots(text: _Text, where: str, keep: _Keep) -> None:
             return
 
 
-def _record(text: _Text, where: str, index: int | None) -> TargetRecord:
-    """One record; snapshots are kept as parsed JSON only until its intervals are known (ours come first)."""
+def _record(text: _Text, where: str, index: int | None, keeps: dict) -> tuple[TargetRecord, tuple | None]:
+    """One record and its part key; snapshots are kept as parsed JSON only until its intervals are known
+    (ours come first). Parts of one target (same key, as damo's ``can_merge``) share one ``_Keep``."""
     if text.peek() != "{":
         _obj(text.value(where), where)   # says what it is instead (or why it is no JSON at all)
     text.expect("{", where)
     fields: dict = {}
-    keep = _Keep(index)
+    keep, part_key = None, None
     while text.peek() != "}":
         key = text.value(f"{where} (a key)")
         if not isinstance(key, str):
             raise BadRecord(f"is not valid JSON in {where}: a key must be a string")
         text.expect(":", where)
-        if key == "snapshots":
+        if key == "snapshots" and keep is None:
+            part_key = _part_key(fields)
+            keep = keeps.setdefault(part_key, _Keep(index)) if part_key is not None else _Keep(index)
             keep.aggr_us = _aggr_us(fields, where) if "intervals" in fields else None
             _snapshots(text, where, keep)
             fields[key] = True
@@ -242,15 +245,24 @@ def _record(text: _Text, where: str, index: int | None) -> TargetRecord:
             break
     else:
         text.pos += 1
-    return _build(fields, where, keep)
+    return _build(fields, where, keep or _Keep(index)), part_key
+
+
+def _part_key(fields: dict) -> tuple | None:
+    """What makes two records parts of one (damo's DamonRecord.can_merge); None if the target is unknown
+    before the snapshots (then it is a record of its own)."""
+    if "target_id" not in fields or "intervals" not in fields:
+        return None
+    return tuple(json.dumps(fields.get(k), sort_keys=True)
+                 for k in ("kdamond_idx", "context_idx", "scheme_idx", "target_id", "intervals"))
 
 
 def _build(rec: dict, where: str, keep: _Keep) -> TargetRecord:
-    target_id = _int(_key(rec, "target_id", where), f"{where} target_id", 0, 2**31)
+    target_id = _int(_key(rec, "target_id", where), f"{where} target_id", 0, 2**64 - 1)
     iv = _obj(_key(rec, "intervals", where), f"{where} intervals")
-    sample_us = _int(_key(iv, "sample_us", f"{where} intervals"), f"{where} sample_us", 1, MAX_US)
+    sample_us = _int(_key(iv, "sample_us", f"{where} intervals"), f"{where} sample_us", 1, MAX_US, unit_ns=1000)
     aggr_us = _aggr_us(rec, where)
-    update_us = _int(iv.get("ops_update_us", 0), f"{where} ops_update_us", 0, MAX_US)
+    update_us = _int(iv.get("ops_update_us", 0), f"{where} ops_update_us", 0, MAX_US, unit_ns=1000)
     ours = _obj(rec.get("damon_bpf", {}), f"{where} damon_bpf")
     pid = ours.get("pid")
     if pid is not None:
@@ -266,20 +278,32 @@ def _build(rec: dict, where: str, keep: _Keep) -> TargetRecord:
 
 def _aggr_us(rec: dict, where: str) -> int:
     iv = _obj(_key(rec, "intervals", where), f"{where} intervals")
-    return _int(_key(iv, "aggr_us", f"{where} intervals"), f"{where} aggr_us", 1, MAX_US)
+    return _int(_key(iv, "aggr_us", f"{where} intervals"), f"{where} aggr_us", 1, MAX_US, unit_ns=1000)
 
 
 def _records(text: _Text, snapshot: int | None) -> list[TargetRecord]:
+    """Every record; parts of one target (a file whose appending flushes were not compacted: a killed run)
+    are joined into one record in the place of the first, with the meta of the last part that has one."""
     if text.peek() != "[":
         doc = text.value("the top level")   # not a list: say what it is, as a whole-document reader would
         _list(doc, "the top level")
     text.expect("[", "the top level")
     records: list[TargetRecord] = []
+    keeps: dict = {}
+    place: dict = {}   # part key -> index in records
     if text.peek() == "]":
         text.pos += 1
     else:
         while True:
-            records.append(_record(text, f"record {len(records)}", snapshot))
+            record, part_key = _record(text, f"record {len(records)}", snapshot, keeps)
+            if part_key in place:
+                earlier = records[place[part_key]]
+                record.meta = record.meta or earlier.meta
+                records[place[part_key]] = record   # its _Keep holds every part's snapshots
+            else:
+                if part_key is not None:
+                    place[part_key] = len(records)
+                records.append(record)
             if text.expect(",]", "the top level") == "]":
                 break
     if text.peek():

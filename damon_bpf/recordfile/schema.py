@@ -4,6 +4,8 @@ a BadRecord that says where and what; nothing a file holds can crash the reader.
 from __future__ import annotations
 
 import math
+import re
+from fractions import Fraction
 from typing import Any, Callable
 
 import numpy as np
@@ -24,8 +26,33 @@ def _list(v: Any, where: str) -> list:
     return v
 
 
-def _int(v: Any, where: str, lo: int = 0, hi: int = MAX_COUNT) -> int:
+_TIME_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "min": 60 * 10**9,
+            "h": 3600 * 10**9, "d": 86400 * 10**9}
+_TIME_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|min|s|m|h|d)")
+_TIME_TEXT = re.compile(r"(?:\s*\d+(?:\.\d+)?\s*(?:ns|us|ms|min|s|m|h|d))+\s*")
+_MAX_TEXT = 64   # a number written as text longer than this is no number damo wrote
+
+
+def _from_text(v: str, unit_ns: int | None) -> Any:
+    """A number damo wrote as text (``damo adjust`` / ``convert_record_format`` of 3.x do): ``"5000"``,
+    ``"139,637,976,727,552"``, and for a time (in units of ``unit_ns``) ``"1 s 100 ms"``. Anything else is
+    given back as it was (and refused by the caller)."""
+    text = v.replace(",", "").strip()
+    if len(text) > _MAX_TEXT:
+        return v
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if unit_ns and _TIME_TEXT.fullmatch(text):
+        total = sum(Fraction(num) * _TIME_NS[unit] for num, unit in _TIME_PART.findall(text))
+        value = total / unit_ns
+        return int(value) if value.denominator == 1 else float(value)
+    return v
+
+
+def _int(v: Any, where: str, lo: int = 0, hi: int = MAX_COUNT, unit_ns: int | None = None) -> int:
     # bool is an int subclass; a float like 3.0 is accepted only if integral (damo writes ints).
+    if isinstance(v, str):
+        v = _from_text(v, unit_ns)
     if isinstance(v, float) and math.isfinite(v) and v.is_integer():
         v = int(v)
     if isinstance(v, bool) or not isinstance(v, int):
@@ -82,7 +109,7 @@ def _region(r: Any, where: str, aggr_us: int) -> tuple:
     age_kv = _obj(_key(r, "age", where), f"{where} age")
     age = age_kv.get("aggr_intervals")
     if age is None:  # damo may keep only usec; convert like damo's add_unset_unit
-        usec = _int(_key(age_kv, "usec", f"{where} age"), f"{where} age.usec", 0, MAX_NS)
+        usec = _int(_key(age_kv, "usec", f"{where} age"), f"{where} age.usec", 0, MAX_NS, unit_ns=1000)
         age = usec // aggr_us
     age = _int(age, f"{where} age.aggr_intervals")
     ours = _obj(r.get("damon_bpf", {}), f"{where} damon_bpf")
@@ -157,8 +184,8 @@ def _fast_by(per_region: list, n: int, limit: int) -> dict[int, np.ndarray]:
 
 def _checked_snapshot(s: Any, where: str, aggr_us: int) -> Snapshot | None:
     s = _obj(s, where)
-    start_ns = _int(_key(s, "start_time", where), f"{where} start_time", 0, MAX_NS)
-    end_ns = _int(_key(s, "end_time", where), f"{where} end_time", 0, MAX_NS)
+    start_ns = _int(_key(s, "start_time", where), f"{where} start_time", 0, MAX_NS, unit_ns=1)
+    end_ns = _int(_key(s, "end_time", where), f"{where} end_time", 0, MAX_NS, unit_ns=1)
     if end_ns < start_ns:
         raise BadRecord(f"{where} ends ({end_ns} ns) before it starts ({start_ns} ns)")
     raw_regions = _list(_key(s, "regions", where), f"{where} regions")

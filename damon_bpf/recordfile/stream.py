@@ -2,8 +2,8 @@
 stream in bounded chunks (reading).
 
 A record file is one zlib stream. The JSON text of snapshots already flushed is never re-encoded or
-re-compressed: each flush compresses only the new snapshots into an independent raw-deflate segment ending
-on a sync point, and the file is stitched from the cached segments (see ``_Piece``).
+re-compressed: each flush compresses only the new snapshots into an independent raw-deflate piece ending
+on a sync point, appended to the file (``append``) and kept for the compact rewrite at the end (see ``_Piece``).
 """
 
 from __future__ import annotations
@@ -53,51 +53,56 @@ class _Piece:
         return cls(data, zlib.adler32(raw), len(raw))
 
 
+_COMMA = _Piece.of(",")
+
+
 @dataclass
 class _TargetState:
     record: TargetRecord
     head: str
-    segments: list[bytes] = field(default_factory=list)
-    adler: int = 1  # Adler-32 of the concatenated snapshot text of all segments
-    length: int = 0
+    pieces: list[_Piece] = field(default_factory=list)   # snapshot text of each flush, no leading comma
     nr_snapshots: int = 0
     pending: list[Snapshot] = field(default_factory=list)
+    meta_written: str | None = None   # the meta text of the last part written (a part repeats it only if new)
 
-    def encode_pending(self) -> None:
-        """Compress the pending snapshots into one new segment (cheap: new data only)."""
+    def encode_pending(self) -> _Piece | None:
+        """Compress the pending snapshots into one new piece (cheap: new data only)."""
         if not self.pending:
-            return
+            return None
         aggr_us = self.record.aggr_us
-        texts = [_snapshot_json(s, aggr_us) for s in self.pending]
-        text = ("," if self.nr_snapshots else "") + ",".join(texts)
-        piece = _Piece.of(text)
-        self.segments.append(piece.data)
-        self.adler = _adler32_combine(self.adler, piece.adler, piece.length)
-        self.length += piece.length
+        piece = _Piece.of(",".join(_snapshot_json(s, aggr_us) for s in self.pending))
+        self.pieces.append(piece)
         self.nr_snapshots += len(self.pending)
         self.pending = []
+        return piece
+
+    def part(self, piece: _Piece, first: bool) -> list[_Piece]:
+        """The record of this target holding ``piece``'s snapshots, as the pieces appended to the file."""
+        meta = _record_tail(self.record.pid, self.record.meta)
+        tail = meta if meta != self.meta_written else _record_tail(self.record.pid, None)
+        self.meta_written = meta
+        return [_Piece.of(("" if first else ",") + self.head), piece, _Piece.of(tail)]
+
+
+def _joined(pieces: list[_Piece]) -> list[_Piece]:
+    out: list[_Piece] = []
+    for piece in pieces:
+        out.extend((_COMMA, piece) if out else (piece,))
+    return out
 
 
 def _file_chunks(targets: list[_TargetState]) -> list[bytes]:
-    """The whole file as a list of byte chunks: zlib header, pieces, Adler-32 trailer."""
-    if not targets:
-        last = _Piece.of("[]", final=True)
-        return [_ZLIB_HEADER, last.data, last.adler.to_bytes(4, "big")]
-    chunks = [_ZLIB_HEADER]
-    adler = 1
+    """The whole file, one record per target, as byte chunks: zlib header, pieces, Adler-32 trailer."""
+    text = [_Piece.of("[")]
     for idx, t in enumerate(targets):
-        final = idx == len(targets) - 1
-        head = _Piece.of(("[" if idx == 0 else ",") + t.head)
-        tail = _Piece.of(_record_tail(t.record.pid, t.record.meta) + ("]" if final else ""),
-                         final=final)
-        chunks.append(head.data)
-        chunks.extend(t.segments)
-        chunks.append(tail.data)
-        adler = _adler32_combine(adler, head.adler, head.length)
-        adler = _adler32_combine(adler, t.adler, t.length)
-        adler = _adler32_combine(adler, tail.adler, tail.length)
-    chunks.append(adler.to_bytes(4, "big"))
-    return chunks
+        text.append(_Piece.of(("," if idx else "") + t.head))
+        text.extend(_joined(t.pieces))
+        text.append(_Piece.of(_record_tail(t.record.pid, t.record.meta)))
+    last = _Piece.of("]", final=True)
+    adler = 1
+    for piece in (*text, last):
+        adler = _adler32_combine(adler, piece.adler, piece.length)
+    return [_ZLIB_HEADER, *(p.data for p in text), last.data, adler.to_bytes(4, "big")]
 
 
 # A record file inflates to ~10-20x its size; this bounds what a damaged or hostile file (a "zlib bomb")
@@ -129,7 +134,5 @@ def inflate(stream: BinaryIO, first: bytes, limit: int = MAX_INFLATED) -> Iterat
                             "(a damaged or hostile file?); DAMON_BPF_MAX_INFLATED_MB raises the limit")
         if out:
             yield out
-    garbage = len(dec.unused_data) + len(stream.read(_READ_BYTES))
-    if garbage:
-        raise BadRecord(f"has {'at least ' if garbage >= _READ_BYTES else ''}{garbage} bytes of garbage after "
-                        "the compressed data")
+    # Bytes after the stream's end are left unread, as zlib.decompress (damo) leaves them: a flush killed
+    # while appending leaves its unfinished data there (docs/design.md §8).

@@ -1,8 +1,11 @@
-"""Writing a record file incrementally, crash safe.
+"""Writing a record file incrementally, crash safe (docs/design.md §8).
 
-Every flush writes a complete file to a new 0600 temp file (O_EXCL, same directory) and renames it over the
-old one, so readers (and a ``kill -9``) see the previous complete file or the new one, never half of one.
-Snapshots already flushed are never re-encoded (see ``stream._Piece``). The output is checked with
+Each flush appends the new snapshots to the file in place (``append.AppendedStream``): its cost follows the
+new data, not the file, and a ``kill -9`` at any moment leaves a complete file holding every flush that
+completed. Each flush adds one part per target (a damo record with that target's new snapshots), which the
+reader joins; ``close`` rewrites the file once with one record per target (temp file and rename, so readers
+and a kill see the appended file or the compact one). Snapshots are never re-encoded (``stream._Piece``). The
+output is checked with
 ``damon_bpf.outputs`` (no planted symlink, no device or FIFO replaced, no other user's file) and locked: the
 current file's inode is flock-ed by the writer, and each new file is locked before it is renamed into place,
 so a second recorder on the same name is refused instead of clobbering the first.
@@ -19,9 +22,10 @@ from typing import Callable, Iterable
 from damon_bpf import outputs
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import DamonBpfError, RecordFileError
+from damon_bpf.recordfile.append import AppendedStream
 from damon_bpf.recordfile.encode import _check_snapshot, _record_head
 from damon_bpf.recordfile.model import TargetRecord
-from damon_bpf.recordfile.stream import _file_chunks, _TargetState
+from damon_bpf.recordfile.stream import _file_chunks, _Piece, _TargetState
 
 WHAT = "record file"
 # A flush never takes more than 1/_FLUSH_COST_RATIO of the wall time (see RecordWriter.maybe_flush).
@@ -89,15 +93,38 @@ class RecordWriter:
         self._targets: dict[int, _TargetState] = {}
         self._last_flush_s = time.monotonic()
         self._closed = False
-        self._lock_fd: int | None = None
+        self._stream: AppendedStream | None = None   # the file we append to (None: not ours yet)
+        self._unwritten: list[_Piece] = []   # parts encoded but not in the file yet (a failed flush)
+        self._parts = 0                      # parts encoded so far
+        self._created = False                # the file at the path was made by this writer
         self._real = self._check_writable()
-        self._lock_fd = _lock_existing(self._real)
-        if self._lock_fd is None:   # an empty placeholder holds the lock until the first flush replaces it
-            fd = outputs.open_output(self._real, WHAT, devices_ok=False).fd
-            outputs.lock(fd, self.path, WHAT)
-            self._lock_fd = fd
+        # an existing file is locked and kept until the first flush replaces it
+        self._lock_fd: int | None = _lock_existing(self._real)
+        if self._lock_fd is None:
+            self._create()
+
+    def _create(self) -> None:
+        """Put a valid empty record at the path at once: it holds the lock, and a kill leaves a file that
+        reads. Written under a temp name and linked into place, so a file someone made meanwhile is kept."""
+        directory = os.path.dirname(os.path.abspath(self._real))
+        fd, tmp = outputs.create_temp(directory, _temp_prefix(self._real), _TEMP_SUFFIX)
+        try:
+            stream = AppendedStream(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # a new inode: nobody else can hold it
+            os.link(tmp, self._real)
+        except FileExistsError:
+            os.close(fd)
+            raise RecordFileError(f"cannot write {WHAT} {self.path}: another process created it meanwhile") from None
+        except OSError as err:
+            os.close(fd)
+            raise RecordFileError(f"cannot write {WHAT} {self.path}: {err.strerror or err}") from None
+        finally:
+            outputs.remove_if_ours(tmp)
+        self._stream, self._lock_fd, self._created = stream, fd, True
 
     def _check_writable(self) -> str:
+        if self.path == "-":
+            raise RecordFileError(f"{WHAT} cannot be '-' (stdout): it needs a file")
         outputs.check_name(self.path, WHAT)
         try:
             real = outputs.resolve(self.path, WHAT)
@@ -181,14 +208,23 @@ class RecordWriter:
         return True
 
     def flush(self) -> None:
-        """Write everything added so far. On failure the previous file stays and nothing is lost
-        from memory: the next flush retries."""
+        """Append everything added since the last flush. On failure the file keeps what it had and nothing
+        is lost from memory: the next flush retries."""
         begin = time.monotonic()
         states = list(self._targets.values())
         for state in states:
-            state.encode_pending()
+            piece = state.encode_pending()
+            if piece is not None:
+                self._unwritten.extend(state.part(piece, first=self._parts == 0))
+                self._parts += 1
         try:
-            self._replace(_file_chunks(states))
+            if self._stream is None and (self._unwritten or not self._created):
+                # the file found at the path is replaced whole, at once, by one holding this flush
+                self._stream = self._replace(lambda fd: _stream_with(fd, self._unwritten))
+                self._unwritten = []
+            if self._unwritten:
+                self._stream.append(self._unwritten)
+                self._unwritten = []
         except OSError as err:
             raise RecordFileError(
                 f"cannot write {WHAT} {self.path}: {err.strerror or err}; the file still holds the previous "
@@ -198,15 +234,27 @@ class RecordWriter:
             self.last_flush_cost_s = self._last_flush_s - begin
         self.flushed_snapshots = sum(t.nr_snapshots for t in states)
 
-    def _replace(self, chunks: list[bytes]) -> None:
-        """Temp file, fsync, lock, rename: readers see old or new, never half; the lock moves with it."""
-        directory = os.path.dirname(os.path.abspath(self._real))
-        fd, tmp = outputs.create_temp(directory, _temp_prefix(self._real), _TEMP_SUFFIX)
-        try:
+    def _compact(self) -> None:
+        """One record per target, as damo writes them: the file is rewritten once, from the compressed
+        pieces in memory (no re-encoding)."""
+        chunks = _file_chunks(list(self._targets.values()))
+
+        def fill(fd: int) -> None:
             with os.fdopen(os.dup(fd), "wb") as f:
                 f.writelines(chunks)
                 f.flush()
                 os.fsync(f.fileno())
+
+        self._replace(fill)
+        self._stream = None
+
+    def _replace(self, fill: Callable[[int], object]):
+        """Temp file, filled by ``fill(fd)``, fsync, lock, rename: readers see old or new, never half; the
+        lock moves with it. Returns what ``fill`` returned."""
+        directory = os.path.dirname(os.path.abspath(self._real))
+        fd, tmp = outputs.create_temp(directory, _temp_prefix(self._real), _TEMP_SUFFIX)
+        try:
+            filled = fill(fd)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # a new inode: nobody else can hold it
             try:
                 outputs.check_replaceable(self._real, WHAT)   # nothing planted there since the last flush
@@ -221,9 +269,31 @@ class RecordWriter:
             os.close(self._lock_fd)
         self._lock_fd = fd
         _fsync_dir(directory)
+        return filled
+
+    def abandon(self) -> None:
+        """The run failed before it recorded anything: remove the empty record this writer created (a file
+        found at the path stays as it was) and release the lock. Once something was flushed, this is close."""
+        if self._closed:
+            return
+        if self._parts or self.total_snapshots:
+            self.close()
+            return
+        self._closed = True
+        if self._lock_fd is None:
+            return
+        try:
+            if self._created and os.lstat(self._real).st_ino == os.fstat(self._lock_fd).st_ino:
+                os.unlink(self._real)
+        except OSError:
+            pass
+        finally:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def close(self) -> None:
-        """The final flush (retried a few times); then the lock is released."""
+        """The final flush (retried a few times), then the compact rewrite; then the lock is released. If
+        the rewrite fails, the appended file (every snapshot, in parts the reader joins) stays."""
         if self._closed:
             return
         try:
@@ -235,6 +305,12 @@ class RecordWriter:
                     if attempt == _FINAL_ATTEMPTS - 1:
                         raise RecordFileError(f"{err}, not the {self.total_snapshots} recorded") from None
                     time.sleep(0.2)
+            try:
+                self._compact()
+            except OSError as err:
+                self.warn(f"warning: cannot rewrite {WHAT} {self.path} compactly ({err.strerror or err}): it "
+                          f"holds all {self.flushed_snapshots} snapshots in {self._parts} parts, which damon-bpf "
+                          "joins and damo lists as separate records; the final accounting is missing")
             self._closed = True
         finally:
             if self._closed and self._lock_fd is not None:
@@ -246,6 +322,13 @@ class RecordWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _stream_with(fd: int, parts: list[_Piece]) -> AppendedStream:
+    stream = AppendedStream(fd)
+    if parts:
+        stream.append(parts)
+    return stream
 
 
 def _warn_stderr(message: str) -> None:

@@ -39,14 +39,23 @@ def snapshot(i: int, n: int, rng: np.random.Generator) -> Snapshot:
                     {0: reports // 2, 1: reports - reports // 2}, tids)
 
 
-def write_hour(path: str, regions: int) -> None:
+def write_hour(path: str, regions: int) -> dict[str, list[tuple[float, float]]]:
+    """Write the one-hour record as `record` does, a flush per 2 s of snapshots (20) in the first and the
+    last minute (timed there) and per 100 s between; returns the timed flushes' (wall, CPU) seconds by minute."""
     rng = np.random.default_rng(1)
     writer = RecordWriter(path)
     writer.add_target(TargetRecord(0, 1000, 5000, 100_000, 1_000_000, [], {"source": "bench"}))
-    for block in range(36):
-        writer.add_snapshots(0, [snapshot(block * 1000 + i, regions, rng) for i in range(1000)])
-        writer.flush()
+    cost: dict[str, list[tuple[float, float]]] = {"1 min": [], "60 min": []}
+    for first in range(0, 36_000, 20):
+        writer.add_snapshots(0, [snapshot(first + i, regions, rng) for i in range(20)])
+        minute = "1 min" if 600 <= first < 1200 else "60 min" if first >= 35_400 else None
+        if minute is not None or (first + 20) % 1000 == 0:
+            begin, begin_cpu = time.perf_counter(), time.process_time()
+            writer.flush()
+            if minute is not None:
+                cost[minute].append((time.perf_counter() - begin, time.process_time() - begin_cpu))
     writer.close()
+    return cost
 
 
 def run(args: list[str]) -> tuple[float, float, float]:
@@ -70,8 +79,13 @@ def main() -> None:
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "hour.data")
-        write_hour(path, opts.regions)
+        cost = write_hour(path, opts.regions)
         print(f"record: 36000 snapshots x {opts.regions} regions, {os.path.getsize(path) / 1e6:.1f} MB")
+        for minute, times in cost.items():   # each flush appends 20 snapshots (2 s of recording)
+            walls, cpus = zip(*times)   # wall includes the two fdatasyncs: the disk, and other load
+            print(f"flush after {minute:6s}: CPU median {statistics.median(cpus) * 1e3:6.2f} ms, wall median "
+                  f"{statistics.median(walls) * 1e3:6.2f} ms, max {max(walls) * 1e3:6.2f} ms ({len(times)} flushes "
+                  "of 20 snapshots)")
         for report in opts.reports:
             walls, cpus, peaks = [], [], []
             for _ in range(opts.runs):
