@@ -31,6 +31,14 @@ def record(tmp_path, accessgen, specs, *options, seconds=4.0):
     return ranges, records[0], out
 
 
+def wait_until_recorded(path, timeout: float = 60) -> None:
+    """A flush has added snapshots: the file outgrew the empty record it is from the start (18 bytes)."""
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.stat().st_size > 64):
+        assert time.monotonic() < deadline, f"{path} got no snapshots"
+        time.sleep(0.05)
+
+
 def hot_share(snapshots, lo: int, hi: int) -> float:
     """Median share of [lo, hi) covered by regions accessed in each snapshot after warm-up.
 
@@ -99,9 +107,7 @@ def test_every_ending_leaves_a_readable_record(tmp_path, accessgen, how):
     recorder = subprocess.Popen([DAMON_BPF, "record", "-p", str(target.pid), "-o", str(out)],
                                 stderr=subprocess.PIPE, text=True)
     try:
-        from test_cli_trace import wait_until_writing
-
-        wait_until_writing(out)   # the first periodic flush (every 2 s) after tracing began
+        wait_until_recorded(out)   # the first periodic flush (every 2 s) after tracing began
         if exits:
             target.stdin.write("go\n")
             target.stdin.flush()
@@ -144,3 +150,35 @@ def test_times_and_sizes_take_units(tmp_path, accessgen):
                        "--update-us", "1s", "--ring-mb", "32MiB", "--duration", "30s", seconds=1.0)
     assert (rec.sample_us, rec.aggr_us, rec.update_us) == (2000, 100_000, 1_000_000)
     assert rec.snapshots
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sigkill_at_random_points_leaves_what_damo_and_we_read(tmp_path, accessgen, seed):
+    """A real record of two processes (one part per target per flush), killed at a random point of the
+    2 s flush cycle: our reader joins every part, damo reads the file too."""
+    from test_damo_interop import damo
+
+    rng = np.random.default_rng(seed)
+    targets = [subprocess.Popen([accessgen, "--duration", "60", f"w{i}:0:w:1024:0"], stdout=subprocess.PIPE,
+                                text=True) for i in range(2)]
+    for target in targets:
+        target.stdout.readline()
+    out = tmp_path / "damon.data"
+    recorder = subprocess.Popen([DAMON_BPF, "record", *(a for t in targets for a in ("-p", str(t.pid))), "-o",
+                                 str(out)], stderr=subprocess.DEVNULL)
+    try:
+        wait_until_recorded(out)
+        time.sleep(float(rng.uniform(0, 4.5)))
+        recorder.send_signal(signal.SIGKILL)
+        recorder.wait(timeout=60)
+        records = read_record(str(out))
+        assert sorted(r.pid for r in records) == sorted(t.pid for t in targets)
+        for rec in records:
+            starts = [s.start_ns for s in rec.snapshots]
+            assert len(starts) >= 5 and starts == sorted(starts)   # parts joined in order
+        doc = json.loads(damo(tmp_path, "access", "-i", str(out), "--json"))
+        assert sum(len(r["snapshots"]) for r in doc) == sum(len(r.snapshots) for r in records)
+    finally:
+        for target in targets:
+            target.kill()
+            target.wait()
