@@ -3,6 +3,7 @@ read/write views; optionally recording at the same time."""
 
 from __future__ import annotations
 
+import contextlib
 
 import click
 from rich.console import Console
@@ -41,12 +42,8 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     """
     config = monitor_config(options, recording_spec(options))
     writer = RecordWriter(output) if output else None
-    try:
+    with writer.abandoned_on_error() if writer else contextlib.nullcontext():
         monitor = Monitor(config, writer)
-    except BaseException:   # nothing recorded: leave no file behind (an existing one stays as it was)
-        if writer is not None:
-            writer.abandon()
-        raise
     recorder = monitor.recorder
     console = Console()
     if console.is_terminal and not console.is_dumb_terminal:

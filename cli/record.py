@@ -63,12 +63,8 @@ def record(output: str, **options) -> None:
     """Record DAMON snapshots of a process: -p PID, or -- COMMAND ARGS..."""
     config = monitor_config(options, recording_spec(options))
     writer = RecordWriter(output)
-    try:
+    with writer.abandoned_on_error():
         monitor = Monitor(config, writer)
-    except BaseException:   # nothing recorded: leave no file behind (an existing one stays as it was)
-        if writer is not None:
-            writer.abandon()
-        raise
     recorder = monitor.recorder
     status = StatusLine(recorder, monitor.tracer)
     sampler = config.sampler.name if config.sampler.name != "none" else None

@@ -13,11 +13,12 @@ so a second recorder on the same name is refused instead of clobbering the first
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sys
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from damon_bpf import outputs
 from damon_bpf.core.snapshot import Snapshot
@@ -270,6 +271,15 @@ class RecordWriter:
         self._lock_fd = fd
         _fsync_dir(directory)
         return filled
+
+    @contextlib.contextmanager
+    def abandoned_on_error(self) -> Iterator[None]:
+        """``abandon`` if the block raises: a run that fails while it is set up leaves no file."""
+        try:
+            yield
+        except BaseException:
+            self.abandon()
+            raise
 
     def abandon(self) -> None:
         """The run failed before it recorded anything: remove the empty record this writer created (a file
