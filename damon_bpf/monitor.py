@@ -27,6 +27,7 @@ from damon_bpf.filters import SampleFilter, build_filters
 from damon_bpf.priority import CollectorPriority
 from damon_bpf.recorder import Recorder, run_meta
 from damon_bpf.recordfile import RecordWriter, TargetRecord
+from damon_bpf.recordfile.sidefiles import SideFiles
 from damon_bpf.samplers import Sampler, make_sampler
 from damon_bpf.samplers.numa_state import recover_stale
 from damon_bpf.session import RunResult, Session
@@ -195,7 +196,8 @@ class Monitor:
                 if companion.snapshot_meta is not None:
                     companion.add_snapshot_sink(records.sink_for(companion))
         meta = run_meta(self.tracer.source, self.tracer.filters, self.config.targets.describe(), recording.regions)
-        recorder = Recorder(recording.attrs, recording.regions, writer, meta, seed=recording.seed)
+        recorder = Recorder(recording.attrs, recording.regions, writer, meta, seed=recording.seed,
+                            side=SideFiles(writer.path, warn=writer.warn) if writer is not None else None)
         recorder.add_targets(self.targets.pids)
         # forks, execs and exits reach the recorder before the reports of the process they concern
         self.targets.subscribe(recorder.on_target_event)

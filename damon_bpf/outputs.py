@@ -224,3 +224,25 @@ def private_dir(path: str | os.PathLike, what: str) -> None:
         raise DamonBpfError(f"{what} {path} is owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o}: "
                             "others could change what damon-bpf trusts there; remove it (it is rebuilt) or make it "
                             "root's and not group/world-writable")
+
+
+def replace_file(path: str, data: bytes, what: str) -> None:
+    """Write a whole small file atomically: a 0600 temp file beside it, fsync-ed, renamed over ``path`` (none
+    yet, or a regular file of ours; a symlink, device or another user's file is refused)."""
+    check_name(path, what)
+    real = resolve(path, what)
+    check_replaceable(real, what)
+    fd, tmp = create_temp(os.path.dirname(os.path.abspath(real)), "." + os.path.basename(real) + ".", ".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        check_replaceable(real, what)   # nothing planted there meanwhile
+        os.replace(tmp, real)
+    except OSError as err:
+        remove_if_ours(tmp)
+        raise DamonBpfError(f"cannot write {what} {path}: {err.strerror or err}") from None
+    except BaseException:
+        remove_if_ours(tmp)
+        raise

@@ -16,6 +16,7 @@ from damon_bpf.core.aggregator import Aggregator
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.recordfile import RecordWriter, TargetRecord
+from damon_bpf.recordfile.sidefiles import SideFiles
 from damon_bpf.session import RunResult
 from damon_bpf.sources.numa import cpu_nodes_meta
 from damon_bpf.sources.targets import is_alive
@@ -57,6 +58,7 @@ class Recorder:
     meta: dict = field(default_factory=dict)
     seed: int = 0
     listeners: list[SnapshotListener] = field(default_factory=list)
+    side: SideFiles | None = None   # damo's .mem_footprint / .vmas beside the record file
     start_ns: int = field(default_factory=time.monotonic_ns)
     targets: dict[int, TargetState] = field(default_factory=dict)
     unattributed: int = 0   # reports of a process whose target was already closed at its exit
@@ -141,6 +143,8 @@ class Recorder:
                 # The process is gone (no exit event told us): close it at the next tick, once
                 # the reports it made before it died have been drained and routed.
                 state.close_at_ns = until_ns
+        if self.side is not None:
+            self.side.maybe_sample([s.pid for s in self.targets.values() if not s.gone])
         if self.writer is not None:
             self.writer.maybe_flush()
 
@@ -190,7 +194,11 @@ class Recorder:
             for state in self.targets.values():
                 self.writer.update_meta(state.target_id, {**meta, "snapshots": state.snapshots,
                                                           "target": state.meta})
-            self.writer.close()
+            try:
+                self.writer.close()
+            finally:
+                if self.side is not None:
+                    self.side.write()
 
 
 def run_meta(source: str, filters, command: list[str], regions_mode: str) -> dict:

@@ -182,3 +182,25 @@ def test_sigkill_at_random_points_leaves_what_damo_and_we_read(tmp_path, accessg
         for target in targets:
             target.kill()
             target.wait()
+
+
+def test_side_files_serve_damo_footprints_and_times(tmp_path, accessgen):
+    """record writes damo's .mem_footprint and .vmas beside the record (0600); damo's footprints and times
+    reports run cleanly on them and show the target's memory."""
+    from test_damo_interop import damo
+
+    _, rec, path = record(tmp_path, accessgen, ["steady:0:W:8192:0"], seconds=3)   # 8 MiB kept mapped
+    for suffix in (".mem_footprint", ".vmas"):
+        side = path.with_name(path.name + suffix)
+        assert side.stat().st_mode & 0o777 == 0o600
+    footprints = json.loads(path.with_name(path.name + ".mem_footprint").read_text())
+    assert len(footprints) >= 3   # one a second, and the workload ran 3 s
+    rss = [fp["footprint"]["resident"] * 4096 for s in footprints for fp in s["footprints"]
+           if fp["pid"] == rec.pid]
+    assert max(rss) >= 8 << 20
+    vmas = json.loads(path.with_name(path.name + ".vmas").read_text())
+    assert any(v["procvmas"][0]["pid"] == rec.pid for v in vmas)
+    out = damo(tmp_path, "footprints", "rss", "-i", str(path) + ".mem_footprint", "--raw_number")
+    assert "# <percentile> <rss>" in out and str(max(rss)) in out
+    times = damo(tmp_path, "times", "--inputs", str(path), str(path) + ".profile")
+    assert "# (seconds)" in times

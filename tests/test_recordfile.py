@@ -596,3 +596,25 @@ def test_abandon_removes_only_what_the_writer_made(tmp_path):
     writer.add_target(make_record(nr=3))
     writer.abandon()   # something was recorded: kept, as close() would
     assert len(read_record(str(path))[0].snapshots) == 3
+
+
+def test_side_files_are_replaced_whole_0600_and_never_through_a_planted_link(tmp_path):
+    from damon_bpf import outputs
+    from damon_bpf.errors import DamonBpfError
+
+    plain = tmp_path / "d.mem_footprint"
+    old = os.umask(0)
+    try:
+        outputs.replace_file(str(plain), b"[1]", "side file")
+        outputs.replace_file(str(plain), b"[2]", "side file")
+    finally:
+        os.umask(old)
+    assert plain.read_bytes() == b"[2]" and stat.S_IMODE(plain.stat().st_mode) == 0o600
+    victim = tmp_path / "victim"
+    victim.write_text("x")
+    link = tmp_path / "d.vmas"
+    link.symlink_to(victim)
+    os.lchown(link, 65534, 65534)   # planted by nobody
+    with pytest.raises(DamonBpfError):
+        outputs.replace_file(str(link), b"[]", "side file")
+    assert victim.read_text() == "x" and sorted(os.listdir(tmp_path)) == ["d.mem_footprint", "d.vmas", "victim"]
