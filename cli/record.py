@@ -71,7 +71,7 @@ def record(output: str, **options) -> None:
     def say(note: str) -> None:
         status.console.print(f"damon-bpf: note: {note}", soft_wrap=True, markup=False, highlight=False)
 
-    recorder.listeners.append(DarkWatch(say, sampler).on_snapshot)
+    recorder.listeners.append(DarkWatch(say, sampler, kernel_view=config.source == "damon").on_snapshot)
     result = monitor.run(status.count, status.tick, status.live)
     snapshots = sum(s.snapshots for s in recorder.targets.values())
     click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} target(s), "

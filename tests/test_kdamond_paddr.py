@@ -102,3 +102,31 @@ def test_paddr_source_finds_the_steady_hot_range_hot_and_the_cold_one_cold(acces
     else:                                     # a host's own: left on, as found
         assert (ADMIN / "kdamonds" / str(summary["borrowed_kdamond"]) / "state").read_text().strip() == "on"
         assert any("nothing of it is changed" in n for n in notes), notes
+
+
+def _dark_notes(**kwargs) -> list[str]:
+    """Notes of a DarkWatch on a target with reports for 3 aggregations, then none while busy."""
+    from damon_bpf.core.snapshot import Snapshot
+    from damon_bpf.dark import DARK_AGGREGATIONS, DarkWatch
+
+    notes, cpu = [], {"t": 0.0}
+    watch = DarkWatch(notes.append, cpu_of=lambda pid: cpu["t"], huge_of=lambda pid: 0, **kwargs)
+    for i in range(3 + 2 * DARK_AGGREGATIONS):
+        cpu["t"] += 0.09
+        n = np.array([5 if i < 3 else 0], np.int64)
+        watch.on_snapshot(0, 42, Snapshot(i * 10 ** 8, (i + 1) * 10 ** 8, np.array([0], np.uint64),
+                                          np.array([P], np.uint64), n, n, n, n, n))
+    return notes
+
+
+def test_a_dark_target_is_pointed_to_kernel_damon_on_this_host():
+    """This host has DAMON paddr: --source damon is offered; in use, the note says where its view is."""
+    from damon_bpf.sources.host import extra_sources
+
+    assert extra_sources()["damon"][0], extra_sources()
+    offered = _dark_notes()
+    assert len(offered) == 1 and "--source damon runs kernel DAMON" in offered[0], offered
+    running = _dark_notes(kernel_view=True)
+    assert "targets from id 1000" in running[0] and "--source damon runs" not in running[0], running
+    with_sampler = _dark_notes(sampler="numa-hint", kernel_view=True)
+    assert "targets from id 1000" in with_sampler[0], with_sampler
