@@ -22,44 +22,23 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_samplers import build_accessgen, cpu_of, finish, go, run_ours, scores, start_workload  # noqa: E402
+from bench_samplers import build_accessgen, finish, go, run_companion, run_ours, scores, start_workload  # noqa: E402
 
 
 def run_paddr(tracer, binary: str, seconds: float, args) -> dict:
     """--source damon's paddr companion on the workload (the fault view is traced alongside, as record does)."""
     from damon_bpf.core.attrs import MonitoringAttrs
-    from damon_bpf.samplers.base import Sampler
-    from damon_bpf.session import Session
     from damon_bpf.sources.kdamond_paddr import PaddrDamon
-    from damon_bpf.sources.targets import Targets
 
-    proc, pid, ranges = start_workload(binary, seconds, args.hot_kib, args.cold_kib)
     kernel = PaddrDamon(MonitoringAttrs(), warn=lambda _m: None)
-    snaps, cpu = [], {}
-    kernel.add_snapshot_sink(lambda _p, s: snaps.append((s.start, s.end, s.nr_accesses)))
-
-    class Go(Sampler):
-        def start(self, targets):
-            cpu["kdamond_at_start"] = cpu_of(kernel.kdamond_pid)
-            go(proc)
-
-        def tick(self, now_ns):
-            cpu["kdamond"] = cpu_of(kernel.kdamond_pid)
-
-        def summary(self):
-            return {}
-
-    tracer.set_filters([])
-    result = Session(tracer, Targets([pid]), seconds + 30, samplers=[kernel, Go()]).run(lambda b: None)
-    rate = finish(proc)
+    run = run_companion(tracer, binary, seconds, args, kernel)
     s = kernel.summary()
-    kdamond_s = cpu.get("kdamond", 0.0) - cpu.get("kdamond_at_start", 0.0)
     whose = "borrowed (a host kdamond, runs anyway)" if s["borrowed_kdamond"] is not None else "ours"
     seen = s["pages_seen"] / max(1, s["pages_seen"] + s["pages_unseen"])
-    return {"method": "kernel DAMON paddr, mapped back (--source damon)", **scores(snaps, ranges),
-            "monitor_cpu_s": result.cpu_s, "touch_rate": rate,
-            "extra": f"kdamond {whose}: {kdamond_s:.2f} s CPU at {kernel.attrs.sample_interval_us} us samples, "
-                     f"{kernel.attrs.aggr_interval_us} us aggregations; {len(snaps)} snapshots; "
+    return {"method": "kernel DAMON paddr, mapped back (--source damon)", **scores(run["snapshots"], run["ranges"]),
+            "monitor_cpu_s": run["result"].cpu_s, "touch_rate": run["touch_rate"],
+            "extra": f"kdamond {whose}: {run['kdamond_cpu_s']:.2f} s CPU at {kernel.attrs.sample_interval_us} us "
+                     f"samples, {kernel.attrs.aggr_interval_us} us aggregations; {len(run['snapshots'])} snapshots; "
                      f"{100 * seen:.1f}% of resident pages in monitored regions; page maps read {s['refreshes']} "
                      f"times, mapping back {s['map_s']:.2f} s"}
 
