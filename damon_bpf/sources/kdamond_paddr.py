@@ -57,12 +57,13 @@ def read_pagemap(pid: int) -> PageMap:
 
 
 def borrowable(index: int) -> tuple[int, MonitoringAttrs] | None:
-    """kdamond ``index``'s pid and intervals if it is a running one-context paddr kdamond, else None. Only
-    reads its sysfs files."""
+    """kdamond ``index``'s pid and intervals if it is a running paddr kdamond of one context and one target
+    (each aggregation one set of rows), else None. Only reads its sysfs files."""
     folder = kd._kdamonds() / str(index)
     c0 = folder / "contexts" / "0"
     try:
-        if kd._read(folder / "contexts" / "nr_contexts") != "1" or kd._read(c0 / "operations") != "paddr":
+        if kd._read(folder / "contexts" / "nr_contexts") != "1" or kd._read(c0 / "operations") != "paddr" or \
+                kd._read(c0 / "targets" / "nr_targets") != "1":
             return None
         intervals, nr_regions = c0 / "monitoring_attrs" / "intervals", c0 / "monitoring_attrs" / "nr_regions"
         attrs = MonitoringAttrs(*(int(kd._read(intervals / n)) for n in ("sample_us", "aggr_us", "update_us")),
@@ -95,6 +96,7 @@ class PaddrDamon(kd.KernelDamon):
             if found is not None:
                 self.borrowed, self.borrowed_pid = index, found[0]
                 self.attrs = found[1]   # snapshots are filed at its intervals, not ours
+                self.snapshot_meta = {**self.snapshot_meta, "kdamond": "not ours (held DAMON's sysfs): read only"}
                 self.warn(f"damon: kernel DAMON's sysfs is held by kdamond {index} (PID {found[0]}, paddr, not "
                           f"ours; sample {found[1].sample_interval_us} us, aggregation {found[1].aggr_interval_us}"
                           " us): its aggregations are read, nothing of it is changed")
