@@ -49,14 +49,14 @@ def test_one_node_paddr_source_with_a_kdamond_of_its_own(accessgen):
     from damon_bpf.sources.kdamond_paddr import PaddrDamon
 
     _one_node_guest()
-    # "churn" writes and drops its range each pass: new frames all the time, so the ranges must be recommitted
-    proc = subprocess.Popen([accessgen, "--duration", "120", "hot:0:W:16384:0", "cold:1:c:16384:0",
-                             "churn:1:w:4096:0"], stdout=subprocess.PIPE, text=True)
     notes = []
+    kernel = PaddrDamon(MonitoringAttrs(), warn=notes.append)   # compiles first: minutes under a loaded TCG
+    assert kernel.borrowed is None, notes
+    # "churn" writes and drops its range each pass: new frames all the time, so the ranges must be recommitted
+    proc = subprocess.Popen([accessgen, "--duration", "600", "hot:0:W:16384:0", "cold:1:c:16384:0",
+                             "churn:1:w:4096:0"], stdout=subprocess.PIPE, text=True)
     try:
         info = json.loads(proc.stdout.readline())
-        kernel = PaddrDamon(MonitoringAttrs(), warn=notes.append)
-        assert kernel.borrowed is None, notes
         kernel.start(SimpleNamespace(pids={info["pid"]}))
         c0 = ADMIN / "kdamonds" / "0" / "contexts" / "0"
         assert (c0 / "operations").read_text().strip() == "paddr"
