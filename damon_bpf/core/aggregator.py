@@ -110,7 +110,7 @@ class Aggregator:
             self._apply(self._ranges + fresh)
 
     def feed(self, events: np.ndarray) -> None:
-        """Buffer a batch of ACCESS_DTYPE records, in any time order."""
+        """Buffer a batch of reports (core.events.REPORT_COLUMNS), in any time order."""
         if len(events) == 0:
             return
         ev = Events.from_records(events, self.start_ns, self._sample_ns)
