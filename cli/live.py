@@ -7,7 +7,8 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
-from cli.options import exit_with_target_status, monitor_config, monitor_options, recording_spec, region_options
+from cli.options import (apply_options, apply_quota, exit_with_target_status, monitor_config, monitor_options,
+                         numa_applier, recording_spec, region_options)
 from cli.record import collector_priority_option
 from damon_bpf.dark import DarkWatch
 from damon_bpf.live.app import LiveScreen, SnapshotPrinter
@@ -21,6 +22,7 @@ from damon_bpf.recordfile import RecordWriter
 @monitor_options
 @region_options
 @collector_priority_option
+@apply_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Also record to this file (the same file as `record -o`).")
 @click.option("--view", type=click.Choice(tuple(VIEW_NAMES)), default="all", show_default=True,
@@ -40,9 +42,11 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     screen clean.
     """
     config = monitor_config(options, recording_spec(options))
+    quota = apply_quota(options)
     writer = RecordWriter(output) if output else None
     monitor = Monitor(config, writer)
     recorder = monitor.recorder
+    applier = numa_applier(quota, recorder)
     console = Console()
     if console.is_terminal and not console.is_dumb_terminal:
         model = LiveModel()
@@ -56,12 +60,15 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     sampler = config.sampler.name if config.sampler.name != "none" else None
     recorder.listeners.append(DarkWatch(notes.append, sampler).on_snapshot)
     # the recorder's tick closes snapshots first; they reach the display through its listener
-    result = monitor.run(on_tick=display.on_tick, display=display)
+    on_tick = display.on_tick if applier is None else (lambda now: (display.on_tick(now), applier.on_tick(now)))
+    result = monitor.run(on_tick=on_tick, display=display)
     snapshots = sum(s.snapshots for s in recorder.targets.values())
     where = f", written to {output}" if output else ""
     click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} "
                f"target(s){where}", err=True)
     click.echo(f"damon-bpf: {result.placement_line()}", err=True)
+    if applier is not None:
+        click.echo(f"damon-bpf: {applier.line()}", err=True)
     for note in notes:
         click.echo(f"damon-bpf: note: {note}", err=True)
     for line in result.advice(monitor.priority.applied or "normal"):

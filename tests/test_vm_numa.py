@@ -93,3 +93,41 @@ def test_numa_names_the_remote_range_moves_it_and_it_is_local_afterwards(tmp_pat
         finally:
             proc.kill()
             proc.wait()
+
+
+def test_numa_record_apply_moves_the_range_during_the_run_and_its_accesses_turn_local(tmp_path, accessgen):
+    """record --apply: the same decision as report numa, taken every 2 s during the run; the end-of-run line
+    says what moved and the share of the moved range's later reports that came from its new node."""
+    import re
+
+    _in_guest()
+    cpu_nodes, memory_nodes = numa_src.cpu_nodes(), numa_src.memory_nodes()
+    local = cpu_nodes[0]
+    remote = next(n for n in memory_nodes if n != local)
+    with numa_balancing_off():
+        proc = subprocess.Popen([accessgen, "--wait", "--duration", "600", f"far:0:S:{RANGE_KIB}:0"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            info = json.loads(proc.stdout.readline())
+            pid, (far,) = info["pid"], info["threads"]
+            lo, hi = far["start"], far["end"]
+            assert (place(pid, lo, hi, remote) == remote).mean() >= 0.99
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            result = subprocess.run([DAMON_BPF, "record", "-o", str(tmp_path / "apply.data"), "-p", str(pid),
+                                     "--sampler", "soft-dirty", "--duration", "12", "--apply"],
+                                    capture_output=True, text=True, timeout=600)
+            now = numa_src.page_nodes(pid, sample_pages(lo, hi, PAGE, (hi - lo) // PAGE))
+        finally:
+            proc.kill()
+            proc.wait()
+    assert result.returncode == 0, result.stderr
+    print(result.stderr)
+    line = next(x for x in result.stderr.splitlines() if "--apply:" in x)
+    found = re.search(r"moved ([\d.]+) (\w+) in (\d+) regions; local accesses in them: (\d+)% before .*, "
+                      r"(\d+)% of their (\d+) reports since", line)
+    assert found, line
+    moved = float(found[1]) * {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}.get(found[2], 1)
+    assert moved >= 0.5 * RANGE_KIB * 1024
+    assert int(found[4]) <= 50 and int(found[5]) >= 90 and int(found[6]) > 0, line
+    assert (now == local).mean() >= 0.5, np.unique(now, return_counts=True)
