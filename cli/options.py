@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 import click
 
-from cli.types import Duration, Microseconds, RingMegabytes
-from cli.units import parse_rate
+from cli.types import Duration, Microseconds, RingMegabytes, parse_rate
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.layout import LAYOUT_MODES
 from damon_bpf.monitor import FilterSpec, MonitorConfig, RecordingSpec, SamplerSpec, TargetSpec
@@ -128,6 +128,18 @@ def numa_applier(quota: float | None, recorder: Recorder, recent: RecentRecords 
     applier = NumaApplier(recent, quota)
     recorder.listeners.append(applier.on_snapshot)
     return applier
+
+
+def with_applier(on_tick: Callable[[int], None], applier: NumaApplier | None) -> Callable[[int], None]:
+    """``on_tick``, then --apply's round when one is due."""
+    if applier is None:
+        return on_tick
+
+    def tick(now_ns: int) -> None:
+        on_tick(now_ns)
+        applier.on_tick(now_ns)
+
+    return tick
 
 
 def recording_spec(options: dict) -> RecordingSpec:
