@@ -46,7 +46,7 @@ class Events:
     def __len__(self) -> int:
         return len(self.addr)
 
-    def take(self, which: np.ndarray) -> "Events":
+    def take(self, which: np.ndarray | slice) -> "Events":
         """The reports selected by a boolean mask, an index array or a slice."""
         return Events(self.addr[which], self.sample[which], self.cpu[which], self.tid[which], self.write[which])
 

@@ -225,8 +225,8 @@ class KernelDamon:
     Session.run starts with the targets and stops on every exit path; its snapshots go to its sinks."""
 
     name = "damon"
-    snapshot_meta = {"view": "kernel-damon", "source": "damon",
-                     "tool": "kernel DAMON (vaddr) via damon:damon_aggregated"}
+    snapshot_meta: dict | None = {"view": "kernel-damon", "source": "damon",
+                                  "tool": "kernel DAMON (vaddr) via damon:damon_aggregated"}
 
     def __init__(self, attrs: MonitoringAttrs, warn: Callable[[str], None] = warn_stderr) -> None:
         check_available()
