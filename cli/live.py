@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from cli.options import (apply_options, apply_quota, exit_with_target_status, monitor_config, monitor_options,
-                         numa_applier, recording_spec, region_options)
+                         numa_applier, recording_spec, region_options, with_applier)
 from cli.record import collector_priority_option
 from damon_bpf.dark import DarkWatch
 from damon_bpf.live.app import LiveScreen, SnapshotPrinter
@@ -16,6 +16,7 @@ from damon_bpf.live.model import LiveModel
 from damon_bpf.live.views import VIEW_NAMES
 from damon_bpf.monitor import Monitor
 from damon_bpf.recordfile import RecordWriter
+from damon_bpf.reports.recent import RecentRecords
 
 
 @click.command()
@@ -34,6 +35,8 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
 
     \b
     Keys: a all accesses, c by CPU, t by thread, w reads vs writes,
+          d dirty rate per target, s threads sharing memory, m NUMA placement
+          (each in the table's place, over the last minute; the key again: back),
           p pause the display (recording goes on), n next target, q quit.
 
     When the output is not a terminal, prints one line per aggregation snapshot instead.
@@ -46,12 +49,16 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     writer = RecordWriter(output) if output else None
     monitor = Monitor(config, writer)
     recorder = monitor.recorder
-    applier = numa_applier(quota, recorder)
+    assert recorder is not None   # a recording was configured
+    recent = RecentRecords(config.attrs)   # the live aggregation the answer keys and --apply read
+    recorder.listeners.append(recent.on_snapshot)
+    applier = numa_applier(quota, recorder, recent)
     console = Console()
+    display: LiveScreen | SnapshotPrinter
     if console.is_terminal and not console.is_dumb_terminal:
         model = LiveModel()
         display = LiveScreen(model, config.attrs, monitor.tracer, console, monitor.request_stop, VIEW_NAMES[view],
-                             refresh_hz, output, placement=recorder.accounting)
+                             refresh_hz, output, placement=recorder.accounting, recent=recent)
         recorder.listeners.append(model.on_snapshot)
     else:
         display = SnapshotPrinter(recorder.start_ns, monitor.request_stop)
@@ -60,8 +67,7 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     sampler = config.sampler.name if config.sampler.name != "none" else None
     recorder.listeners.append(DarkWatch(notes.append, sampler).on_snapshot)
     # the recorder's tick closes snapshots first; they reach the display through its listener
-    on_tick = display.on_tick if applier is None else (lambda now: (display.on_tick(now), applier.on_tick(now)))
-    result = monitor.run(on_tick=on_tick, display=display)
+    result = monitor.run(on_tick=with_applier(display.on_tick, applier), display=display)
     snapshots = sum(s.snapshots for s in recorder.targets.values())
     where = f", written to {output}" if output else ""
     click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} "

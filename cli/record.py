@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.text import Text
 
 from cli.options import (apply_options, apply_quota, exit_with_target_status, monitor_config, monitor_options,
-                         numa_applier, recording_spec, region_options)
+                         numa_applier, recording_spec, region_options, with_applier)
 from damon_bpf.dark import DarkWatch
 from damon_bpf.priority import PRIORITIES
 from damon_bpf.recorder import Recorder
@@ -68,6 +68,7 @@ def record(output: str, **options) -> None:
     writer = RecordWriter(output)
     monitor = Monitor(config, writer)
     recorder = monitor.recorder
+    assert recorder is not None   # a recording was configured
     applier = numa_applier(quota, recorder)
     status = StatusLine(recorder, monitor.tracer)
     sampler = config.sampler.name if config.sampler.name != "none" else None
@@ -76,8 +77,7 @@ def record(output: str, **options) -> None:
         status.console.print(f"damon-bpf: note: {note}", soft_wrap=True, markup=False, highlight=False)
 
     recorder.listeners.append(DarkWatch(say, sampler).on_snapshot)
-    on_tick = status.tick if applier is None else (lambda now_ns: (status.tick(now_ns), applier.on_tick(now_ns)))
-    result = monitor.run(status.count, on_tick, status.live)
+    result = monitor.run(status.count, with_applier(status.tick, applier), status.live)
     snapshots = sum(s.snapshots for s in recorder.targets.values())
     click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} target(s), "
                f"written to {output}", err=True)

@@ -61,6 +61,7 @@ class NumaApplier:
         self.one_node = len(nodes) <= 1
         self.moves: list[Move] = []
         self.rounds = 0
+        self.round_s_max = 0.0   # the longest round: the collector's thread is held that long
         self.errors: list[str] = []   # a target gone before it could be asked, etc.
         self._judged: dict[int, int] = {}   # target -> snapshots it had when last judged
         self._due = time.monotonic() + period_s
@@ -84,6 +85,7 @@ class NumaApplier:
         if self.one_node:   # nothing can be remote: no page is ever asked about
             return
         self.rounds += 1
+        begun = time.monotonic()
         for rec in self.recent.records():   # each judged on the snapshots closed since the last round
             seen = self.recent.seen[rec.target_id]
             fresh = min(seen - self._judged.get(rec.target_id, 0), len(rec.snapshots))
@@ -91,6 +93,7 @@ class NumaApplier:
             if fresh > 0:
                 rec.snapshots = rec.snapshots[-fresh:]
                 self._judge_and_move(rec)
+        self.round_s_max = max(self.round_s_max, time.monotonic() - begun)
 
     def _judge_and_move(self, rec) -> None:
         try:
@@ -107,7 +110,8 @@ class NumaApplier:
             self.errors.append(str(err))
 
     def summary(self) -> dict:
-        return {"one_node": self.one_node, "rounds": self.rounds, "quota_bytes_per_s": self.quota.bytes_per_s,
+        return {"one_node": self.one_node, "rounds": self.rounds, "round_s_max": self.round_s_max,
+                "quota_bytes_per_s": self.quota.bytes_per_s,
                 "moved_bytes": sum(m.moved_bytes for m in self.moves), "regions_moved": len(self.moves),
                 "reports_after": sum(m.reports_after for m in self.moves),
                 "local_after": sum(m.local_after for m in self.moves), "errors": self.errors[-5:]}
@@ -117,12 +121,13 @@ class NumaApplier:
         if self.one_node:
             return "--apply: nothing to move: this host has one NUMA node, every page is local"
         if not self.moves:
-            return (f"--apply: nothing moved in {self.rounds} rounds: no hot, old region was mostly accessed from "
-                    "a node its pages do not live on")
+            return (f"--apply: nothing moved in {self.rounds} rounds (longest {self.round_s_max:.2g} s): no hot, old "
+                    "region was mostly accessed from a node its pages do not live on")
         s = self.summary()
         weight = sum(m.moved_bytes for m in self.moves)
         before = sum(m.local_before * m.moved_bytes for m in self.moves) / weight
         after = (f"{s['local_after'] / s['reports_after']:.0%} of their {s['reports_after']:.0f} reports since"
                  if s["reports_after"] else "no reports in them since")
         return (f"--apply: moved {fmt_size(s['moved_bytes'])} in {len(self.moves)} regions; local accesses in "
-                f"them: {before:.0%} before the move (expected from the placement), {after}")
+                f"them: {before:.0%} before the move (expected from the placement), {after}; {self.rounds} rounds, "
+                f"the longest {self.round_s_max:.2g} s")
