@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 import click
 
-from cli.types import Duration, Microseconds, RingMegabytes
+from cli.types import Duration, Microseconds, RingMegabytes, parse_rate
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.layout import LAYOUT_MODES
 from damon_bpf.monitor import FilterSpec, MonitorConfig, RecordingSpec, SamplerSpec, TargetSpec
+from damon_bpf.recorder import Recorder
+from damon_bpf.reports.numa_live import NumaApplier
+from damon_bpf.reports.recent import RecentRecords
 from damon_bpf.samplers import SAMPLER_NAMES
 from damon_bpf.session import RunResult
 from damon_bpf.sources.host import SOURCE_ORDER
@@ -97,6 +101,45 @@ def region_options(func):
     for option in reversed(_REGION_OPTIONS):
         func = option(func)
     return func
+
+
+def apply_options(func):
+    """Decorate record and live with NUMA placement acted on during the run (report numa --apply's quota)."""
+    func = click.option("--quota", default="256MiB/s", show_default=True, metavar="RATE",
+                        help="With --apply: at most this many bytes moved per second.")(func)
+    return click.option("--apply", "do_apply", is_flag=True,
+                        help="Move regions worth moving to the NUMA node that accesses them (move_pages), every "
+                             "2 s as report numa --apply decides; the end says what moved and what turned local.")(func)
+
+
+def apply_quota(options: dict) -> float | None:
+    """--apply's quota in bytes per second (None without --apply), checked before anything starts."""
+    quota = parse_rate(options["quota"], "--quota")
+    return quota if options["do_apply"] else None
+
+
+def numa_applier(quota: float | None, recorder: Recorder, recent: RecentRecords | None = None) -> NumaApplier | None:
+    """With --apply: the applier, fed by ``recorder``'s snapshots (through ``recent``, made when not given)."""
+    if quota is None:
+        return None
+    if recent is None:
+        recent = RecentRecords(recorder.attrs)
+        recorder.listeners.append(recent.on_snapshot)
+    applier = NumaApplier(recent, quota)
+    recorder.listeners.append(applier.on_snapshot)
+    return applier
+
+
+def with_applier(on_tick: Callable[[int], None], applier: NumaApplier | None) -> Callable[[int], None]:
+    """``on_tick``, then --apply's round when one is due."""
+    if applier is None:
+        return on_tick
+
+    def tick(now_ns: int) -> None:
+        on_tick(now_ns)
+        applier.on_tick(now_ns)
+
+    return tick
 
 
 def recording_spec(options: dict) -> RecordingSpec:

@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from cli.options import exit_with_target_status, monitor_config, monitor_options, recording_spec, region_options
+from cli.options import (apply_options, apply_quota, exit_with_target_status, monitor_config, monitor_options,
+                         numa_applier, recording_spec, region_options, with_applier)
 from damon_bpf.dark import DarkWatch
 from damon_bpf.priority import PRIORITIES
 from damon_bpf.recorder import Recorder
@@ -57,15 +58,19 @@ def collector_priority_option(func):
 @monitor_options
 @region_options
 @collector_priority_option
+@apply_options
 @click.option("-o", "--output", default="damon.data", show_default=True, type=click.Path(dir_okay=False),
               help="Record file (zlib-compressed JSON in damo's schema, mode 0600).")
 def record(output: str, **options) -> None:
     """Record DAMON snapshots of a process: -p PID, or -- COMMAND ARGS..."""
     config = monitor_config(options, recording_spec(options))
+    quota = apply_quota(options)
     writer = RecordWriter(output)
     with writer.abandoned_on_error():
         monitor = Monitor(config, writer)
     recorder = monitor.recorder
+    assert recorder is not None   # a recording was configured
+    applier = numa_applier(quota, recorder)
     status = StatusLine(recorder, monitor.tracer)
     sampler = config.sampler.name if config.sampler.name != "none" else None
 
@@ -73,11 +78,13 @@ def record(output: str, **options) -> None:
         status.console.print(f"damon-bpf: note: {note}", soft_wrap=True, markup=False, highlight=False)
 
     recorder.listeners.append(DarkWatch(say, sampler).on_snapshot)
-    result = monitor.run(status.count, status.tick, status.live)
+    result = monitor.run(status.count, with_applier(status.tick, applier), status.live)
     snapshots = sum(s.snapshots for s in recorder.targets.values())
     click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} target(s), "
                f"written to {output}", err=True)
     click.echo(f"damon-bpf: {result.placement_line()}", err=True)
+    if applier is not None:
+        click.echo(f"damon-bpf: {applier.line()}", err=True)
     for line in result.advice(monitor.priority.applied or "normal"):
         click.echo(f"damon-bpf: {line}", err=True)
     exit_with_target_status(result, config)

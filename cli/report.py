@@ -10,8 +10,7 @@ import sys
 import click
 from rich.console import Console
 
-from cli.units import parse_rate, parse_size
-from cli.types import parse_size_bytes, parse_time_ns
+from cli.types import parse_rate, parse_size, parse_size_bytes, parse_time_ns
 from damon_bpf.errors import DamonBpfError, UsageError
 from damon_bpf.outputs import open_output_stream
 from damon_bpf.recordfile import read_record

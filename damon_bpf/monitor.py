@@ -162,7 +162,7 @@ class Monitor:
         # started with the targets, closed on every exit path, samplers before companions
         self.session = Session(self.tracer, self.targets, config.duration_s,
                                samplers=[*self.samplers, *self.companions])
-        self.recorder = self._recorder(writer) if config.recording is not None else None
+        self.recorder = self._recorder(config.recording, writer) if config.recording is not None else None
         # raised at the first tick, after a command started: neither it nor the samplers inherit it
         self.priority = CollectorPriority(config.collector_priority)
 
@@ -188,8 +188,7 @@ class Monitor:
         # kernel DAMON runs beside the page-fault view of the best fault source
         return Tracer("auto" if config.source == "damon" else config.source, filters, follow, config.ring_bytes)
 
-    def _recorder(self, writer: RecordWriter | None) -> Recorder:
-        recording = self.config.recording
+    def _recorder(self, recording: RecordingSpec, writer: RecordWriter | None) -> Recorder:
         if writer is not None:   # --source damon: kernel DAMON's snapshots go to the same file
             records = CompanionRecords(writer, recording.attrs)
             for companion in self.companions:

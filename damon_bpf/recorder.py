@@ -12,8 +12,10 @@ from typing import Callable
 import numpy as np
 
 from damon_bpf import __version__
+from damon_bpf.access import ACCESS_READ, ACCESS_UNKNOWN, ACCESS_WRITE
 from damon_bpf.core.aggregator import Aggregator
 from damon_bpf.core.attrs import MonitoringAttrs
+from damon_bpf.core.events import Kind
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.recordfile import RecordWriter, TargetRecord
 from damon_bpf.recordfile.sidefiles import SideFiles
@@ -28,6 +30,21 @@ CLOSE_LAG_NS = 2_000_000
 PROCESS_PERIOD_NS = 50_000_000   # half of DAMON's default aggregation interval
 
 SnapshotListener = Callable[[int, int, Snapshot], None]   # (target_id, pid, snapshot)
+
+# The BPF record's access kinds (bpf/access.h) as the core's Kind. They are the same numbers today, so a
+# batch passes unchanged; should the header ever renumber them, each batch's column is translated.
+_CORE_KIND = np.full(256, Kind.UNKNOWN, np.uint8)
+_CORE_KIND[ACCESS_READ], _CORE_KIND[ACCESS_WRITE] = Kind.READ, Kind.WRITE
+_SAME_KINDS = (ACCESS_READ, ACCESS_WRITE, ACCESS_UNKNOWN) == (Kind.READ, Kind.WRITE, Kind.UNKNOWN)
+
+
+def core_reports(records: np.ndarray, same_kinds: bool = _SAME_KINDS) -> np.ndarray:
+    """BPF access records (ACCESS_DTYPE) as the core's reports (core.events.REPORT_COLUMNS)."""
+    if same_kinds:
+        return records
+    adapted = records.copy()
+    adapted["write"] = _CORE_KIND[records["write"]]
+    return adapted
 
 
 @dataclass
@@ -120,7 +137,7 @@ class Recorder:
         if state.gone:
             self.unattributed += len(reports)
         else:
-            state.aggregator.feed(reports)
+            state.aggregator.feed(core_reports(reports))
 
     def on_tick(self, now_ns: int, lag_ns: int = CLOSE_LAG_NS, force: bool = False) -> None:
         # Batches are routed and intervals closed every PROCESS_PERIOD_NS, not every drain: per-call numpy

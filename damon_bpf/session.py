@@ -82,7 +82,7 @@ class RunResult:
                 "target saturates the CPUs; filters (--cpus, --tids, --write-only) cut the reports at the source."]
 
     def as_dict(self) -> dict:
-        extra = {"samplers": self.samplers} if self.samplers else {}
+        extra: dict = {"samplers": self.samplers} if self.samplers else {}
         extra.update({"following": self.following} if self.following else {})
         return {**self.accounting.as_dict(), "duration_s": self.elapsed_s, "events_per_s": self.events_per_s,
                 "cpu_s": self.cpu_s, "reason": self.reason, "exited": self.exited, "exit_status": self.exit_status,

@@ -102,3 +102,12 @@ def test_the_checks_catch_an_upward_import_and_a_cycle(tmp_path):
     assert upward_imports(edges) == ["damon_bpf.core.regions (layer 1) imports damon_bpf.sources.host (layer 2)"]
     assert cycles(edges) == ["damon_bpf.core.regions -> damon_bpf.sources.host -> damon_bpf.core.regions",
                              "damon_bpf.sources.host -> damon_bpf.core.regions -> damon_bpf.sources.host"]
+
+
+def test_the_core_defines_its_own_input_and_never_reads_the_bpf_record():
+    """The core consumes core.events' REPORT_COLUMNS and Kind; the BPF record (damon_bpf.access) is adapted
+    to them above it (recorder.core_reports), as the kernel's core.c knows no operation set's types."""
+    edges = graph()
+    reaching = sorted(f"{module} imports {target}" for module, targets in edges.items() for target in targets
+                      if layer(module) == layer("damon_bpf.core") and target.startswith("damon_bpf.access"))
+    assert not reaching, "\n".join(reaching)

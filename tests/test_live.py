@@ -429,3 +429,29 @@ def test_footer_says_where_the_reports_went():
     assert placement_parts(placement) == ["in regions 99.9%", "late 7", "after exit 3"]
     assert placement_parts({**placement, "late": 0, "unattributed": 0}) == ["in regions 100.0%"]
     assert placement_parts({k: 0 for k in placement}) == ["in regions 100.0%"]
+
+
+def test_answer_keys_show_dirty_rate_sharing_and_numa_from_the_live_aggregation(live_in_tmux):
+    """d, s and m put the offline reports' answers (reports.dirty_rate, sharing, numa over the last snapshots)
+    in the table's place; the key again brings the hottest regions back. With --apply on this one-node host
+    the end says plainly that there is nothing to move."""
+    run = live_in_tmux(120, 40, "--apply")
+    wait_screen(run, lambda s: elapsed(s) >= 3, timeout=12)
+    pid = run.info()["pid"]
+    run.tmux.key("d")
+    screen = wait_screen(run, lambda s: any("dirty rate per target" in line for line in s))
+    assert any(f"move first: target 0 (pid {pid})" in line for line in screen), "\n".join(screen)
+    assert any(re.search(rf"│\s+0\s+{pid}\s+\d", line) for line in screen), "\n".join(screen)
+    run.tmux.key("s")
+    screen = wait_screen(run, lambda s: any("threads sharing memory" in line for line in s))
+    assert any("suggested groups" in line for line in screen)
+    run.tmux.key("m")
+    screen = wait_screen(run, lambda s: any("NUMA placement" in line for line in s))
+    assert any(f"target 0 (pid {pid}): nothing to move: this host has one NUMA node" in line for line in screen)
+    run.tmux.key("m")
+    wait_screen(run, lambda s: any(" hottest regions · last" in line for line in s))
+    run.tmux.key("q")
+    rc, stty, stderr = run.finish()
+    assert_restored(run, rc, stty)
+    assert "--apply: nothing to move: this host has one NUMA node, every page is local" in stderr
+    assert "Traceback" not in stderr

@@ -173,3 +173,15 @@ def test_end_of_run_lines_say_where_reports_went_and_what_avoids_losses():
     (advice,) = result.advice("normal")
     assert "100 reports (10.0%) were lost" in advice and "--collector-priority rt" in advice and "--ring-mb" in advice
     assert RunResult("duration", 2.0, 0.5, Accounting(seen=5, delivered=5)).advice("rt") == []
+
+
+def test_bpf_kinds_become_the_cores_kinds_whether_or_not_the_numbers_agree():
+    from damon_bpf.access import ACCESS_READ, ACCESS_UNKNOWN
+    from damon_bpf.core.events import REPORT_COLUMNS, Kind
+    from damon_bpf.recorder import core_reports
+
+    batch = np.zeros(3, ACCESS_DTYPE)
+    batch["write"] = [ACCESS_READ, ACCESS_WRITE, ACCESS_UNKNOWN]
+    assert set(REPORT_COLUMNS) <= set(ACCESS_DTYPE.names)
+    for same in (True, False):   # False: the translation a renumbered header would take
+        assert core_reports(batch, same_kinds=same)["write"].tolist() == [Kind.READ, Kind.WRITE, Kind.UNKNOWN]

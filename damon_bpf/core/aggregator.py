@@ -81,7 +81,7 @@ class Aggregator:
     @regions.setter
     def regions(self, regs: R.Regions) -> None:
         self._regions = regs
-        self._index = None  # rebuilt on first use: regions change at most once per segment
+        self._index: RegionIndex | None = None  # rebuilt on first use: regions change at most once per segment
 
     @property
     def nr_regions(self) -> int:
@@ -110,7 +110,7 @@ class Aggregator:
             self._apply(self._ranges + fresh)
 
     def feed(self, events: np.ndarray) -> None:
-        """Buffer a batch of ACCESS_DTYPE records, in any time order."""
+        """Buffer a batch of reports (core.events.REPORT_COLUMNS), in any time order."""
         if len(events) == 0:
             return
         ev = Events.from_records(events, self.start_ns, self._sample_ns)
@@ -284,8 +284,8 @@ def _page_ranges(addr: np.ndarray, page: int, max_ranges: int) -> list[tuple[int
     must not cost a region per page it touched."""
     pages = np.unique(addr // np.uint64(page)).astype(np.int64)
     gaps = np.diff(pages)
-    cuts = np.argsort(gaps, kind="stable")[len(gaps) - (max_ranges - 1):] if max_ranges > 1 else []
-    cuts = np.sort(np.asarray(cuts, np.int64)[gaps[cuts] > 1]) if len(gaps) else np.empty(0, np.int64)
+    longest = np.argsort(gaps, kind="stable")[len(gaps) - (max_ranges - 1):] if max_ranges > 1 else np.empty(0, np.intp)
+    cuts = np.sort(np.asarray(longest, np.int64)[gaps[longest] > 1]) if len(gaps) else np.empty(0, np.int64)
     starts = pages[np.r_[0, cuts + 1]]
     ends = pages[np.r_[cuts, len(pages) - 1]] + 1
     return [(int(s) * page, int(e) * page) for s, e in zip(starts, ends)]

@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 
 import numpy as np
+
+
+class Kind(IntEnum):
+    """What a report's ``write`` column holds, as the core reads it (any other value counts as UNKNOWN)."""
+
+    READ = 0
+    WRITE = 1
+    UNKNOWN = 2   # the source cannot tell (perf-fault)
+
+
+# The core's input: a structured array with these columns (more are ignored); ``time_ns`` on CLOCK_MONOTONIC,
+# ``write`` a Kind. Sources adapt their records to it (damon_bpf.recorder.core_reports for the BPF record).
+REPORT_COLUMNS = ("addr", "time_ns", "cpu", "tid", "write")
 
 
 @dataclass
@@ -19,7 +33,7 @@ class Events:
 
     @classmethod
     def from_records(cls, records: np.ndarray, start_ns: int, sample_ns: int) -> "Events":
-        """Columns of ACCESS_DTYPE ``records``; times before ``start_ns`` get negative samples."""
+        """The REPORT_COLUMNS of ``records``; times before ``start_ns`` get negative samples."""
         rel = records["time_ns"].astype(np.int64) - np.int64(start_ns)
         return cls(
             np.ascontiguousarray(records["addr"], np.uint64),
@@ -32,7 +46,7 @@ class Events:
     def __len__(self) -> int:
         return len(self.addr)
 
-    def take(self, which: np.ndarray) -> "Events":
+    def take(self, which: np.ndarray | slice) -> "Events":
         """The reports selected by a boolean mask, an index array or a slice."""
         return Events(self.addr[which], self.sample[which], self.cpu[which], self.tid[which], self.write[which])
 

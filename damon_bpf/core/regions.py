@@ -29,7 +29,8 @@ class Regions:
     counts: np.ndarray
 
     @classmethod
-    def from_bounds(cls, start: Sequence[int], end: Sequence[int], rows: int = 0) -> "Regions":
+    def from_bounds(cls, start: Sequence[int] | np.ndarray, end: Sequence[int] | np.ndarray,
+                    rows: int = 0) -> "Regions":
         """Fresh regions: every counter zero."""
         n = len(start)
         zeros = np.zeros(n, np.int64)

@@ -13,7 +13,7 @@ from rich.console import RenderableType
 from rich.layout import Layout
 from rich.text import Text
 
-from damon_bpf.live.views import VIEWS, View
+from damon_bpf.live.views import ANSWER_HINTS, VIEWS, View
 from damon_bpf.session import cpu_seconds
 
 SIDE_BY_SIDE_COLS = 150  # from this width the table goes beside the heatmap
@@ -47,12 +47,18 @@ def compose(header: Text, heat: RenderableType, table: RenderableType, footer: T
     return root
 
 
-def header(view: View, pid: int | None, comm: str, target: str, paused: bool, width: int) -> Text:
+def header(view: View, pid: int | None, comm: str, target: str, paused: bool, width: int,
+           answer: str | None = None, answers: bool = False) -> Text:
     """Target on the left, keys on the right; the target's part is what gets cut to fit."""
     keys = Text(no_wrap=True)
     for v in VIEWS.values():  # the view on screen is highlighted
         keys.append(f" {v.key}", style="bold")
         keys.append(f" {v.hint}", style="reverse" if v is view else None)
+    if answers:
+        keys.append(" │")
+        for key, hint in ANSWER_HINTS.items():   # and the answer shown in the table's place
+            keys.append(f" {key}", style="bold")
+            keys.append(f" {hint}", style="reverse" if key == answer else None)
     keys.append(" │ p", style="bold")
     keys.append(" pause" if not paused else " PAUSED", style="bold reverse red" if paused else None)
     keys.append(" q", style="bold")

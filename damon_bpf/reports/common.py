@@ -43,7 +43,7 @@ def in_time(rec: TargetRecord, time_range: tuple[int, int] | None) -> list[Snaps
     return [s for s in rec.snapshots if s.end_ns > lo and s.start_ns < hi]
 
 
-def bin_masses(start: np.ndarray, end: np.ndarray, mass: np.ndarray,
+def bin_masses(start: np.ndarray, end: np.ndarray, mass: np.ndarray | list[np.ndarray],
                lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """How much of each region's mass falls in each bin ``[lo[k], hi[k])``, for K quantities.
 

@@ -169,8 +169,8 @@ def headline(report: DirtyRate) -> str:
     m = best.migration
     if m is None:
         return f"move first: {who}, lowest dirty rate {fmt_size(best.mean)}/s"
-    if not m.converges:
-        return f"no target converges at {fmt_size(report.bandwidth)}/s; lowest dirty rate: {who}"
+    if not m.converges:   # a migration is estimated only with a bandwidth
+        return f"no target converges at {fmt_size(report.bandwidth or 0)}/s; lowest dirty rate: {who}"
     return f"move first: {who}, {m.rounds} rounds, {m.total_s:.3g} s, {m.downtime_s * 1e3:.3g} ms paused"
 
 

@@ -199,7 +199,8 @@ def knob_problem(paths: NumaPaths) -> str | None:
         try:
             path.write_text(path.read_text().strip())
         except OSError as err:
-            return f"{path} {'is missing' if isinstance(err, FileNotFoundError) else 'refuses: ' + err.strerror}"
+            why = "is missing" if isinstance(err, FileNotFoundError) else f"refuses: {err.strerror or err}"
+            return f"{path} {why}"
     return None
 
 

@@ -357,6 +357,7 @@ class Targets:
                 self._gone(tgid, self._removed_ns[tgid])
 
     def _launcher_gone(self, tracer) -> None:
+        assert self.process is not None   # called only for the command we launched
         pid, returncode = self.process.pid, self.process.returncode
         tracer.remove_target(pid)   # reaped: its pid is free for reuse from now on
         self._leaderless.pop(pid, None)

@@ -155,7 +155,8 @@ def write_png(maps: Sequence[Heatmap], path, scale: str = "log", image_format: s
     from matplotlib.figure import Figure
 
     vmax = shared_max(maps) or 1.0
-    norm = (LogNorm(vmin=vmax / 10 ** LOG_DECADES, vmax=vmax) if scale == "log"
+    vmin = vmax / 10 ** LOG_DECADES
+    norm = (LogNorm(vmin=vmin, vmax=vmax) if scale == "log"
             else Normalize(vmin=0, vmax=vmax))
     inferno = colormaps["inferno"]
     # zero heat (under a log norm) darkest, not blank; not monitored light grey
@@ -166,7 +167,7 @@ def write_png(maps: Sequence[Heatmap], path, scale: str = "log", image_format: s
     for ax, hm in zip(axes, maps):
         t = (hm.time_edges_ns - hm.origin_ns) / 1e9
         # LogNorm treats 0 as invalid (drawn like "not monitored"); push it under vmin instead.
-        shown = np.where(hm.grid == 0, norm.vmin / 10 if scale == "log" else 0, hm.grid)
+        shown = np.where(hm.grid == 0, vmin / 10 if scale == "log" else 0, hm.grid)
         image = ax.imshow(np.ma.masked_invalid(shown), origin="lower", aspect="auto",
                           cmap=cmap, norm=norm, interpolation="nearest",
                           extent=(t[0], t[-1], 0, hm.axis.rows))
