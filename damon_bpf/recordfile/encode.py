@@ -29,7 +29,7 @@ def _check_snapshot(s: Snapshot) -> None:
     n = len(s.start)
     arrays = [s.end, s.nr_accesses, s.age, s.nr_reports, s.writes, s.reads,
               *s.by_cpu.values(), *s.by_tid.values()]
-    if any(len(a) != n for a in arrays):
+    if any(len(a) != n for a in arrays) or (s.mappings is not None and len(s.mappings) != n):
         raise ValueError("snapshot arrays differ in length")
     if not 0 <= s.start_ns <= s.end_ns <= MAX_NS:
         raise ValueError(f"snapshot time [{s.start_ns}, {s.end_ns}] is not a valid interval")
@@ -50,13 +50,15 @@ def _snapshot_json(s: Snapshot, aggr_us: int) -> str:
     n = len(s.start)
     cpus = _attribution_json(s.by_cpu, s.by_cpu, n)
     tids = _attribution_json(s.by_tid, s.by_tid, n)
+    maps = ([""] * n if s.mappings is None
+            else [',"maps":' + json.dumps([list(m) for m in per], separators=(",", ":")) for per in s.mappings])
     cols = (np.asarray(a).tolist() for a in (s.start, s.end, s.nr_accesses, s.age, s.nr_reports,
                                             s.writes, s.reads))
     regions = ",".join(
         f'{{"start":{a},"end":{b},"nr_accesses":{{"samples":{n_acc}}},'
         f'"age":{{"usec":{age * aggr_us},"aggr_intervals":{age}}},'
-        f'"damon_bpf":{{"reports":{rep},"writes":{w},"reads":{r},"cpus":{c},"tids":{t}}}}}'
-        for a, b, n_acc, age, rep, w, r, c, t in zip(*cols, cpus, tids))
+        f'"damon_bpf":{{"reports":{rep},"writes":{w},"reads":{r},"cpus":{c},"tids":{t}{m}}}}}'
+        for a, b, n_acc, age, rep, w, r, c, t, m in zip(*cols, cpus, tids, maps))
     return f'{{"start_time":{int(s.start_ns)},"end_time":{int(s.end_ns)},"regions":[{regions}]}}'
 
 

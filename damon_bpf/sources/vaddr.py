@@ -6,11 +6,18 @@ from __future__ import annotations
 from typing import Callable
 
 from damon_bpf.core.layout import LAYOUT_MODES, Range, all_mappings, three_regions
+from damon_bpf.core.mappings import Mapping
 from damon_bpf.errors import HostError, TargetError, UsageError
 
 
 def parse_maps(text: str) -> list[Range]:
-    """Mappings ``(start, end)`` of /proc/PID/maps text, in address order, without [vsyscall].
+    """Mappings ``(start, end)`` of /proc/PID/maps text, in address order, without [vsyscall]."""
+    return [(m.start, m.end) for m in parse_named_maps(text)]
+
+
+def parse_named_maps(text: str) -> list[Mapping]:
+    """Mappings ``(start, end, name)`` of /proc/PID/maps text, in address order, without [vsyscall].
+    The name is the line's path field as the kernel wrote it ("" for anonymous memory).
 
     [vsyscall] is a fixed kernel page at the top of the address space, not a VMA of the process;
     DAMON never sees it, and keeping it would make the gap below it the largest one.
@@ -23,13 +30,13 @@ def parse_maps(text: str) -> list[Range]:
         if len(parts) == 6 and parts[5].strip() == "[vsyscall]":
             continue
         start, _, end = parts[0].partition("-")
-        mappings.append((int(start, 16), int(end, 16)))
+        mappings.append(Mapping(int(start, 16), int(end, 16), parts[5].strip() if len(parts) == 6 else ""))
     mappings.sort()
     return mappings
 
 
-def read_maps(pid: int) -> list[Range]:
-    """The mappings of process ``pid``; TargetError if it is gone (or has no address space)."""
+def read_maps(pid: int) -> list[Mapping]:
+    """The mappings of process ``pid`` with their names; TargetError if it is gone (or has no address space)."""
     path = f"/proc/{pid}/maps"
     try:
         with open(path) as f:
@@ -38,17 +45,24 @@ def read_maps(pid: int) -> list[Range]:
         raise TargetError(f"process {pid} is gone ({path} does not exist)") from None
     except PermissionError:
         raise HostError(f"cannot read {path}: permission denied (run as root or as the target's user)") from None
-    mappings = parse_maps(text)
+    mappings = parse_named_maps(text)
     if not mappings:
         # An exiting (zombie) process or a kernel thread: nothing left to monitor.
         raise TargetError(f"process {pid} has no memory mappings (it exited or is a kernel thread)")
     return mappings
 
 
-def layout_for(pid: int, mode: str = "damon") -> Callable[[], list[Range]]:
-    """A zero-argument callable giving the current ranges to monitor of ``pid``."""
-    if mode == "damon":
-        return lambda: three_regions(read_maps(pid))
-    if mode == "all-mappings":
-        return lambda: all_mappings(read_maps(pid))
-    raise UsageError(f"unknown layout mode {mode!r}; choose one of: {', '.join(LAYOUT_MODES)}")
+def layout_for(pid: int, mode: str = "damon",
+               on_maps: Callable[[list[Mapping]], None] | None = None) -> Callable[[], list[Range]]:
+    """A zero-argument callable giving the current ranges to monitor of ``pid``; ``on_maps`` is handed
+    the named mappings of each read (the recorder names regions by them)."""
+    if mode not in LAYOUT_MODES:
+        raise UsageError(f"unknown layout mode {mode!r}; choose one of: {', '.join(LAYOUT_MODES)}")
+    rule = three_regions if mode == "damon" else all_mappings
+
+    def layout() -> list[Range]:
+        mappings = read_maps(pid)
+        if on_maps is not None:
+            on_maps(mappings)
+        return rule([(m.start, m.end) for m in mappings])
+    return layout
