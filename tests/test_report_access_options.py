@@ -1,0 +1,118 @@
+"""`report access`: the hottest snapshot by default, damo's sort / filter / style / raw options, mappings, who."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from cli.main import cli
+from damon_bpf.recordfile import write_record
+from damon_bpf.reports import access
+from test_reports import A, KiB, MiB, plain, record, snap
+
+REGIONS = [  # size, nr_accesses (of 20), age
+    {"start": A, "end": A + 4 * KiB, "acc": 20, "age": 3, "rep": 9, "w": 3, "r": 6},
+    {"start": A + 4 * KiB, "end": A + MiB, "acc": 0, "age": 50},
+    {"start": A + MiB, "end": A + 3 * MiB, "acc": 5, "age": 10, "rep": 4, "w": 4},
+    {"start": A + 3 * MiB, "end": A + 4 * MiB, "acc": 0, "age": 5},
+]
+
+
+def records():
+    quiet = [dict(r, acc=0, rep=0, w=0, r=0) for r in REGIONS]
+    recs = record([snap(0, quiet), snap(1, REGIONS), snap(2, quiet)])
+    recs[0].snapshots[1].mappings = [[("/usr/lib/libc.so.6", "file")], [("", "anon")],
+                                     [("[heap]", "heap")], [("[heap]", "heap"), ("", "anon")]]
+    recs[0].meta["target"] = {"comm": "myprog", "ppid": 7}
+    return recs
+
+
+def run(tmp_path, *args):
+    path = tmp_path / "d.data"
+    write_record(str(path), records())
+    return CliRunner().invoke(cli, ["report", "access", "-i", str(path), *args])
+
+
+def test_the_hottest_snapshot_is_the_default_not_the_idle_last(tmp_path):
+    assert access.hottest_snapshot(records()[0]) == 1
+    out = json.loads(run(tmp_path, "--json").output)
+    assert out["snapshot"] == 1 and out["accessed_size"] == 4 * KiB + 2 * MiB
+    assert json.loads(run(tmp_path, "--json", "--snapshot", "last").output)["snapshot"] == 2
+    assert json.loads(run(tmp_path, "--json", "--snapshot", "0").output)["snapshot"] == 0
+
+
+def test_an_idle_record_shows_its_last_snapshot():
+    recs = record([snap(i, [dict(REGIONS[1], acc=0)]) for i in range(3)])
+    assert access.hottest_snapshot(recs[0]) == -1
+
+
+def test_the_process_and_each_regions_mappings_are_named(tmp_path):
+    result = run(tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "target 0 (pid 99 myprog, parent 7)" in result.output
+    assert "libc.so.6" in result.output and "[heap] +1" in result.output
+    out = json.loads(run(tmp_path, "--json").output)
+    assert out["comm"] == "myprog" and out["ppid"] == 7
+    assert out["regions"][3]["mappings"] == [{"name": "[heap]", "kind": "heap"}, {"name": "", "kind": "anon"}]
+
+
+def test_group_by_mapping_sums_the_regions_of_each(tmp_path):
+    out = json.loads(run(tmp_path, "--group", "mapping", "--json").output)
+    first = out["mappings"][0]
+    assert first["mappings"] == [{"name": "/usr/lib/libc.so.6", "kind": "file"}] and first["reports"] == 9
+    heap = [g for g in out["mappings"] if g["mappings"] == [{"name": "[heap]", "kind": "heap"}]][0]
+    assert heap["size"] == 2 * MiB and heap["writes"] == 4 and heap["nr_regions"] == 1
+
+
+def sizes(tmp_path, *args):
+    return [r["size"] for r in json.loads(run(tmp_path, "--json", *args).output)["regions"]]
+
+
+def test_sort_by_damos_keys(tmp_path):
+    assert sizes(tmp_path, "--sort-regions-by", "size") == [4 * KiB, MiB - 4 * KiB, MiB, 2 * MiB]
+    assert sizes(tmp_path, "--sort_regions_by", "size", "--sort_regions_dsc", "size") == [
+        2 * MiB, MiB, MiB - 4 * KiB, 4 * KiB]
+    assert sizes(tmp_path, "--sort-regions-by", "age", "--sort-regions-dsc", "all") == [
+        MiB - 4 * KiB, 2 * MiB, MiB, 4 * KiB]
+    # the last key orders first, the earlier keys break its ties (damo's successive stable sorts)
+    assert sizes(tmp_path, "--sort-regions-by", "size", "--sort-regions-by", "access_rate") == [
+        MiB - 4 * KiB, MiB, 2 * MiB, 4 * KiB]
+
+
+def test_hot_and_cold_styles(tmp_path):
+    # damo's temperature (weights 0, 100, 100): an accessed region's age counts for it (in us, so it dominates
+    # the percent), an idle one's against it
+    assert sizes(tmp_path, "--style", "hot") == [2 * MiB, 4 * KiB, MiB, MiB - 4 * KiB]
+    assert sizes(tmp_path, "--style", "cold") == [MiB - 4 * KiB, MiB, 4 * KiB, 2 * MiB]
+
+
+def test_region_filters(tmp_path):
+    assert sizes(tmp_path, "--sz-region", "1MiB", "max") == [MiB, 2 * MiB] or \
+        sizes(tmp_path, "--sz-region", "1MiB", "max") == [2 * MiB, MiB]
+    assert sizes(tmp_path, "--access-rate", "50%", "max") == [4 * KiB]
+    assert sizes(tmp_path, "--access-rate", "min", "0") == [MiB - 4 * KiB, MiB]
+    assert sizes(tmp_path, "--age", "1s", "max") == [MiB - 4 * KiB, 2 * MiB]   # 50 and 10 aggregations of 100 ms
+    assert sizes(tmp_path, "--address", hex(A + MiB), hex(A + MiB + 1), "--address", "0", hex(A + 1)) == [
+        4 * KiB, 2 * MiB]
+
+
+def test_raw_numbers(tmp_path):
+    out = run(tmp_path, "--raw-number").output
+    assert str(A) in out and str(2 * MiB) in out and "MiB" not in out
+
+
+def test_bad_options_are_one_line(tmp_path):
+    for args in (["--snapshot", "warmest"], ["--sz-region", "big", "max"], ["--access-rate", "x", "1"],
+                 ["--age", "soon", "max"], ["--address", "5", "1"]):
+        result = run(tmp_path, *args)
+        assert result.exit_code != 0 and "Traceback" not in result.output
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("damon-bpf: error:"), (args, result.output)
+
+
+def test_table_fits_80_columns():
+    rep = access.access(records(), 1)
+    text = plain(access.table(rep, bar=False))
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "0x7f0000000000" in text
