@@ -116,3 +116,35 @@ def test_table_fits_80_columns():
     text = plain(access.table(rep, bar=False))
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "0x7f0000000000" in text
+
+
+# ------------------------------------------------------------------------------------ breakdown
+
+def test_breakdown_json_counts_are_integers_and_regions_name_their_mappings():
+    from damon_bpf.reports import breakdown
+    from test_reports import snap as make
+    early = make(0, [{"start": A, "end": A + 3 * 4096, "rep": 10, "w": 3, "r": 7, "acc": 4}])
+    late = make(1, [{"start": A, "end": A + 4096}, {"start": A + 4096, "end": A + 3 * 4096}])
+    late.mappings = [[("/bin/x", "file")], [("[heap]", "heap")]]
+    recs = record([early, late])
+    recs[0].meta["target"] = {"comm": "x", "ppid": 1}
+    out = breakdown.to_json(breakdown.breakdown(recs, top=5))
+    counts = [r[k] for r in out["regions"] for k in ("reports", "reads", "writes")]
+    assert all(type(c) is int for c in counts) and sorted(r["reports"] for r in out["regions"]) == [3, 7]
+    assert {r["mappings"][0]["name"] for r in out["regions"]} == {"/bin/x", "[heap]"}
+    assert (out["comm"], out["ppid"]) == ("x", 1)
+
+
+def test_breakdown_threads_are_not_cut_at_80_columns():
+    from rich.console import Console
+    from damon_bpf.reports import breakdown
+    from test_reports import snap as make
+    tids = {1000001 + i: 10 - i for i in range(5)}
+    recs = record([make(0, [{"start": A, "end": A + MiB, "rep": 40, "acc": 3, "tids": tids,
+                             "cpus": {0: 20, 1: 20}}])])
+    console = Console(width=80, color_system=None, record=True)
+    console.print(breakdown.table(breakdown.breakdown(recs)))
+    text = console.export_text()
+    assert "…" not in text and max(map(len, text.splitlines())) <= 80
+    for tid in list(tids)[:3]:
+        assert str(tid) in text.replace("\n", "").replace(" ", "") or str(tid) in text
