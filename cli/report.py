@@ -120,17 +120,22 @@ def report() -> None:
 @click.option("--cell", type=click.Choice(heatmap_mod.CELLS), default="mean", show_default=True,
               help="A cell's heat: its mean rate (as damo), or the hottest of ~8 finer rows it covers "
                    "(max: a small hot spot keeps its colour in a big cell, as live shows it).")
-def heatmap(input_path, target_id, resol, address_range, time_range, output, by, scale, cell) -> None:
-    """When which addresses were how often accessed (time on x, address on y)."""
+@click.option("--json", "as_json", is_flag=True, help="Print the grid as JSON (rows with their mappings, columns).")
+def heatmap(input_path, target_id, resol, address_range, time_range, output, by, scale, cell, as_json) -> None:
+    """When which addresses were how often accessed (time on x, address on y; the mappings beside)."""
     records = read_record(input_path)
     addr, times = _address_range(address_range), _time_range(time_range)
+    if as_json:
+        _json_out(heatmap_mod.to_json(heatmap_mod.heatmaps(records, by, resol or (30, 80), addr, times, target_id,
+                                                           cell)))
+        return
     if output not in ("stdout", "raw"):
         _to_image(records, output, by, resol or (300, 500), addr, times, target_id, scale, cell)
         click.echo(f"wrote {output}")
         return
     console = Console()
     if resol is None:
-        resol = (30, max(10, console.width - _LABEL_COLS - 1))
+        resol = (30, max(10, console.width - _LABEL_COLS - heatmap_mod.MAPPING_COLS - 1))
     maps = heatmap_mod.heatmaps(records, by, resol, addr, times, target_id, cell)
     if output == "raw":
         click.echo("\n\n".join(heatmap_mod.raw_text(m) for m in maps))

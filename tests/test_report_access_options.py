@@ -148,3 +148,53 @@ def test_breakdown_threads_are_not_cut_at_80_columns():
     assert "…" not in text and max(map(len, text.splitlines())) <= 80
     for tid in list(tids)[:3]:
         assert str(tid) in text.replace("\n", "").replace(" ", "") or str(tid) in text
+
+
+# ------------------------------------------------------------------------------------ heatmap
+
+def far_apart():
+    """Two hot spots 100 TiB apart (a heap and a stack), each region named by its mapping."""
+    far = A + 100 * (1 << 40)
+    regions = [{"start": A, "end": A + MiB, "acc": 10, "rep": 5}, {"start": A + MiB, "end": far, "acc": 0},
+               {"start": far, "end": far + MiB, "acc": 20, "rep": 5}]
+    snaps = [snap(i, regions) for i in range(5)]
+    for s in snaps:
+        s.mappings = [[("[heap]", "heap")], [], [("[stack]", "stack")]]
+    return record(snaps)
+
+
+def test_a_heatmap_of_few_rows_still_skips_the_gaps():
+    from damon_bpf.reports import heatmap
+    for rows in (3, 4, 10):
+        hm = heatmap.heatmap(far_apart(), (rows, 20))
+        assert hm.axis.breaks, rows
+        assert hm.axis.hi[-1] - hm.axis.lo[0] - sum(h - lo for lo, h in zip(hm.axis.lo, hm.axis.hi)) > 99 << 40
+        assert sum(h - lo for lo, h in zip(hm.axis.lo, hm.axis.hi)) < 1 << 30
+
+
+def test_heatmap_rows_are_labelled_by_mapping_and_json(tmp_path):
+    from damon_bpf.reports import heatmap
+    hm = heatmap.heatmap(far_apart(), (10, 20))
+    assert hm.axis.names[0] == "[heap]" and hm.axis.names[-1] == "[stack]"
+    text = plain(heatmap.render([hm], color=False))
+    assert "[heap]" in text and "[stack]" in text
+    path = tmp_path / "d.data"
+    write_record(str(path), far_apart())
+    result = CliRunner().invoke(cli, ["report", "heatmap", "-i", str(path), "--json", "--resol", "10", "20"])
+    out = json.loads(result.output)
+    assert out["rows"][0]["mapping"] == "[heap]" and out["gap_before_rows"]
+    grid = out["panels"][0]["grid"]
+    assert len(grid) == len(out["rows"]) and len(grid[0]) == len(out["time_edges_ns"]) - 1
+    assert max(v for row in grid for v in row if v is not None) == 200.0
+    png = tmp_path / "h.png"
+    assert CliRunner().invoke(cli, ["report", "heatmap", "-i", str(path), "--output", str(png)]).exit_code == 0
+    assert png.stat().st_size > 1000
+
+
+def test_an_old_record_without_mappings_draws_as_before():
+    from damon_bpf.reports import heatmap
+    recs = far_apart()
+    for s in recs[0].snapshots:
+        s.mappings = None
+    hm = heatmap.heatmap(recs, (10, 20))
+    assert hm.axis.names is None and "[heap]" not in plain(heatmap.render([hm], color=False))

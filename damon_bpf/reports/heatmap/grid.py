@@ -12,8 +12,8 @@ import numpy as np
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import UsageError
 from damon_bpf.recordfile import TargetRecord
-from damon_bpf.reports.common import bin_masses, in_time, select_target
-from damon_bpf.reports.heatmap.axis import AddressAxis, auto_axis, linear_axis, time_edges
+from damon_bpf.reports.common import bin_masses, comm_of, in_time, ppid_of, process_line, select_target
+from damon_bpf.reports.heatmap.axis import AddressAxis, auto_axis, linear_axis, mapping_names, time_edges
 
 MAX_PANELS = 8  # --by cpu/tid: the busiest ones; more would be unreadable side by side
 
@@ -31,6 +31,12 @@ class Heatmap:
     origin_ns: int  # the record's first snapshot start; times are shown relative to it
     target_id: int
     pid: int | None
+    comm: str | None = None
+    ppid: int | None = None
+
+    @property
+    def who(self) -> str:
+        return process_line(self.target_id, self.pid, self.comm, self.ppid)
 
 
 @dataclass
@@ -103,6 +109,7 @@ def mean_heatmaps(records: list[TargetRecord], by: str | None, resol: tuple[int,
     snaps = in_time(rec, rel)
     axis = (linear_axis(*address_range, rows) if address_range is not None
             else auto_axis(snaps, rows))
+    axis.names = mapping_names(snaps, axis)
     panels = _panels(rec, snaps, by)
     return [Heatmap(p.name, p.unit, grid, axis, edges, rec.snapshots[0].start_ns, rec.target_id,
-                    rec.pid) for p, grid in zip(panels, _grids(snaps, panels, axis, edges))]
+                    rec.pid, comm_of(rec), ppid_of(rec)) for p, grid in zip(panels, _grids(snaps, panels, axis, edges))]
