@@ -146,13 +146,19 @@ def heatmap(input_path, target_id, resol, address_range, time_range, output, by,
 
 
 def _to_image(records, path, by, resol, addr, times, target_id, scale, cell) -> None:
+    _image(path, "heatmap image", lambda stream, image_format: heatmap_mod.to_png(
+        records, stream, by, resol, addr, times, target_id, scale, cell, image_format))
+
+
+def _image(path: str, what: str, draw) -> None:
+    """``draw(stream, format)`` into ``path`` (0600, no planted links), its format from its name."""
     from matplotlib.backend_bases import FigureCanvasBase
     image_format = os.path.splitext(path)[1][1:].lower()
     if image_format not in FigureCanvasBase.get_supported_filetypes():
         raise UsageError(f"cannot draw {path}: use an image name ending in .png, .svg or .pdf")
     try:
-        with open_output_stream(path, "heatmap image") as stream:   # 0600, no planted links
-            heatmap_mod.to_png(records, stream, by, resol, addr, times, target_id, scale, cell, image_format)
+        with open_output_stream(path, what) as stream:
+            draw(stream, image_format)
     except OSError as err:
         raise DamonBpfError(f"cannot write {path}: {err.strerror or err}") from None
 
@@ -263,11 +269,17 @@ def access(input_path, target_id, snapshot, group, sort_by, descending, style, s
 @click.option("--write", is_flag=True, help="Dirty set (regions written) and write rate.")
 @click.option("--skip", type=click.IntRange(0), default=0, show_default=True, metavar="N",
               help="Leave out the first N snapshots (damo's --exclude_samples; damo skips 20).")
+@click.option("--output", metavar="FILE", help="Also draw the sizes over time (with RSS and PSS) into an image "
+                                               "(.png/.svg/.pdf).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def wss(input_path, target_id, write, skip, as_json) -> None:
-    """Working-set size over time, as percentiles."""
+def wss(input_path, target_id, write, skip, output, as_json) -> None:
+    """Working-set size over time, as percentiles, beside the process's RSS and PSS."""
     result = wss_mod.wss(read_record(input_path), target_id, write=write, skip=skip)
+    if output:
+        _image(output, "wss plot", lambda stream, image_format: wss_mod.write_plot(result, stream, image_format))
     _show(wss_mod, result, as_json)
+    if output and not as_json:
+        click.echo(f"wrote {output}")
 
 
 @report.command()

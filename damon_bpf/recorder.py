@@ -20,7 +20,7 @@ from damon_bpf.recordfile import RecordWriter, TargetRecord
 from damon_bpf.session import RunResult
 from damon_bpf.sources.numa import cpu_nodes_meta
 from damon_bpf.sources.targets import is_alive
-from damon_bpf.sources.vaddr import layout_for
+from damon_bpf.sources.vaddr import Footprint, layout_for
 
 # The session's tick time is when its last drain began, so every report before it has been read,
 # except one a producer was still writing at that instant (microseconds): a small margin covers it.
@@ -70,6 +70,7 @@ class TargetState:
     last_regions: int = 0
     meta: dict = field(default_factory=dict)   # born_ns, comm, ppid, layout
     maps: MapsSeen = field(default_factory=MapsSeen)
+    footprint: Footprint | None = None
 
 
 @dataclass
@@ -102,7 +103,8 @@ class Recorder:
             aggregator = Aggregator(self.attrs, layout_for(pid, self.regions_mode, maps.on_maps), start_ns,
                                     self.seed)
             state = self.targets[pid] = TargetState(len(self.targets), pid, aggregator,
-                                                    meta={"born_ns": start_ns}, maps=maps)
+                                                    meta={"born_ns": start_ns}, maps=maps,
+                                                    footprint=Footprint(pid))
             if self.writer is not None:
                 self.writer.add_target(TargetRecord(state.target_id, pid, self.attrs.sample_interval_us,
                                                     self.attrs.aggr_interval_us, self.attrs.update_interval_us,
@@ -188,8 +190,10 @@ class Recorder:
             return
         state.snapshots += len(snapshots)
         state.last_regions = snapshots[-1].nr_regions
+        footprint = state.footprint.latest(time.monotonic_ns()) if state.footprint else None
         for snapshot in snapshots:
             state.maps.name(snapshot)
+            snapshot.footprint = footprint
         if self.writer is not None:
             self.writer.add_snapshots(state.target_id, snapshots)
         for listener in self.listeners:

@@ -49,6 +49,16 @@ def test_regions_inside_each_mapping_carry_its_name_and_kind(mapgen_record, part
     assert named >= 5 and reported > 100
 
 
+def test_every_snapshot_carries_the_process_rss_and_pss(mapgen_record):
+    out, _, _ = mapgen_record
+    rec = read_record(str(out))[0]
+    footprints = [s.footprint for s in rec.snapshots]
+    assert all(f is not None for f in footprints)
+    # mapgen's three 8 MiB areas are resident while it touches them
+    assert max(rss for rss, _ in footprints) >= 16 << 20
+    assert all(rss >= pss > 0 for rss, pss in footprints)
+
+
 def test_report_access_json_and_groups_name_the_mappings(mapgen_record):
     out, truth, data_file = mapgen_record
     result = subprocess.run([DAMON_BPF, "report", "access", "-i", str(out), "--json"], capture_output=True,

@@ -198,3 +198,45 @@ def test_an_old_record_without_mappings_draws_as_before():
         s.mappings = None
     hm = heatmap.heatmap(recs, (10, 20))
     assert hm.axis.names is None and "[heap]" not in plain(heatmap.render([hm], color=False))
+
+
+# ------------------------------------------------------------------------------------ wss beside RSS/PSS
+
+def test_footprint_is_read_and_rate_limited():
+    import os
+
+    from damon_bpf.sources.vaddr import FOOTPRINT_PERIOD_NS, Footprint, read_footprint
+    rss, pss = read_footprint(os.getpid())
+    assert rss >= pss > 0 and rss % 1024 == 0
+    reader = Footprint(os.getpid())
+    first = reader.latest(10**12)
+    assert first is not None
+    reader.value = (1, 1)   # a read within the period answers the last reading without reading again
+    assert reader.latest(10**12 + FOOTPRINT_PERIOD_NS // 2) == (1, 1)
+    assert reader.latest(10**12 + 100 * FOOTPRINT_PERIOD_NS) != (1, 1)   # later than the budget wait too
+    gone = Footprint(2**22 + 1)   # above pid_max's default: no such process
+    assert gone.latest(0) is None
+
+
+def test_wss_shows_rss_and_pss_and_plots(tmp_path):
+    recs = far_apart()
+    for i, s in enumerate(recs[0].snapshots):
+        s.footprint = (4 * MiB * (i + 1), 2 * MiB * (i + 1))
+    path = tmp_path / "d.data"
+    write_record(str(path), recs)
+    out = json.loads(CliRunner().invoke(cli, ["report", "wss", "-i", str(path), "--json"]).output)
+    assert out["rss"] == [4 * MiB * (i + 1) for i in range(5)] and out["pss"][0] == 2 * MiB
+    assert out["rss_percentiles"]["100"] == 20 * MiB
+    png = tmp_path / "w.png"
+    result = CliRunner().invoke(cli, ["report", "wss", "-i", str(path), "--output", str(png)])
+    assert result.exit_code == 0 and "RSS" in result.output and "PSS" in result.output
+    assert png.read_bytes()[:4] == b"\x89PNG" and (png.stat().st_mode & 0o777) == 0o600
+    bad = CliRunner().invoke(cli, ["report", "wss", "-i", str(path), "--output", str(tmp_path / "w.txt")])
+    assert bad.exit_code != 0 and bad.output.startswith("damon-bpf: error:")
+
+
+def test_wss_of_a_record_without_footprints_has_no_rss_columns(tmp_path):
+    path = tmp_path / "d.data"
+    write_record(str(path), far_apart())
+    out = CliRunner().invoke(cli, ["report", "wss", "-i", str(path)]).output
+    assert "RSS" not in out

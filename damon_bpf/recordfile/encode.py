@@ -59,7 +59,9 @@ def _snapshot_json(s: Snapshot, aggr_us: int) -> str:
         f'"age":{{"usec":{age * aggr_us},"aggr_intervals":{age}}},'
         f'"damon_bpf":{{"reports":{rep},"writes":{w},"reads":{r},"cpus":{c},"tids":{t}{m}}}}}'
         for a, b, n_acc, age, rep, w, r, c, t, m in zip(*cols, cpus, tids, maps))
-    return f'{{"start_time":{int(s.start_ns)},"end_time":{int(s.end_ns)},"regions":[{regions}]}}'
+    ours = ("" if s.footprint is None
+            else f',"damon_bpf":{{"rss":{int(s.footprint[0])},"pss":{int(s.footprint[1])}}}')
+    return f'{{"start_time":{int(s.start_ns)},"end_time":{int(s.end_ns)},"regions":[{regions}]{ours}}}'
 
 
 def _record_head(rec: TargetRecord) -> str:

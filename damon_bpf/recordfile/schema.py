@@ -82,6 +82,16 @@ def _region_maps(v: Any, where: str) -> list[tuple[str, str]] | None:
     return [(name, kind) for name, kind in pairs]
 
 
+def _footprint(s: dict, where: str) -> tuple[int, int] | None:
+    """A snapshot's (RSS, PSS) in bytes from its ``damon_bpf`` key; None when it has none."""
+    ours = s.get("damon_bpf")
+    if ours is None:
+        return None
+    ours = _obj(ours, f"{where} damon_bpf")
+    return (_int(_key(ours, "rss", f"{where} damon_bpf"), f"{where} damon_bpf.rss", 0, 2**63),
+            _int(_key(ours, "pss", f"{where} damon_bpf"), f"{where} damon_bpf.pss", 0, 2**63))
+
+
 def _snapshot_maps(per_region: list) -> list[list[tuple[str, str]]] | None:
     """The regions' mappings, or None when no region has them (a file from before, or damo's)."""
     if all(m is None for m in per_region):
@@ -155,7 +165,7 @@ def _fast_snapshot(s: Any) -> Snapshot:
     return Snapshot(start_ns, end_ns, first, last, counts[0], counts[1], counts[2], counts[3],
                     counts[4], _fast_by([o.get("cpus", _EMPTY) for o in ours], n, 2**20),
                     _fast_by([o.get("tids", _EMPTY) for o in ours], n, 2**32),
-                    _snapshot_maps([_region_maps(m, "maps") for m in maps]))
+                    _snapshot_maps([_region_maps(m, "maps") for m in maps]), _footprint(s, "snapshot"))
 
 
 def _fast_by(per_region: list, n: int, limit: int) -> dict[int, np.ndarray]:
@@ -189,7 +199,9 @@ def _checked_snapshot(s: Any, where: str, aggr_us: int) -> Snapshot | None:
     for i in range(1, len(rows)):
         if rows[i][0] < rows[i - 1][1]:
             raise BadRecord(f"{where} region {i} overlaps or precedes region {i - 1}")
-    return _to_snapshot(start_ns, end_ns, rows)
+    snapshot = _to_snapshot(start_ns, end_ns, rows)
+    snapshot.footprint = _footprint(s, where)
+    return snapshot
 
 
 def _is_damo_fake(regions: list) -> bool:

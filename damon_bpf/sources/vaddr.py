@@ -3,6 +3,7 @@ mappings from /proc/PID/maps, and the ranges to monitor by one of core.layout's 
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from damon_bpf.core.layout import LAYOUT_MODES, Range, all_mappings, three_regions
@@ -66,3 +67,42 @@ def layout_for(pid: int, mode: str = "damon",
             on_maps(mappings)
         return rule([(m.start, m.end) for m in mappings])
     return layout
+
+
+def read_footprint(pid: int) -> tuple[int, int] | None:
+    """``(RSS, PSS)`` of process ``pid`` in bytes from /proc/PID/smaps_rollup; None once it is gone (or
+    the kernel has no smaps_rollup, before 4.14)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            text = f.read()
+    except OSError:
+        return None
+    sizes = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Rss", "Pss"):
+            sizes[key] = int(rest.split()[0]) * 1024   # the kernel writes kB
+    return (sizes["Rss"], sizes["Pss"]) if len(sizes) == 2 else None
+
+
+FOOTPRINT_PERIOD_NS = 1_000_000_000   # at most one read a second per target...
+FOOTPRINT_BUDGET = 0.01               # ...and at most 1% of the collector's time (a walk of every page table)
+
+
+class Footprint:
+    """A target's latest (RSS, PSS), read again when asked after the period has passed and the last read's
+    cost allows (smaps_rollup walks the page tables: a big process costs milliseconds)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.value: tuple[int, int] | None = None
+        self._due_ns = 0
+
+    def latest(self, now_ns: int) -> tuple[int, int] | None:
+        if now_ns >= self._due_ns:
+            began = time.monotonic_ns()
+            value = read_footprint(self.pid)
+            cost = time.monotonic_ns() - began
+            self.value = value or self.value   # a gone process keeps its last reading
+            self._due_ns = now_ns + max(FOOTPRINT_PERIOD_NS, int(cost / FOOTPRINT_BUDGET))
+        return self.value
