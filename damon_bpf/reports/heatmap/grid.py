@@ -46,13 +46,23 @@ class _Panel:
     rate: Callable[[Snapshot], np.ndarray]  # per-region rate per second in one snapshot
 
 
+def _share_of(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    return np.divide(part, whole, out=np.zeros(len(whole)), where=whole > 0)
+
+
 def _panels(rec: TargetRecord, snaps: list[Snapshot], by: str | None) -> list[_Panel]:
+    """Every panel in one unit, DAMON's access rate (Hz): a CPU's, thread's or kind's panel is each region's
+    rate times that source's share of the region's reports, so the panels of a view add up to the whole."""
     per_s = 1e6 / rec.aggr_us
+
+    def hz(s: Snapshot) -> np.ndarray:
+        return s.nr_accesses * per_s
+
     if by is None:
-        return [_Panel("accesses", "Hz", lambda s: s.nr_accesses * per_s)]
+        return [_Panel("accesses", "Hz", hz)]
     if by == "rw":
-        return [_Panel("reads", "reports/s", lambda s: s.reads * per_s),
-                _Panel("writes", "reports/s", lambda s: s.writes * per_s)]
+        return [_Panel("reads", "Hz", lambda s: hz(s) * _share_of(s.reads, s.nr_reports)),
+                _Panel("writes", "Hz", lambda s: hz(s) * _share_of(s.writes, s.nr_reports))]
     if by not in ("cpu", "tid"):
         raise UsageError(f"cannot break a heatmap down by {by!r}; use cpu, tid or rw")
     totals: dict[int, int] = {}
@@ -66,11 +76,11 @@ def _panels(rec: TargetRecord, snaps: list[Snapshot], by: str | None) -> list[_P
     def rate(ident: int) -> Callable[[Snapshot], np.ndarray]:
         def per_region(s: Snapshot) -> np.ndarray:
             counts = (s.by_cpu if by == "cpu" else s.by_tid).get(ident)
-            return np.zeros(s.nr_regions) if counts is None else counts * per_s
+            return np.zeros(s.nr_regions) if counts is None else hz(s) * _share_of(counts, s.nr_reports)
         return per_region
 
     label = "cpu" if by == "cpu" else "thread"
-    return [_Panel(f"{label} {i}", "reports/s", rate(i)) for i in busiest]
+    return [_Panel(f"{label} {i}", "Hz", rate(i)) for i in busiest]
 
 
 def _grids(snaps: list[Snapshot], panels: list[_Panel], axis: AddressAxis,
