@@ -240,3 +240,23 @@ def test_wss_of_a_record_without_footprints_has_no_rss_columns(tmp_path):
     write_record(str(path), far_apart())
     out = CliRunner().invoke(cli, ["report", "wss", "-i", str(path)]).output
     assert "RSS" not in out
+
+
+def test_every_report_names_the_process_and_its_parent(tmp_path):
+    recs = far_apart()
+    recs[0].meta["target"] = {"comm": "myprog", "ppid": 7}
+    path = tmp_path / "d.data"
+    write_record(str(path), recs)
+
+    def report(*args):
+        result = CliRunner().invoke(cli, ["report", *args, "-i", str(path)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    for verb in ("access", "breakdown", "wss", "heatmap"):
+        assert "myprog" in report(verb) and "parent 7" in report(verb), verb
+        out = json.loads(report(verb, "--json"))
+        assert (out["comm"], out["ppid"]) == ("myprog", 7), verb
+    assert json.loads(report("dirty-rate", "--json"))["targets"][0]["comm"] == "myprog"
+    assert "myprog" in report("dirty-rate")
+    assert json.loads(report("sharing", "--json"))["processes"]["0"] == {"pid": 99, "comm": "myprog", "ppid": 7}
