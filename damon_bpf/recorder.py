@@ -44,9 +44,12 @@ class MapsSeen:
 
     def name(self, snapshot: Snapshot) -> None:
         """Give ``snapshot`` its regions' mappings (none known: the layout was never read)."""
-        if self.current or self.since_snapshot:
-            seen = sorted(self.since_snapshot.union(self.current))
-            snapshot.mappings = region_mappings(snapshot.start, snapshot.end, _disjoint(seen))
+        if self.since_snapshot.issubset(self.current):   # the usual case: nothing unmapped since
+            seen = self.current
+        else:
+            seen = _disjoint(sorted(self.since_snapshot.union(self.current)))
+        if seen:
+            snapshot.mappings = region_mappings(snapshot.start, snapshot.end, seen)
         self.since_snapshot = set()
 
 

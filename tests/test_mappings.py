@@ -105,3 +105,26 @@ def test_a_bad_mappings_field_is_one_clear_error(tmp_path):
     path.write_bytes(zlib.compress(json.dumps(data).encode()))
     with pytest.raises(RecordFileError, match="maps"):
         read_record(str(path))
+
+
+def test_a_mapping_gone_before_the_snapshot_still_names_its_region():
+    from damon_bpf.recorder import MapsSeen
+    from test_recordfile import make_snapshot
+    seen = MapsSeen()
+    snap = make_snapshot(0, n=3)
+    lo, hi = int(snap.start[0]), int(snap.end[-1])
+    seen.on_maps([Mapping(lo, hi, "/tmp/old.bin")])
+    seen.on_maps([Mapping(hi, hi + 4096, "[stack]")])          # re-read: the file was unmapped meanwhile
+    seen.name(snap)
+    assert snap.mappings == [[("/tmp/old.bin", "file")]] * 3
+    later = make_snapshot(1, n=3)
+    seen.name(later)                                           # the next aggregation knows only the last read
+    assert later.mappings == [[], [], []]
+
+
+def test_a_target_whose_maps_were_never_read_has_no_names():
+    from damon_bpf.recorder import MapsSeen
+    from test_recordfile import make_snapshot
+    snap = make_snapshot(0, n=2)
+    MapsSeen().name(snap)
+    assert snap.mappings is None

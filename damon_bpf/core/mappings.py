@@ -3,6 +3,7 @@ reading is damon_bpf.sources.vaddr's), and what kind of memory each name stands 
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -21,6 +22,7 @@ class Mapping(NamedTuple):
     name: str   # the maps line's path field ("" for anonymous memory)
 
 
+@functools.lru_cache(maxsize=4096)
 def mapping_kind(name: str) -> str:
     """The kind of a /proc/PID/maps name: file, heap, stack, anon, shm or special ([vdso], [vvar])."""
     if name == ANON or name.startswith("[anon:") or name.startswith("[anon_shmem:"):
@@ -52,17 +54,20 @@ def region_mappings(start: np.ndarray, end: np.ndarray,
     address order of their first overlap (an empty list: the region covers no mapping)."""
     if not mappings:
         return [[] for _ in range(len(start))]
-    ordered = sorted(mappings)
-    m_start = np.array([m.start for m in ordered], dtype=np.uint64)
-    m_end = np.array([m.end for m in ordered], dtype=np.uint64)
+    ordered = sorted(mappings)   # /proc/PID/maps is sorted already: a linear check
+    m_start = np.fromiter((m.start for m in ordered), dtype=np.uint64, count=len(ordered))
+    m_end = np.fromiter((m.end for m in ordered), dtype=np.uint64, count=len(ordered))
     first = np.searchsorted(m_end, np.asarray(start, np.uint64), side="right")   # first mapping ending after start
     last = np.searchsorted(m_start, np.asarray(end, np.uint64), side="left")     # mappings starting before end
+    names = [m.name for m in ordered]
+    # regions with the same slice of mappings share one list (read-only for callers): neighbours mostly do
+    done: dict[tuple[int, int], list[tuple[str, str]]] = {}
     out = []
-    for lo, hi in zip(first.tolist(), last.tolist()):
-        names: dict[str, str] = {}
-        for m in ordered[lo:hi]:
-            names.setdefault(m.name, mapping_kind(m.name))
-        out.append(list(names.items()))
+    for key in zip(first.tolist(), last.tolist()):
+        per = done.get(key)
+        if per is None:
+            per = done[key] = [(name, mapping_kind(name)) for name in dict.fromkeys(names[key[0]:key[1]])]
+        out.append(per)
     return out
 
 

@@ -45,13 +45,26 @@ def _check_snapshot(s: Snapshot) -> None:
         raise ValueError("snapshot writes + reads exceed nr_reports")
 
 
+def _maps_json(per_region: list[list[tuple[str, str]]]) -> list[str]:
+    """Per region its ``,"maps":[[name,kind],...]`` member; neighbouring regions mostly share their mappings,
+    so each distinct list is encoded once."""
+    done: dict[tuple, str] = {}
+    out = []
+    for per in per_region:
+        key = tuple(per)
+        text = done.get(key)
+        if text is None:
+            text = done[key] = ',"maps":' + json.dumps([list(m) for m in per], separators=(",", ":"))
+        out.append(text)
+    return out
+
+
 def _snapshot_json(s: Snapshot, aggr_us: int) -> str:
     """One snapshot as compact JSON in damo's schema. Hand-formatted: ~3x faster than json.dumps."""
     n = len(s.start)
     cpus = _attribution_json(s.by_cpu, s.by_cpu, n)
     tids = _attribution_json(s.by_tid, s.by_tid, n)
-    maps = ([""] * n if s.mappings is None
-            else [',"maps":' + json.dumps([list(m) for m in per], separators=(",", ":")) for per in s.mappings])
+    maps = [""] * n if s.mappings is None else _maps_json(s.mappings)
     cols = (np.asarray(a).tolist() for a in (s.start, s.end, s.nr_accesses, s.age, s.nr_reports,
                                             s.writes, s.reads))
     regions = ",".join(
