@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from typing import Any, Iterable
@@ -45,16 +46,20 @@ def _check_snapshot(s: Snapshot) -> None:
         raise ValueError("snapshot writes + reads exceed nr_reports")
 
 
+@functools.lru_cache(maxsize=8192)
+def _pair_json(name: str, kind: str) -> str:
+    return f"[{json.dumps(name)},{json.dumps(kind)}]"
+
+
 def _maps_json(per_region: list[list[tuple[str, str]]]) -> list[str]:
     """Per region its ``,"maps":[[name,kind],...]`` member; neighbouring regions mostly share their mappings,
-    so each distinct list is encoded once."""
-    done: dict[tuple, str] = {}
+    so each distinct list is encoded once, and each pair once per run (a library is in every snapshot)."""
+    done: dict[int, str] = {}
     out = []
     for per in per_region:
-        key = tuple(per)
-        text = done.get(key)
+        text = done.get(id(per))   # core.mappings hands regions with the same mappings one list
         if text is None:
-            text = done[key] = ',"maps":' + json.dumps([list(m) for m in per], separators=(",", ":"))
+            text = done[id(per)] = ',"maps":[' + ",".join(_pair_json(name, kind) for name, kind in per) + "]"
         out.append(text)
     return out
 
