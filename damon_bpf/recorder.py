@@ -16,13 +16,14 @@ from damon_bpf.access import ACCESS_READ, ACCESS_UNKNOWN, ACCESS_WRITE
 from damon_bpf.core.aggregator import Aggregator
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.events import Kind
+from damon_bpf.core.mappings import Mapping, region_mappings
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.recordfile import RecordWriter, TargetRecord
 from damon_bpf.recordfile.sidefiles import SideFiles
 from damon_bpf.session import RunResult
 from damon_bpf.sources.numa import cpu_nodes_meta
 from damon_bpf.sources.targets import is_alive
-from damon_bpf.sources.vaddr import layout_for
+from damon_bpf.sources.vaddr import Footprint, layout_for
 
 # The session's tick time is when its last drain began, so every report before it has been read,
 # except one a producer was still writing at that instant (microseconds): a small margin covers it.
@@ -48,6 +49,38 @@ def core_reports(records: np.ndarray, same_kinds: bool = _SAME_KINDS) -> np.ndar
 
 
 @dataclass
+class MapsSeen:
+    """The named mappings of a target's layout reads: the last read's, and every one read since the last
+    snapshot (a mapping gone by the aggregation's end still names the region its reports fell in)."""
+
+    current: list[Mapping] = field(default_factory=list)
+    since_snapshot: set[Mapping] = field(default_factory=set)
+
+    def on_maps(self, mappings: list[Mapping]) -> None:
+        self.current = mappings
+        self.since_snapshot.update(mappings)
+
+    def name(self, snapshot: Snapshot) -> None:
+        """Give ``snapshot`` its regions' mappings (none known: the layout was never read)."""
+        if self.since_snapshot.issubset(self.current):   # the usual case: nothing unmapped since
+            seen = self.current
+        else:
+            seen = _disjoint(sorted(self.since_snapshot.union(self.current)))
+        if seen:
+            snapshot.mappings = region_mappings(snapshot.start, snapshot.end, seen)
+        self.since_snapshot = set()
+
+
+def _disjoint(mappings: list[Mapping]) -> list[Mapping]:
+    """Sorted mappings with those overlapping an earlier one (an older read's, since replaced) left out."""
+    out: list[Mapping] = []
+    for m in mappings:
+        if not out or m.start >= out[-1].end:
+            out.append(m)
+    return out
+
+
+@dataclass
 class TargetState:
     target_id: int
     pid: int
@@ -57,6 +90,8 @@ class TargetState:
     close_at_ns: int | None = None     # its exit (or when its layout could not be read any more)
     last_regions: int = 0
     meta: dict = field(default_factory=dict)   # born_ns, comm, ppid, layout
+    maps: MapsSeen = field(default_factory=MapsSeen)
+    footprint: Footprint | None = None
 
 
 @dataclass
@@ -86,9 +121,12 @@ class Recorder:
         state = self.targets.get(pid)
         if state is None:
             start_ns = self.start_ns if born_ns is None else born_ns
-            aggregator = Aggregator(self.attrs, layout_for(pid, self.regions_mode), start_ns, self.seed)
+            maps = MapsSeen()
+            aggregator = Aggregator(self.attrs, layout_for(pid, self.regions_mode, maps.on_maps), start_ns,
+                                    self.seed)
             state = self.targets[pid] = TargetState(len(self.targets), pid, aggregator,
-                                                    meta={"born_ns": start_ns})
+                                                    meta={"born_ns": start_ns}, maps=maps,
+                                                    footprint=Footprint(pid))
             if self.writer is not None:
                 self.writer.add_target(TargetRecord(state.target_id, pid, self.attrs.sample_interval_us,
                                                     self.attrs.aggr_interval_us, self.attrs.update_interval_us,
@@ -176,6 +214,10 @@ class Recorder:
             return
         state.snapshots += len(snapshots)
         state.last_regions = snapshots[-1].nr_regions
+        footprint = state.footprint.latest(time.monotonic_ns()) if state.footprint else None
+        for snapshot in snapshots:
+            state.maps.name(snapshot)
+            snapshot.footprint = footprint
         if self.writer is not None:
             self.writer.add_snapshots(state.target_id, snapshots)
         for listener in self.listeners:

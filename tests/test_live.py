@@ -191,12 +191,12 @@ def test_heatmap_and_table_show_the_hot_range_views_switch_and_q_quits(live_in_t
     assert level("".join(hot)) >= PLAIN_HEAT.index("#")  # hot range: near DAMON's maximum rate
     assert level("".join(hot)) >= level("".join(cold))  # and nothing is hotter
 
-    # the table's hottest region overlaps the hot range, is all writes, by the "hot" thread
+    # the table's hottest region overlaps the hot range, is all writes, by the "hot" thread, in anonymous memory
     header = next(i for i, line in enumerate(screen) if line.startswith("│range"))
     first = screen[header + 1]
     start, end = (int(a, 16) for a in re.match(r"│(0x[0-9a-f]+)-(0x[0-9a-f]+)", first).groups())
     assert start < hot_hi and end > hot_lo, first
-    assert "hot 100%" in first and first.rstrip("│ ").endswith("100%")
+    assert "hot 100%" in first and first.rstrip("│ ").split()[-2:] == ["100%", "anon"], first
 
     run.tmux.key("t")
     screen = wait_screen(run, lambda s: "by thread" in title(s))
@@ -455,3 +455,24 @@ def test_answer_keys_show_dirty_rate_sharing_and_numa_from_the_live_aggregation(
     assert_restored(run, rc, stty)
     assert "--apply: nothing to move: this host has one NUMA node, every page is local" in stderr
     assert "Traceback" not in stderr
+
+
+def test_footer_fits_80_and_120_columns_and_keeps_lost_and_the_share():
+    from types import SimpleNamespace
+
+    from damon_bpf.live.screen import Meter
+    from damon_bpf.sources.tracer import Accounting
+
+    rejected = SimpleNamespace(spec="cpumask:true:false:0", passed=1, rejected=123456)
+    tracer = SimpleNamespace(accounting=lambda: Accounting(seen=10**7, delivered=9 * 10**6, lost=10**6,
+                                                           filters=[rejected]))
+    meter = Meter(tracer)
+    meter.events_per_s, meter.cpu_share = 1234567.0, 0.163
+    placement = {"in_regions": 9990, "outside_regions": 2, "late": 7, "unattributed": 3, "pending": 0}
+    for width in (80, 120, 200):
+        line = meter.footer(1234, 56789, "/some/long/directory/name/damon.data", placement, width).plain
+        assert len(line) <= width, (width, line)
+        assert "lost 1M" in line and "99.9%" in line and ("filtered" in line or "filt" in line), line
+        assert "late 7" in line, line
+    wide = meter.footer(1234, 56789, "damon.data", placement, 200).plain
+    assert "snapshots 56789" in wide and "rec damon.data" in wide and "collector CPU 16%" in wide

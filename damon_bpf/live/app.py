@@ -47,6 +47,14 @@ def _comm(pid: int | None) -> str:
         return ""
 
 
+def _ppid(pid: int | None) -> int | None:
+    """The parent of ``pid`` from /proc/PID/stat (its 4th field, after the parenthesised comm)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) if pid else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class LiveScreen:
     """The full-screen view. ``on_tick`` reads keys and redraws when something changed, at most
     ``refresh_hz`` times a second; the heatmap and table are rebuilt only when their snapshots,
@@ -77,6 +85,7 @@ class LiveScreen:
         self._table_key: tuple = ()
         self._table_due = 0.0
         self._comms: dict[int | None, str] = {}
+        self._ppids: dict[int | None, int | None] = {}
 
     # -- lifetime: the terminal is given back whatever ends the run --------------------------------
 
@@ -140,12 +149,13 @@ class LiveScreen:
         self._comms[pid] = _comm(pid) or self._comms.get(pid, "")  # re-read: it changes at exec
         ids = sorted(self.model.targets)
         which = f"[{ids.index(window.target_id) + 1}/{len(ids)}, n: next]" if window and len(ids) > 1 else ""
+        self._ppids[pid] = _ppid(pid) or self._ppids.get(pid)
         top = header(self.view, pid, self._comms[pid], which, self.model.paused, size[0],
-                     self.answer, self.recent is not None)
+                     self.answer, self.recent is not None, self._ppids[pid])
         snaps = self.model.shown(1)
         regions = snaps[-1].nr_regions if snaps else 0
         footer = self.meter.footer(regions, window.seen if window else 0, self.output,
-                                   self.placement() if self.placement else None)
+                                   self.placement() if self.placement else None, size[0])
         self.live.update(compose(top, heat, table, footer, s), refresh=True)
 
     def body(self, size: tuple[int, int]) -> tuple:

@@ -1,4 +1,4 @@
-"""The hottest regions table: range, size, access rate, age, top CPU and thread, write share.
+"""The hottest regions table: range, size, access rate, age, top CPU and thread, write share, mapping.
 
 Numbers come from ``damon_bpf.reports.breakdown`` (what ``damon-bpf report breakdown`` prints):
 reports of the last few snapshots summed onto the newest snapshot's regions, because a single
@@ -14,6 +14,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from damon_bpf.core.attrs import MonitoringAttrs
+from damon_bpf.core.mappings import region_label
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.recordfile import TargetRecord
 from damon_bpf.reports.breakdown import RegionShare, breakdown
@@ -21,8 +22,9 @@ from damon_bpf.reports.common import fmt_addr, fmt_ns, fmt_size
 
 TABLE_SPAN_S = 2.0  # the table sums the snapshots of this much recent time
 WIDE = 96  # inner width from which the range column shows both ends
-LEFT = {0, 4, 5}  # left-aligned columns; numbers are right-aligned
+LEFT = {0, 4, 5, 7}  # left-aligned columns; numbers are right-aligned
 THREAD_COL = 5
+MAPPING_W = (10, 24)  # the mapping column's widest label: narrow, wide screens
 
 
 def _top(shares: dict[int, float], name: Callable[[int], str]) -> str:
@@ -57,14 +59,15 @@ def hottest_table(snaps: list[Snapshot], rec_meta: tuple[int, int | None, Monito
     layout = recent[-1]
     ages = dict(zip(layout.start.tolist(), layout.age.tolist()))
     wide = width - 2 >= WIDE
-    head = ["range" if wide else "start", "size", "rate", "age", "top cpu", "top thread", "write"]
+    head = ["range" if wide else "start", "size", "rate", "age", "top cpu", "top thread", "write", "mapping"]
     cells = [head]
     dim = []
     for r in result.regions:
         age = ages.get(r.start)
         cells.append([f"{fmt_addr(r.start)}-{fmt_addr(r.end)}" if wide else fmt_addr(r.start), fmt_size(r.size),
                       f"{r.hz:.3g} Hz", "-" if age is None else fmt_ns(age * attrs.aggr_interval_us * 1000),
-                      _top(r.by_cpu, str), _top(r.by_tid, thread_name), _write_share(r)])
+                      _top(r.by_cpu, str), _top(r.by_tid, thread_name), _write_share(r),
+                      region_label(r.mappings, MAPPING_W[wide])])
         dim.append(r.hz <= 0 and r.reports <= 0)
     return Panel(_columns(cells, dim, width - 2), title=title, box=box.ROUNDED, padding=0)
 

@@ -16,8 +16,8 @@ from rich import box
 from rich.table import Table
 
 from damon_bpf.recordfile import TargetRecord
-from damon_bpf.reports.common import (bin_masses, fmt_addr, fmt_ns, fmt_size, in_time,
-                                      pick_snapshot, select_target)
+from damon_bpf.reports.common import (bin_masses, comm_of, fmt_addr, fmt_ns, fmt_size, in_time,
+                                      pick_snapshot, ppid_of, process_line, select_target)
 
 SHOWN_SOURCES = 3  # per region, the busiest CPUs / threads shown in the table
 
@@ -32,6 +32,7 @@ class RegionShare:
     writes: float
     by_cpu: dict[int, float] = field(default_factory=dict)
     by_tid: dict[int, float] = field(default_factory=dict)
+    mappings: list[tuple[str, str]] = field(default_factory=list)   # (name, kind) of those it covers
 
     @property
     def size(self) -> int:
@@ -46,6 +47,8 @@ class Breakdown:
     span_ns: tuple[int, int]  # relative to the record's first snapshot
     regions: list[RegionShare]  # hottest first
     total: RegionShare  # every report in the time range, whatever the region
+    comm: str | None = None
+    ppid: int | None = None
 
 
 def _share(counts: dict[int, float], total: float) -> dict[int, float]:
@@ -87,10 +90,11 @@ def breakdown(records: list[TargetRecord], top: int = 10, snapshot: int = -1,
         int(layout.start[i]), int(layout.end[i]), float(hz[i]), float(reports[i]),
         float(reads[i]), float(writes[i]),
         _share({c: float(v[i]) for c, v in cpus.items()}, reports[i]),
-        _share({t: float(v[i]) for t, v in tids.items()}, reports[i])) for i in order]
+        _share({t: float(v[i]) for t, v in tids.items()}, reports[i]),
+        list(layout.mappings[i]) if layout.mappings is not None else []) for i in order]
     origin = rec.snapshots[0].start_ns
     span = ((snaps[0].start_ns - origin, snaps[-1].end_ns - origin) if snaps else (0, 0))
-    return Breakdown(rec.target_id, rec.pid, len(snaps), span, regions, _total(snaps))
+    return Breakdown(rec.target_id, rec.pid, len(snaps), span, regions, _total(snaps), comm_of(rec), ppid_of(rec))
 
 
 def _total(snaps) -> RegionShare:
@@ -110,12 +114,15 @@ def _total(snaps) -> RegionShare:
 
 
 def to_json(b: Breakdown) -> dict:
+    """JSON-ready dict. Report counts are whole numbers: a region's share of a snapshot's counts is spread by
+    bytes, and the fraction that gives is no count a user can check."""
     def one(r: RegionShare) -> dict:
         return {"start": r.start, "end": r.end, "size": r.size, "hz": r.hz,
-                "reports": r.reports, "reads": r.reads, "writes": r.writes,
+                "reports": round(r.reports), "reads": round(r.reads), "writes": round(r.writes),
                 "cpu_share": {str(k): v for k, v in r.by_cpu.items()},
-                "tid_share": {str(k): v for k, v in r.by_tid.items()}}
-    return {"target_id": b.target_id, "pid": b.pid, "nr_snapshots": b.nr_snapshots,
+                "tid_share": {str(k): v for k, v in r.by_tid.items()},
+                "mappings": [{"name": name, "kind": kind} for name, kind in r.mappings]}
+    return {"target_id": b.target_id, "pid": b.pid, "comm": b.comm, "ppid": b.ppid, "nr_snapshots": b.nr_snapshots,
             "span_ns": list(b.span_ns), "regions": [one(r) for r in b.regions],
             "total": one(b.total)}
 
@@ -135,14 +142,16 @@ def _rw(r: RegionShare) -> str:
 
 
 def table(b: Breakdown) -> Table:
-    t = Table(title=f"target {b.target_id}" + (f" (pid {b.pid})" if b.pid is not None else "")
+    t = Table(title=process_line(b.target_id, b.pid, b.comm, b.ppid)
               + f": hottest regions, reports over {b.nr_snapshots} snapshots "
                 f"[{fmt_ns(b.span_ns[0])}, {fmt_ns(b.span_ns[1])})",
               caption="shares of each region's reports; cpu:share, tid:share, busiest first",
               box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("start", "size", "access", "reports", "r/w %", "cpus", "threads"):
+        # cpus and threads fold onto more lines in a narrow terminal: never cut off with an ellipsis
         t.add_column(name, justify="left" if name in ("start", "cpus", "threads") else "right",
-                     no_wrap=name in ("start", "size", "access", "reports"))
+                     no_wrap=name in ("start", "size", "access", "reports"),
+                     overflow="fold" if name in ("cpus", "threads") else "ellipsis")
     for r in b.regions:
         t.add_row(fmt_addr(r.start), fmt_size(r.size), f"{r.hz:.3g} Hz", f"{r.reports:.0f}",
                   _rw(r), _top(r.by_cpu), _top(r.by_tid))

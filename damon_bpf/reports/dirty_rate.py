@@ -29,7 +29,7 @@ from rich.table import Table
 
 from damon_bpf.errors import UsageError
 from damon_bpf.recordfile import TargetRecord
-from damon_bpf.reports.common import fmt_ns, fmt_size, percentile
+from damon_bpf.reports.common import comm_of, fmt_ns, fmt_size, percentile, ppid_of, process_line
 
 DEFAULT_PERCENTILES = (0, 25, 50, 75, 90, 99, 100)
 DEFAULT_DOWNTIME_S = 0.3
@@ -80,6 +80,8 @@ class TargetDirty:
     memory_bytes: int  # what round 0 sends: --memory, or the monitored size of the last snapshot
     percentiles: dict[int, float]
     migration: Migration | None
+    comm: str | None = None
+    ppid: int | None = None
 
     @property
     def mean(self) -> float:
@@ -137,7 +139,8 @@ def dirty_rate(records: list[TargetRecord], bandwidth: float | None = None,
         out.append(TargetDirty(
             rec.target_id, rec.pid, str(rec.meta.get("view") or "page-faults"), times, rates, memory,
             {p: percentile(ranked, p) for p in percentiles} if rates else {},
-            precopy(memory, mean, bandwidth, max_downtime_s, max_rounds) if bandwidth else None))
+            precopy(memory, mean, bandwidth, max_downtime_s, max_rounds) if bandwidth else None,
+            comm_of(rec), ppid_of(rec)))
     return DirtyRate(page, sorted(out, key=_rank_key), bandwidth, max_downtime_s)
 
 
@@ -153,7 +156,7 @@ def _migration_json(m: Migration | None) -> dict | None:
 def to_json(report: DirtyRate) -> dict:
     return {"page_size": report.page_size, "bandwidth_bytes_per_s": report.bandwidth,
             "max_downtime_s": report.max_downtime_s,
-            "targets": [{"target_id": t.target_id, "pid": t.pid, "view": t.view,
+            "targets": [{"target_id": t.target_id, "pid": t.pid, "comm": t.comm, "ppid": t.ppid, "view": t.view,
                          "memory_bytes": t.memory_bytes, "mean_bytes_per_s": t.mean,
                          "percentiles": {str(p): v for p, v in t.percentiles.items()},
                          "migration": _migration_json(t.migration),
@@ -165,7 +168,7 @@ def headline(report: DirtyRate) -> str:
     if not report.targets:
         return "no targets in the record"
     best = report.targets[0]
-    who = f"target {best.target_id}" + (f" (pid {best.pid})" if best.pid is not None else "")
+    who = process_line(best.target_id, best.pid, best.comm, best.ppid)
     m = best.migration
     if m is None:
         return f"move first: {who}, lowest dirty rate {fmt_size(best.mean)}/s"
@@ -179,12 +182,12 @@ def table(report: DirtyRate) -> Table:
     caption = (f"dirty bytes of an aggregation window: per region, write reports x {report.page_size} B, "
                "at most the region's size")
     t = Table(title=headline(report), caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("target", "pid", "mean/s", *(f"p{p}/s" for p in shown), "memory", "span"):
+    for name in ("target", "pid", "comm", "mean/s", *(f"p{p}/s" for p in shown), "memory", "span"):
         t.add_column(name, justify="right")
     if report.bandwidth:
         t.add_column(f"migration at {fmt_size(report.bandwidth)}/s", justify="left")
     for d in report.targets:
-        cells = [str(d.target_id), str(d.pid) if d.pid is not None else "-", fmt_size(d.mean),
+        cells = [str(d.target_id), str(d.pid) if d.pid is not None else "-", d.comm or "-", fmt_size(d.mean),
                  *(fmt_size(d.percentiles[p]) for p in shown), fmt_size(d.memory_bytes),
                  fmt_ns(d.times_ns[-1]) if d.times_ns else "-"]
         if d.migration is not None:

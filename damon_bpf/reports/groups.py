@@ -23,10 +23,10 @@ import numpy as np
 
 from damon_bpf.errors import UsageError
 from damon_bpf.recordfile import TargetRecord
-from damon_bpf.reports.common import bin_masses
+from damon_bpf.reports.common import NO_COMM, bin_masses
+from damon_bpf.reports.common import comm_of as _comm
 
 GROUP_MODES = ("comm", "all")
-NO_COMM = "(unknown)"
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Combined:
 
 
 def comm_of(rec: TargetRecord) -> str:
-    return str(rec.meta.get("comm") or NO_COMM)
+    return _comm(rec) or NO_COMM
 
 
 def group_targets(records: list[TargetRecord], by: str) -> list[Group]:

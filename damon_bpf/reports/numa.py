@@ -28,7 +28,7 @@ from damon_bpf.core.layout import page_size as system_page_size
 from damon_bpf.errors import TargetError
 from damon_bpf.recordfile import TargetRecord
 from damon_bpf.reports import breakdown as breakdown_mod
-from damon_bpf.reports.common import fmt_addr, fmt_size, pick_snapshot, select_target
+from damon_bpf.reports.common import comm_of, fmt_addr, fmt_size, pick_snapshot, ppid_of, process_line, select_target
 from damon_bpf.sources import numa as numa_src
 
 DEFAULT_SAMPLES = 512
@@ -64,6 +64,8 @@ class NumaReport:
     placement_known: bool
     note: str  # why placement is unknown, or why there is nothing to move
     regions: list[NumaRegion]  # accessed regions, most reports first
+    comm: str | None = None
+    ppid: int | None = None
     moved: list[dict] = field(default_factory=list)  # --apply: per region what moved
 
     @property
@@ -139,7 +141,8 @@ def numa(records: list[TargetRecord], target_id: int | None = None, snapshot: in
     for r in regions:
         _judge(r, min_reports, min_share, min_age)
     nodes = sorted({*cpu_nodes.values(), *numa_src.memory_nodes()})
-    report = NumaReport(rec.target_id, rec.pid, nodes, cpu_nodes, cpu_from, not note, note, regions)
+    report = NumaReport(rec.target_id, rec.pid, nodes, cpu_nodes, cpu_from, not note, note, regions,
+                        comm_of(rec), ppid_of(rec))
     if not note and not report.to_move:
         report.note = ("nothing to move: this host has one NUMA node, every page is local"
                        if len(nodes) == 1 else
@@ -225,7 +228,8 @@ def to_json(report: NumaReport) -> dict:
                 "page_bytes_by_node": (None if r.page_bytes is None
                                        else {str(n): b for n, b in sorted(r.page_bytes.items())}),
                 "absent_bytes": r.absent_bytes, "move_to": r.move_to, "move_bytes": r.move_bytes}
-    return {"target_id": report.target_id, "pid": report.pid, "nodes": report.nodes,
+    return {"target_id": report.target_id, "pid": report.pid, "comm": report.comm, "ppid": report.ppid,
+            "nodes": report.nodes,
             "cpu_nodes": {str(c): n for c, n in report.cpu_nodes.items()}, "cpu_map_from": report.cpu_map_from,
             "placement_known": report.placement_known, "note": report.note,
             "regions": [one(r) for r in report.regions],
@@ -243,7 +247,7 @@ def _nodes(shares: dict[int, float] | None, total: float = 1.0) -> str:
 
 def table(report: NumaReport, top: int = 20) -> Table:
     moving = report.to_move
-    title = (f"target {report.target_id} (pid {report.pid}): "
+    title = (process_line(report.target_id, report.pid, report.comm, report.ppid) + ": "
              + (f"move {fmt_size(sum(r.move_bytes for r in moving))} in {len(moving)} regions" if moving
                 else report.note))
     caption = (f"nodes {report.nodes}; CPU -> node map from {report.cpu_map_from}"
