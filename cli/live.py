@@ -7,7 +7,9 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
-from cli.options import exit_with_target_status, monitor_config, monitor_options, recording_spec, region_options
+from cli.options import (exit_with_target_status, monitor_config, monitor_options, recording_spec, region_options,
+                         verbosity_options)
+from damon_bpf import log
 from cli.record import collector_priority_option
 from damon_bpf.dark import DarkWatch
 from damon_bpf.live.app import LiveScreen, SnapshotPrinter
@@ -19,6 +21,7 @@ from damon_bpf.recordfile import RecordWriter
 
 @click.command()
 @monitor_options
+@verbosity_options
 @region_options
 @collector_priority_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
@@ -58,12 +61,11 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     # the recorder's tick closes snapshots first; they reach the display through its listener
     result = monitor.run(on_tick=display.on_tick, display=display)
     snapshots = sum(s.snapshots for s in recorder.targets.values())
-    where = f", written to {output}" if output else ""
-    click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} "
-               f"target(s){where}", err=True)
-    click.echo(f"damon-bpf: {result.placement_line()}", err=True)
+    where = f", written to {output}" if output else ", not written (no -o)"
+    log.result(f"{result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} target(s){where}")
+    log.result(result.placement_line())
     for note in notes:
-        click.echo(f"damon-bpf: note: {note}", err=True)
+        log.note(f"note: {note}")
     for line in result.advice(monitor.priority.applied or "normal"):
-        click.echo(f"damon-bpf: {line}", err=True)
+        log.warning(line)
     exit_with_target_status(result, config)

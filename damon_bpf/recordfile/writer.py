@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-import sys
 import time
 from typing import Callable, Iterable
 
 from damon_bpf import outputs
 from damon_bpf.core.snapshot import Snapshot
-from damon_bpf.errors import DamonBpfError, RecordFileError
+from damon_bpf.errors import DamonBpfError, RecordFileError, warn_stderr
 from damon_bpf.recordfile.encode import _check_snapshot, _record_head
 from damon_bpf.recordfile.model import TargetRecord
 from damon_bpf.recordfile.stream import _file_chunks, _TargetState
@@ -249,7 +248,7 @@ class RecordWriter:
 
 
 def _warn_stderr(message: str) -> None:
-    print(message if message.startswith("damon-bpf") else f"damon-bpf: {message}", file=sys.stderr)
+    warn_stderr(message.removeprefix("damon-bpf: "))
 
 
 def write_record(path: str, records: list[TargetRecord]) -> None:
