@@ -9,8 +9,8 @@ from rich.console import Console
 
 from cli.options import (exit_with_target_status, monitor_config, monitor_options, recording_spec, region_options,
                          verbosity_options)
-from damon_bpf import log
 from cli.record import collector_priority_option
+from damon_bpf import log
 from damon_bpf.dark import DarkWatch
 from damon_bpf.live.app import LiveScreen, SnapshotPrinter
 from damon_bpf.live.model import LiveModel
