@@ -7,6 +7,7 @@ bpf/access.h): ``numpy.fromfile(path, dtype=damon_bpf.access.ACCESS_DTYPE)`` rea
 from __future__ import annotations
 
 import sys
+from functools import lru_cache
 from typing import BinaryIO
 
 import numpy as np
@@ -91,22 +92,38 @@ def _number_cells(column: np.ndarray) -> list[np.ndarray]:
     largest = int(np.iinfo(column.dtype).max)
     value = np.ascontiguousarray(column, np.uint64 if column.dtype.itemsize == 8 else np.uint32)
     cells = []
-    for position, group in enumerate(_groups(value, -(-len(str(largest)) // 4))):
+    for position, group in enumerate(_groups(value, _cell_count(column.dtype))):
         above = _GROUP ** (position + 1)   # a value this big has digits left of this group: print all four
         index = group + (value >= above).view(np.uint8) * np.uint32(_GROUP) if above <= largest else group
         cells.append(_TABLE[index + np.uint32(2 * _GROUP) if position == 0 else index])
     return cells[::-1]
 
 
+def _cell_count(dtype: np.dtype | None) -> int:
+    return 2 if dtype is None else -(-len(str(np.iinfo(dtype).max)) // 4)   # None: the write word
+
+
+@lru_cache(maxsize=8)
+def _template(dtype: np.dtype) -> tuple[np.ndarray, tuple[tuple[str, int], ...]]:
+    """_CHUNK rows holding the text cells of ``dtype``'s lines (the values' cells zero), and the first cell of
+    each field: a chunk starts as a copy of it, so only the values are written per chunk."""
+    row: list[int] = []
+    starts = []
+    for index, name in enumerate(json_fields(dtype)):
+        row += _text_cells(f'{"," if index else "{"}"{name}":'.encode())
+        starts.append((name, len(row)))
+        row += [0] * _cell_count(None if name == "write" else dtype[name])
+    row += _text_cells(b"}\n")
+    return np.tile(np.array(row, "<u4"), (_CHUNK, 1)), tuple(starts)
+
+
 def _jsonl_chunk(batch: np.ndarray) -> bytes:
-    columns: list[np.ndarray] = []   # each a cell column: an array of rows, or one cell for every row
-    for index, name in enumerate(json_fields(batch.dtype)):
-        columns += _text_cells(f'{"," if index else "{"}"{name}":'.encode())
-        columns += list(_WORDS[_WORD_OF[batch[name]]].T) if name == "write" else _number_cells(batch[name])
-    columns += _text_cells(b"}\n")
-    rows = np.empty((len(batch), len(columns)), "<u4")
-    for index, column in enumerate(columns):
-        rows[:, index] = column
+    template, starts = _template(batch.dtype)
+    rows = template[:len(batch)].copy()
+    for name, start in starts:
+        cells = list(_WORDS[_WORD_OF[batch[name]]].T) if name == "write" else _number_cells(batch[name])
+        for offset, cell in enumerate(cells):
+            rows[:, start + offset] = cell
     return rows.tobytes().translate(None, b"\0")
 
 
