@@ -9,8 +9,9 @@ import click
 from rich.console import Console
 
 from cli.options import (apply_options, apply_quota, exit_with_target_status, monitor_config, monitor_options,
-                         numa_applier, recording_spec, region_options, with_applier)
+                         numa_applier, recording_spec, region_options, verbosity_options, with_applier)
 from cli.record import collector_priority_option
+from damon_bpf import log
 from damon_bpf.dark import DarkWatch
 from damon_bpf.live.app import LiveScreen, SnapshotPrinter
 from damon_bpf.live.model import LiveModel
@@ -22,6 +23,7 @@ from damon_bpf.reports.recent import RecentRecords
 
 @click.command()
 @monitor_options
+@verbosity_options
 @region_options
 @collector_priority_option
 @apply_options
@@ -71,14 +73,13 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     # the recorder's tick closes snapshots first; they reach the display through its listener
     result = monitor.run(on_tick=with_applier(display.on_tick, applier), display=display)
     snapshots = sum(s.snapshots for s in recorder.targets.values())
-    where = f", written to {output}" if output else ""
-    click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} "
-               f"target(s){where}", err=True)
-    click.echo(f"damon-bpf: {result.placement_line()}", err=True)
+    where = f", written to {output}" if output else ", not written (no -o)"
+    log.result(f"{result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} target(s){where}")
+    log.result(result.placement_line())
     if applier is not None:
-        click.echo(f"damon-bpf: {applier.line()}", err=True)
+        log.result(applier.line())
     for note in notes:
-        click.echo(f"damon-bpf: note: {note}", err=True)
+        log.note(f"note: {note}")
     for line in result.advice(monitor.priority.applied or "normal"):
-        click.echo(f"damon-bpf: {line}", err=True)
+        log.warning(line)
     exit_with_target_status(result, config)

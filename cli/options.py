@@ -8,6 +8,7 @@ from typing import Callable
 import click
 
 from cli.types import Duration, Microseconds, RingMegabytes, parse_rate
+from damon_bpf import log
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.layout import LAYOUT_MODES
 from damon_bpf.monitor import FilterSpec, MonitorConfig, RecordingSpec, SamplerSpec, TargetSpec
@@ -154,8 +155,26 @@ def exit_with_target_status(result: RunResult, config: MonitorConfig) -> None:
     """End like perf: with the launched command's status (RunResult.command_status); a -p target that
     exited before --duration is told in a note, not an error (everything up to then was written)."""
     if result.reason == "targets-exited" and config.targets.pids and config.duration_s:
-        click.echo(f"damon-bpf: note: target process {', '.join(map(str, result.exited))} exited before --duration "
-                   "ran out", err=True)
+        log.note(f"note: target process {', '.join(map(str, result.exited))} exited before --duration ran out")
     status = result.command_status()
     if status:
         sys.exit(status)
+
+
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value:   # neither given (so far): the default, also when one process runs several commands (tests)
+        if "damon_bpf.verbosity" not in ctx.meta:
+            log.set_verbosity(log.NORMAL)
+        return
+    if ctx.meta.setdefault("damon_bpf.verbosity", param.name) != param.name:
+        raise click.UsageError("--quiet and --verbose contradict each other: give one")
+    log.set_verbosity(log.QUIET if param.name == "quiet" else log.VERBOSE)
+
+
+def verbosity_options(func):
+    """-q/--quiet and -v/--verbose (damon_bpf.log), applied before anything else runs."""
+    func = click.option("-v", "--verbose", is_flag=True, expose_value=False, is_eager=True, callback=_set_verbosity,
+                        help="Also say the details: headers tree, source chosen and why, sampler state, layout "
+                             "re-reads.")(func)
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True, callback=_set_verbosity,
+                        help="Say only errors, warnings and the end-of-run accounting (loss is never hidden).")(func)

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from damon_bpf import __version__
+from damon_bpf import __version__, log
 from damon_bpf.access import ACCESS_READ, ACCESS_UNKNOWN, ACCESS_WRITE
 from damon_bpf.core.aggregator import Aggregator
 from damon_bpf.core.attrs import MonitoringAttrs
@@ -193,7 +193,7 @@ class Recorder:
             if state.close_at_ns is not None and until_ns >= state.close_at_ns:
                 self._close(state, state.close_at_ns)
                 continue
-            self._emit(state, state.aggregator.advance(until_ns))
+            self._advance(state, until_ns)
             if state.close_at_ns is None and (state.aggregator.exited or not is_alive(state.pid)):
                 # The process is gone (no exit event told us): close it at the next tick, once
                 # the reports it made before it died have been drained and routed.
@@ -202,6 +202,14 @@ class Recorder:
             self.side.maybe_sample([s.pid for s in self.targets.values() if not s.gone])
         if self.writer is not None:
             self.writer.maybe_flush()
+
+    def _advance(self, state: TargetState, until_ns: int) -> None:
+        aggregator = state.aggregator
+        rereads, report_ranges = aggregator.rereads, aggregator.report_ranges
+        self._emit(state, aggregator.advance(until_ns))
+        if log.verbose() and (aggregator.rereads, aggregator.report_ranges) != (rereads, report_ranges):
+            log.detail(f"pid {state.pid}: reports outside its regions: layout re-read ({aggregator.rereads} "
+                       f"so far), {aggregator.report_ranges - report_ranges} ranges made of the reports' own pages")
 
     def _close(self, state: TargetState, end_ns: int) -> None:
         self._emit(state, state.aggregator.close(end_ns))

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import resource
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from damon_bpf import log
 from damon_bpf.sources.targets import Targets
 from damon_bpf.sources.tracer import Accounting, Tracer
 
@@ -128,7 +128,7 @@ class Session:
                 try:
                     sampler.close()
                 except Exception as err:  # noqa: BLE001 - one sampler's failure must not skip the rest
-                    print(f"damon-bpf: warning: closing the {sampler.name} sampler failed: {err}", file=sys.stderr)
+                    log.warning(f"warning: closing the {sampler.name} sampler failed: {err}")
             try:
                 last = self.tracer.quiesce()
                 self.targets.update(self.tracer)

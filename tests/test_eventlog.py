@@ -59,3 +59,17 @@ def test_a_strided_slice_and_the_writer(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
     assert lines == [{"addr": 2**64 - 1, "time_ns": 5, "cpu": 0, "pid": 42, "tid": 43, "write": True},
                      {"addr": 4096, "time_ns": 1, "cpu": 2, "pid": 3, "tid": 4, "write": None}]
+
+
+def test_a_new_field_of_the_record_becomes_a_column():
+    """The writer follows the record's dtype: an added unsigned field (an instruction pointer, say) is written
+    in its place in the struct's order, with no change to the writer."""
+    dtype = np.dtype([*[(name, ACCESS_DTYPE[name]) for name in ("addr", "time_ns", "cpu", "pid", "tid", "write")],
+                      ("pad0", "u1"), ("pad1", "<u2"), ("ip", "<u8"), ("flags", "u1")])
+    batch = np.zeros(4, dtype)
+    batch["ip"] = [0, 1, 10**19, 2**64 - 1]
+    batch["flags"] = [0, 9, 10, 255]
+    batch["write"] = ACCESS_WRITE
+    assert jsonl_bytes(batch) == jsonl_lines_per_event(batch).encode()
+    assert json.loads(jsonl_bytes(batch).splitlines()[3]) == {
+        "addr": 0, "time_ns": 0, "cpu": 0, "pid": 0, "tid": 0, "write": True, "ip": 2**64 - 1, "flags": 255}

@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 from damon_bpf.access import LIFECYCLE_KINDS
 from damon_bpf import outputs
 from damon_bpf.childproc import die_with_parent
-from damon_bpf.errors import TargetError
+from damon_bpf.errors import TargetError, warn_stderr
 from damon_bpf.sources.procevents import ProcEvent, ProcEvents
 
 # cn_proc's exit of a thread of a target that exited up to this long before or after the target's own
@@ -148,15 +147,11 @@ def thread_count(pid: int) -> int:
         return 0
 
 
-def _stderr(message: str) -> None:
-    print(f"damon-bpf: {message}", file=sys.stderr)
-
-
 class Targets:
     """The set of monitored processes and how they came to be."""
 
     def __init__(self, pids: Sequence[int] = (), command: Sequence[str] = (), follow_children: bool = False,
-                 command_output: str | None = None, notify: Callable[[str], None] = _stderr) -> None:
+                 command_output: str | None = None, notify: Callable[[str], None] = warn_stderr) -> None:
         if bool(pids) == bool(command):
             raise TargetError("give either -p PID or a command after --, not both and not neither")
         if command_output and not command:
