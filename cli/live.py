@@ -7,7 +7,8 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
-from cli.options import exit_with_target_status, monitor_config, monitor_options, recording_spec, region_options
+from cli.options import (exit_with_target_status, metrics_option, monitor_config, monitor_options, recording_spec,
+                         region_options, serve_metrics)
 from cli.record import collector_priority_option
 from damon_bpf.dark import DarkWatch
 from damon_bpf.live.app import LiveScreen, SnapshotPrinter
@@ -21,6 +22,7 @@ from damon_bpf.recordfile import RecordWriter
 @monitor_options
 @region_options
 @collector_priority_option
+@metrics_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Also record to this file (the same file as `record -o`).")
 @click.option("--view", type=click.Choice(tuple(VIEW_NAMES)), default="all", show_default=True,
@@ -40,8 +42,11 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     screen clean.
     """
     config = monitor_config(options, recording_spec(options))
+    metrics = serve_metrics(options.pop("metrics_listen"))
     writer = RecordWriter(output) if output else None
     monitor = Monitor(config, writer)
+    if metrics is not None:
+        metrics.attach(monitor)
     recorder = monitor.recorder
     console = Console()
     if console.is_terminal and not console.is_dumb_terminal:

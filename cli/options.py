@@ -9,6 +9,7 @@ import click
 from cli.types import Duration, Microseconds, RingMegabytes
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.layout import LAYOUT_MODES
+from damon_bpf.metrics import MetricsExporter, MetricsServer, parse_listen
 from damon_bpf.monitor import FilterSpec, MonitorConfig, RecordingSpec, SamplerSpec, TargetSpec
 from damon_bpf.samplers import SAMPLER_NAMES
 from damon_bpf.session import RunResult
@@ -116,3 +117,27 @@ def exit_with_target_status(result: RunResult, config: MonitorConfig) -> None:
     status = result.command_status()
     if status:
         sys.exit(status)
+
+
+def _check_listen(_ctx, _param, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_listen(value)
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from None
+    return value
+
+
+metrics_option = click.option(
+    "--metrics-listen", metavar="HOST:PORT", callback=_check_listen,
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics while running (e.g. 127.0.0.1:9101, :9101).")
+
+
+def serve_metrics(listen: str | None) -> MetricsExporter | None:
+    """Start serving /metrics (before the monitor is built: a busy port fails first); the server thread
+    keeps serving the final values until the process exits. ``attach`` the monitor to the exporter."""
+    if not listen:
+        return None
+    exporter = MetricsExporter()
+    MetricsServer(listen, exporter)
+    return exporter

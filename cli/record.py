@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from cli.options import exit_with_target_status, monitor_config, monitor_options, recording_spec, region_options
+from cli.options import (exit_with_target_status, metrics_option, monitor_config, monitor_options, recording_spec,
+                         region_options, serve_metrics)
 from damon_bpf.dark import DarkWatch
 from damon_bpf.priority import PRIORITIES
 from damon_bpf.recorder import Recorder
@@ -57,13 +58,17 @@ def collector_priority_option(func):
 @monitor_options
 @region_options
 @collector_priority_option
+@metrics_option
 @click.option("-o", "--output", default="damon.data", show_default=True, type=click.Path(dir_okay=False),
               help="Record file (zlib-compressed JSON in damo's schema, mode 0600).")
 def record(output: str, **options) -> None:
     """Record DAMON snapshots of a process: -p PID, or -- COMMAND ARGS..."""
     config = monitor_config(options, recording_spec(options))
+    metrics = serve_metrics(options.pop("metrics_listen"))
     writer = RecordWriter(output)
     monitor = Monitor(config, writer)
+    if metrics is not None:
+        metrics.attach(monitor)
     recorder = monitor.recorder
     status = StatusLine(recorder, monitor.tracer)
     sampler = config.sampler.name if config.sampler.name != "none" else None

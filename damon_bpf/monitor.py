@@ -164,6 +164,9 @@ class Monitor:
         self.recorder = self._recorder(writer) if config.recording is not None else None
         # raised at the first tick, after a command started: neither it nor the samplers inherit it
         self.priority = CollectorPriority(config.collector_priority)
+        # more observers of the run (the metrics exporter): ticks after the recorder's, the end after its finish
+        self.tick_hooks: list[Callable[[int], None]] = []
+        self.end_hooks: list[Callable[[RunResult | None], None]] = []
 
     def _samplers(self, warn: Callable[[str], None]) -> list[Sampler]:
         spec, attrs = self.config.sampler, self.config.attrs
@@ -226,12 +229,14 @@ class Monitor:
 
     def _tick_handler(self, on_tick: Callable[[int], None] | None) -> Callable[[int], None] | None:
         first = self.recorder.on_tick if self.recorder is not None else None
-        return _chain([h for h in (self.priority, first, on_tick) if h is not None])
+        return _chain([h for h in (self.priority, first, *self.tick_hooks, on_tick) if h is not None])
 
     def _finish(self, result: RunResult | None, finish: Callable[[RunResult | None], None] | None) -> None:
         try:
             if self.recorder is not None:
                 self.recorder.finish(result)
+            for hook in self.end_hooks:
+                hook(result)
         finally:
             if finish is not None:
                 finish(result)
