@@ -64,6 +64,7 @@ from cli.record import record  # noqa: E402
 from cli.report import report  # noqa: E402
 from cli.trace import trace  # noqa: E402
 from cli.live import live  # noqa: E402
+from cli.monitor import monitor  # noqa: E402
 
-for command in (probe, trace, record, report, live):
+for command in (probe, trace, record, report, live, monitor):
     cli.add_command(command)

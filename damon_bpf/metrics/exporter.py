@@ -80,7 +80,7 @@ class MetricsExporter(Collector):
         self.counters = RunCounters()
         self.monitor = None
         self.hot_from = hot_threshold(20)
-        self._pending: list[tuple[int, object]] = []   # (pid, snapshot) since the last fold
+        self._pending: list[tuple] = []   # (pid, comm, snapshot) since the last fold
         self._cond = threading.Condition()
         self._wanted = False
         self._families: list[Metric] = self._build([])
@@ -97,7 +97,8 @@ class MetricsExporter(Collector):
         monitor.end_hooks.append(self.on_end)
 
     def on_snapshot(self, _target_id: int, pid: int, snapshot) -> None:
-        self._pending.append((pid, snapshot))
+        state = self.monitor.recorder.targets.get(pid)   # its comm now: a standing monitor forgets gone targets
+        self._pending.append((pid, state.meta.get("comm") if state is not None else None, snapshot))
         if len(self._pending) > PENDING_LIMIT:   # nobody scrapes: fold now rather than grow
             self._fold()
 
@@ -117,13 +118,11 @@ class MetricsExporter(Collector):
 
     def _fold(self) -> None:
         pending, self._pending = self._pending, []
-        states = self.monitor.recorder.targets if self.monitor is not None else {}
-        for pid, snapshot in pending:
+        for pid, comm, snapshot in pending:
             totals = self.targets.get(pid)
             if totals is None:
                 totals = self.targets[pid] = TargetTotals(pid)
-            state = states.get(pid)
-            totals.comm = (state.meta.get("comm") if state is not None else None) or totals.comm or _comm_of(pid)
+            totals.comm = comm or totals.comm or _comm_of(pid)
             fold(totals, snapshot, self.page, self.hot_from, self.cpu_nodes, SHARE_WINDOW_NS)
 
     def _refresh(self, read_monitor: bool = True) -> None:
