@@ -100,4 +100,12 @@ def monitor(**_options) -> None:
                          "in the --config file)")
     metrics = serve_metrics(first["metrics_listen"])
     _say(f"serving metrics at http://{first['metrics_listen']}/metrics")
-    StandingMonitor(lambda: standing_config(options()), metrics.attach, first["rescan"], _say).run()
+
+    def configure() -> MonitorConfig:
+        values = options()
+        for key in ("metrics_listen", "rescan"):
+            if values[key] != first[key]:
+                _say(f"warning: {key.replace('_', '-')} changes at a restart only: still {first[key]}")
+        return standing_config(values)
+
+    StandingMonitor(configure, metrics.attach, first["rescan"], _say).run()

@@ -4,6 +4,7 @@ port, with a temporary configuration and storage, scraping the given targets eve
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -70,3 +71,20 @@ class Prometheus:
         self.process.terminate()
         self.process.wait(timeout=20)
         self.log.close()
+
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana" / "damon-bpf.json"
+
+
+def dashboard_queries() -> list[str]:
+    """Every PromQL expression of the Grafana dashboard: panel targets and template variables' queries."""
+    board = json.loads(DASHBOARD.read_text())
+    exprs = [target["expr"] for panel in board["panels"] for target in panel.get("targets", ())]
+    return exprs + [var["query"]["query"] for var in board["templating"]["list"] if var["type"] == "query"]
+
+
+def as_instant_query(expr: str) -> str:
+    """A dashboard expression Prometheus' query API takes: Grafana's variables set to match everything, and
+    its ``label_values(SELECTOR, LABEL)`` (a Grafana function) as the selector."""
+    expr = re.sub(r"^label_values\((.*), *\w+\)$", r"\1", expr)
+    return expr.replace("$__rate_interval", "1m").replace('=~"$comm"', '=~".*"').replace('=~"$pid"', '=~".*"')

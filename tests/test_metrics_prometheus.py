@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from conftest import DAMON_BPF
-from promserver import Prometheus, free_port, wait_for_page
+from promserver import Prometheus, as_instant_query, dashboard_queries, free_port, wait_for_page
 
 pytestmark = pytest.mark.bpf
 MiB = 1 << 20
@@ -79,6 +79,9 @@ def test_prometheus_scrapes_record(tmp_path, accessgen, prometheus_for):
         assert places == {"in_regions", "outside_regions", "late", "unattributed"}
         assert one(prom.query("damon_bpf_collector_cpu_seconds_total")) > 0
         assert one(prom.query("damon_bpf_targets")) == 1
+        for expr in dashboard_queries():   # every panel's query is valid PromQL over what was scraped
+            answer = prom.query(as_instant_query(expr))
+            assert answer or "sampler" in expr or "filtered" in expr, expr   # no sampler, no filter here
         last_written = one(prom.query(f"max_over_time(damon_bpf_written_bytes_total{{{target}}}[1m])"))
 
         result = json.loads(record.stdout.readline())
