@@ -133,11 +133,12 @@ metrics_option = click.option(
     help="Serve Prometheus metrics at http://HOST:PORT/metrics while running (e.g. 127.0.0.1:9101, :9101).")
 
 
-def serve_metrics(listen: str | None) -> MetricsExporter | None:
+def serve_metrics(listen: str | None, cgroup_of=None) -> MetricsExporter | None:
     """Start serving /metrics (before the monitor is built: a busy port fails first); the server thread
-    keeps serving the final values until the process exits. ``attach`` the monitor to the exporter."""
+    keeps serving the final values until the process exits. ``attach`` the monitor to the exporter.
+    ``cgroup_of(pid)`` (cgroup targets) adds a ``cgroup`` label to every target series."""
     if not listen:
         return None
-    exporter = MetricsExporter()
+    exporter = MetricsExporter(cgroup_of=cgroup_of)
     MetricsServer(listen, exporter)
     return exporter
