@@ -12,6 +12,7 @@ from cli.options import metrics_option, monitor_config, monitor_options, recordi
 from cli.record import collector_priority_option
 from cli.types import Duration
 from damon_bpf.errors import UsageError
+from damon_bpf.metrics import parse_listen
 from damon_bpf.monitor import MonitorConfig
 from damon_bpf.standing import StandingMonitor
 
@@ -99,7 +100,8 @@ def monitor(**_options) -> None:
         raise UsageError("monitor serves its state as metrics: give --metrics-listen HOST:PORT (or metrics-listen "
                          "in the --config file)")
     metrics = serve_metrics(first["metrics_listen"])
-    _say(f"serving metrics at http://{first['metrics_listen']}/metrics")
+    host, port = parse_listen(first["metrics_listen"])
+    _say(f"serving metrics at http://{f'[{host}]' if ':' in host else host}:{port}/metrics")
 
     def configure() -> MonitorConfig:
         values = options()
