@@ -8,8 +8,9 @@ import contextlib
 import click
 from rich.console import Console
 
-from cli.options import (apply_options, apply_quota, exit_with_target_status, monitor_config, monitor_options,
-                         numa_applier, recording_spec, region_options, verbosity_options, with_applier)
+from cli.options import (apply_options, apply_quota, exit_with_target_status, metrics_option, monitor_config,
+                         monitor_options, numa_applier, recording_spec, region_options, serve_metrics,
+                         verbosity_options, with_applier)
 from cli.record import collector_priority_option
 from damon_bpf import log
 from damon_bpf.dark import DarkWatch
@@ -27,6 +28,7 @@ from damon_bpf.reports.recent import RecentRecords
 @region_options
 @collector_priority_option
 @apply_options
+@metrics_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Also record to this file (the same file as `record -o`).")
 @click.option("--view", type=click.Choice(tuple(VIEW_NAMES)), default="all", show_default=True,
@@ -49,9 +51,12 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     """
     config = monitor_config(options, recording_spec(options))
     quota = apply_quota(options)
+    metrics = serve_metrics(options.pop("metrics_listen"))
     writer = RecordWriter(output) if output else None
     with writer.abandoned_on_error() if writer else contextlib.nullcontext():
         monitor = Monitor(config, writer)
+    if metrics is not None:
+        metrics.attach(monitor)
     recorder = monitor.recorder
     assert recorder is not None   # a recording was configured
     recent = RecentRecords(config.attrs)   # the live aggregation the answer keys and --apply read

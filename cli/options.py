@@ -11,6 +11,7 @@ from cli.types import Duration, Microseconds, RingMegabytes, parse_rate
 from damon_bpf import log
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.layout import LAYOUT_MODES
+from damon_bpf.metrics import MetricsExporter, MetricsServer, parse_listen
 from damon_bpf.monitor import FilterSpec, MonitorConfig, RecordingSpec, SamplerSpec, TargetSpec
 from damon_bpf.recorder import Recorder
 from damon_bpf.reports.numa_live import NumaApplier
@@ -178,3 +179,28 @@ def verbosity_options(func):
                              "re-reads.")(func)
     return click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True, callback=_set_verbosity,
                         help="Say only errors, warnings and the end-of-run accounting (loss is never hidden).")(func)
+
+
+def _check_listen(_ctx, _param, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_listen(value)
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from None
+    return value
+
+
+metrics_option = click.option(
+    "--metrics-listen", metavar="HOST:PORT", callback=_check_listen,
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics while running (e.g. 127.0.0.1:9101, :9101).")
+
+
+def serve_metrics(listen: str | None, cgroup_of=None) -> MetricsExporter | None:
+    """Start serving /metrics (before the monitor is built: a busy port fails first); the server thread
+    keeps serving the final values until the process exits. ``attach`` the monitor to the exporter.
+    ``cgroup_of(pid)`` (cgroup targets) adds a ``cgroup`` label to every target series."""
+    if not listen:
+        return None
+    exporter = MetricsExporter(cgroup_of=cgroup_of)
+    MetricsServer(listen, exporter)
+    return exporter

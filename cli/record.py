@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from cli.options import (apply_options, apply_quota, exit_with_target_status, monitor_config, monitor_options,
-                         numa_applier, recording_spec, region_options, verbosity_options, with_applier)
+from cli.options import (apply_options, apply_quota, exit_with_target_status, metrics_option, monitor_config,
+                         monitor_options, numa_applier, recording_spec, region_options, serve_metrics,
+                         verbosity_options, with_applier)
 from cli.progress import Progress
 from damon_bpf import log
 from damon_bpf.dark import DarkWatch
@@ -27,15 +28,19 @@ def collector_priority_option(func):
 @region_options
 @collector_priority_option
 @apply_options
+@metrics_option
 @click.option("-o", "--output", default="damon.data", show_default=True, type=click.Path(dir_okay=False),
               help="Record file (zlib-compressed JSON in damo's schema, mode 0600).")
 def record(output: str, **options) -> None:
     """Record DAMON snapshots of a process: -p PID, or -- COMMAND ARGS..."""
     config = monitor_config(options, recording_spec(options))
     quota = apply_quota(options)
+    metrics = serve_metrics(options.pop("metrics_listen"))
     writer = RecordWriter(output)
     with writer.abandoned_on_error():
         monitor = Monitor(config, writer)
+    if metrics is not None:
+        metrics.attach(monitor)
     recorder = monitor.recorder
     assert recorder is not None   # a recording was configured
     applier = numa_applier(quota, recorder)

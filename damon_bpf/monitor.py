@@ -35,7 +35,7 @@ from damon_bpf.sources.bpf_env import require_privileges
 from damon_bpf.sources.companion import Companion, SnapshotSink
 from damon_bpf.sources.kdamond import KernelDamon, stop_all_ours
 from damon_bpf.sources.perf_mem import DEFAULT_SAMPLE_PERIOD, PerfMemTracer
-from damon_bpf.sources.targets import Targets
+from damon_bpf.sources.targets import Targets, pids_by_comm
 from damon_bpf.sources.tracer import DEFAULT_RING_BYTES, Tracer
 
 DEFAULT_SAMPLER_BUDGET_PCT = 10.0   # of one CPU; kdamond used 7% in the README's comparison
@@ -50,10 +50,11 @@ class TargetSpec:
     command: tuple[str, ...] = ()
     follow_children: bool = False
     command_output: str | None = None   # a started command's stdout and stderr go here
+    comms: tuple[str, ...] = ()         # processes by command name (the standing monitor: also found later)
 
     def describe(self) -> list[str]:
         """How a record names its targets (the command, or ``-p PID`` for each process)."""
-        return list(self.command) or [f"-p {pid}" for pid in self.pids]
+        return list(self.command) or [f"-p {pid}" for pid in self.pids] + [f"--comm {c}" for c in self.comms]
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class MonitorConfig:
     duration_s: float | None = None              # None: until stopped or the targets exit
     recording: RecordingSpec | None = None       # None: reports only (trace); else DAMON snapshots
     collector_priority: str = "normal"           # damon_bpf.priority.PRIORITIES; record/live ask for "rt"
+    standing: bool = False                       # `monitor`: runs on with no target left; targets can be adopted
 
     @property
     def attrs(self) -> MonitoringAttrs:
@@ -152,7 +154,8 @@ class Monitor:
             config.recording.attrs.validate()
         filters = config.filters.build()
         spec = config.targets
-        self.targets = Targets(spec.pids, spec.command, spec.follow_children, spec.command_output)
+        pids = tuple(spec.pids) + tuple(sorted(pids_by_comm(spec.comms) - set(spec.pids)))
+        self.targets = Targets(pids, spec.command, spec.follow_children, spec.command_output, standing=config.standing)
         require_privileges()   # before the state files under /run, which only root may read
         recover_stale(warn)   # NUMA-balancing settings a crashed numa-hint run left changed
         stop_all_ours(warn)   # a kdamond a killed --source damon run left on
@@ -161,10 +164,13 @@ class Monitor:
         self.tracer = self._tracer(filters)
         # started with the targets, closed on every exit path, samplers before companions
         self.session = Session(self.tracer, self.targets, config.duration_s,
-                               samplers=[*self.samplers, *self.companions])
+                               samplers=[*self.samplers, *self.companions], until_targets_exit=not config.standing)
         self.recorder = self._recorder(config.recording, writer) if config.recording is not None else None
         # raised at the first tick, after a command started: neither it nor the samplers inherit it
         self.priority = CollectorPriority(config.collector_priority)
+        # more observers of the run (the metrics exporter): ticks after the recorder's, the end after its finish
+        self.tick_hooks: list[Callable[[int], None]] = []
+        self.end_hooks: list[Callable[[RunResult | None], None]] = []
 
     def _samplers(self, warn: Callable[[str], None]) -> list[Sampler]:
         spec, attrs = self.config.sampler, self.config.attrs
@@ -202,6 +208,10 @@ class Monitor:
         self.targets.subscribe(recorder.on_target_event)
         return recorder
 
+    def adopt(self, pids) -> list[int]:
+        """Monitor more running processes from now on (a standing monitor's new --comm matches)."""
+        return self.targets.adopt(pids, self.tracer)
+
     def request_stop(self, reason: str = "interrupted") -> None:
         self.session.request_stop(reason)
 
@@ -227,12 +237,14 @@ class Monitor:
 
     def _tick_handler(self, on_tick: Callable[[int], None] | None) -> Callable[[int], None] | None:
         first = self.recorder.on_tick if self.recorder is not None else None
-        return _chain([h for h in (self.priority, first, on_tick) if h is not None])
+        return _chain([h for h in (self.priority, first, *self.tick_hooks, on_tick) if h is not None])
 
     def _finish(self, result: RunResult | None, finish: Callable[[RunResult | None], None] | None) -> None:
         try:
             if self.recorder is not None:
                 self.recorder.finish(result)
+            for hook in self.end_hooks:
+                hook(result)
         finally:
             if finish is not None:
                 finish(result)

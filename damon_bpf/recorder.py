@@ -114,6 +114,8 @@ class Recorder:
     start_ns: int = field(default_factory=time.monotonic_ns)
     targets: dict[int, TargetState] = field(default_factory=dict)
     unattributed: int = 0   # reports of a process whose target was already closed at its exit
+    retired: dict = field(default_factory=dict)   # forget_gone: the counts of the targets it dropped
+    _next_id: int = 0
     _batches: list = field(default_factory=list)
     _processed_ns: int = 0
 
@@ -124,9 +126,10 @@ class Recorder:
             maps = MapsSeen()
             aggregator = Aggregator(self.attrs, layout_for(pid, self.regions_mode, maps.on_maps), start_ns,
                                     self.seed)
-            state = self.targets[pid] = TargetState(len(self.targets), pid, aggregator,
+            state = self.targets[pid] = TargetState(self._next_id, pid, aggregator,
                                                     meta={"born_ns": start_ns}, maps=maps,
                                                     footprint=Footprint(pid))
+            self._next_id += 1
             if self.writer is not None:
                 self.writer.add_target(TargetRecord(state.target_id, pid, self.attrs.sample_interval_us,
                                                     self.attrs.aggr_interval_us, self.attrs.update_interval_us,
@@ -235,13 +238,19 @@ class Recorder:
     def accounting(self) -> dict:
         """Where the reports went: ``in_regions + outside_regions + late + unattributed +
         pending`` is every report routed so far (``pending``: not placed yet; 0 after finish)."""
-        aggregators = [s.aggregator for s in self.targets.values()]
-        return {"in_regions": sum(a.in_regions for a in aggregators),
-                "outside_regions": sum(a.outside for a in aggregators),
-                "late": sum(a.late for a in aggregators), "unattributed": self.unattributed,
-                "pending": sum(a.pending + a.in_progress for a in aggregators),
-                "layout_rereads": sum(a.rereads for a in aggregators),
-                "ranges_from_reports": sum(a.report_ranges for a in aggregators)}
+        totals = {key: self.retired.get(key, 0) + sum(_counts(s.aggregator)[key] for s in self.targets.values())
+                  for key in _COUNTS}
+        return {**totals, "unattributed": self.unattributed,
+                "pending": sum(s.aggregator.pending + s.aggregator.in_progress for s in self.targets.values())}
+
+    def forget_gone(self) -> int:
+        """Drop the closed targets, keeping their counts in ``accounting``: a long-running monitor would
+        otherwise keep every process it ever saw. Returns how many went."""
+        gone = [pid for pid, state in self.targets.items() if state.gone]
+        for pid in gone:
+            counts = _counts(self.targets.pop(pid).aggregator)
+            self.retired = {key: self.retired.get(key, 0) + counts[key] for key in _COUNTS}
+        return len(gone)
 
     def finish(self, result: RunResult | None) -> None:
         """Route what the session's end delivered, close every target (a partial last snapshot
@@ -266,6 +275,14 @@ class Recorder:
             finally:
                 if self.side is not None:
                     self.side.write()
+
+
+_COUNTS = ("in_regions", "outside_regions", "late", "layout_rereads", "ranges_from_reports")
+
+
+def _counts(aggregator: Aggregator) -> dict:
+    return {"in_regions": aggregator.in_regions, "outside_regions": aggregator.outside, "late": aggregator.late,
+            "layout_rereads": aggregator.rereads, "ranges_from_reports": aggregator.report_ranges}
 
 
 def run_meta(source: str, filters, command: list[str], regions_mode: str) -> dict:

@@ -31,7 +31,7 @@ def cpu_seconds() -> float:
 
 @dataclass
 class RunResult:
-    reason: str                      # "duration", "interrupted", "targets-exited"
+    reason: str                      # "duration", "interrupted", "targets-exited" (or what request_stop said)
     elapsed_s: float
     cpu_s: float                     # the collector's own CPU time during the run
     accounting: Accounting
@@ -97,8 +97,10 @@ class Session:
     (damon_bpf.sources.companion) such as kernel DAMON; damon_bpf.monitor.Monitor assembles them."""
 
     def __init__(self, tracer: Tracer, targets: Targets, duration_s: float | None = None,
-                 poll_interval_s: float = POLL_INTERVAL_S, samplers: list | None = None) -> None:
+                 poll_interval_s: float = POLL_INTERVAL_S, samplers: list | None = None,
+                 until_targets_exit: bool = True) -> None:
         self.tracer = tracer
+        self.until_targets_exit = until_targets_exit   # False: a standing monitor waits for targets to come
         self.targets = targets
         self.samplers = list(samplers or ())
         self.duration_s = duration_s
@@ -172,7 +174,7 @@ class Session:
                 sampler.tick(drained_at)
             if self.duration_s is not None and time.monotonic() - start >= self.duration_s:
                 self.request_stop("duration")
-            elif not self.targets.alive:
+            elif self.until_targets_exit and not self.targets.alive:
                 self.request_stop("targets-exited")
             if self.stop_reason is None:
                 time.sleep(period)

@@ -16,8 +16,8 @@ LAYERS = [
     ["damon_bpf.sources"],
     ["damon_bpf.samplers"],
     ["damon_bpf.session", "damon_bpf.recorder", "damon_bpf.recordfile", "damon_bpf.monitor", "damon_bpf.eventlog",
-     "damon_bpf.probe", "damon_bpf.dark", "damon_bpf.priority"],
-    ["damon_bpf.reports", "damon_bpf.live"],
+     "damon_bpf.probe", "damon_bpf.dark", "damon_bpf.priority", "damon_bpf.standing"],
+    ["damon_bpf.reports", "damon_bpf.live", "damon_bpf.metrics"],
     ["cli"],
 ]
 

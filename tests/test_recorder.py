@@ -185,3 +185,26 @@ def test_bpf_kinds_become_the_cores_kinds_whether_or_not_the_numbers_agree():
     assert set(REPORT_COLUMNS) <= set(ACCESS_DTYPE.names)
     for same in (True, False):   # False: the translation a renumbered header would take
         assert core_reports(batch, same_kinds=same)["write"].tolist() == [Kind.READ, Kind.WRITE, Kind.UNKNOWN]
+
+
+def test_forgetting_closed_targets_keeps_their_counts_and_new_ids_stay_unique():
+    """The standing monitor drops closed targets: the accounting still adds up, a later target gets a new id."""
+    first, second = subprocess.Popen(["sleep", "30"]), subprocess.Popen(["sleep", "30"])
+    try:
+        t0 = time.monotonic_ns()
+        recorder = Recorder(ATTRS, start_ns=t0 - 1000 * MS)
+        recorder.on_target_event(event("fork", first.pid, t0 - 300 * MS))
+        stack = read_maps(first.pid)[-1][0]
+        recorder.on_batch(reports(first.pid, [stack] * 2, [t0 - 250 * MS, t0 - 150 * MS]))
+        recorder.on_target_event(event("exit", first.pid, t0 - 100 * MS))
+        recorder.on_tick(t0, force=True)
+        assert recorder.forget_gone() == 1 and first.pid not in recorder.targets
+        assert recorder.forget_gone() == 0
+        recorder.on_target_event(event("fork", second.pid, t0 - 50 * MS))
+        assert recorder.targets[second.pid].target_id == 1
+        result = finished(recorder, 2)
+        assert result.placement["in_regions"] == 2 and result.placement["unaccounted"] == 0
+    finally:
+        for child in (first, second):
+            child.kill()
+            child.wait()

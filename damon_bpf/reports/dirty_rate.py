@@ -27,6 +27,7 @@ import numpy as np
 from rich import box
 from rich.table import Table
 
+from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import UsageError
 from damon_bpf.recordfile import TargetRecord
 from damon_bpf.reports.common import comm_of, fmt_ns, fmt_size, percentile, ppid_of, process_line
@@ -96,16 +97,21 @@ class DirtyRate:
     max_downtime_s: float
 
 
+def dirty_bytes(snapshot: Snapshot, page: int) -> float:
+    """Bytes a window dirtied: per region ``min(write reports x page size, region size)`` (a page once
+    per window however often it was written)."""
+    sizes = (snapshot.end - snapshot.start).astype(np.float64)
+    return float(np.minimum(snapshot.writes.astype(np.float64) * page, sizes).sum())
+
+
 def _rates(rec: TargetRecord, page: int, skip: int) -> tuple[list[int], list[float]]:
     snaps = rec.snapshots[skip:]
     origin = rec.snapshots[0].start_ns if rec.snapshots else 0
     times, rates = [], []
     for s in snaps:
         window_s = (s.end_ns - s.start_ns) / 1e9 or rec.aggr_us / 1e6
-        sizes = (s.end - s.start).astype(np.float64)
-        dirty = np.minimum(s.writes.astype(np.float64) * page, sizes).sum()
         times.append(s.end_ns - origin)
-        rates.append(float(dirty) / window_s)
+        rates.append(dirty_bytes(s, page) / window_s)
     return times, rates
 
 

@@ -139,6 +139,21 @@ def descendants(roots: Iterable[int]) -> dict[int, TargetInfo]:
     return found
 
 
+def pids_by_comm(names: Iterable[str]) -> set[int]:
+    """Live processes whose command name (``/proc/PID/comm``, 15 characters at most) is one of
+    ``names``, as ``pgrep -x`` matches; ours are never among them."""
+    wanted = {name[:15] for name in names}
+    if not wanted:
+        return set()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None and fields[0] in wanted:
+                found.add(int(entry.name))
+    return found
+
+
 def thread_count(pid: int) -> int:
     """Threads of process ``pid`` now (0 once it is gone)."""
     try:
@@ -151,8 +166,10 @@ class Targets:
     """The set of monitored processes and how they came to be."""
 
     def __init__(self, pids: Sequence[int] = (), command: Sequence[str] = (), follow_children: bool = False,
-                 command_output: str | None = None, notify: Callable[[str], None] = warn_stderr) -> None:
-        if bool(pids) == bool(command):
+                 command_output: str | None = None, notify: Callable[[str], None] = warn_stderr,
+                 standing: bool = False) -> None:
+        # standing (the long-running monitor): processes found later are adopted, so none at the start is fine
+        if bool(pids) == bool(command) and not (standing and not command):
             raise TargetError("give either -p PID or a command after --, not both and not neither")
         if command_output and not command:
             raise TargetError("--command-output is for a command started after --, not for -p PID")
@@ -201,12 +218,13 @@ class Targets:
         if self.command:
             self._launch(tracer)
 
-    def _take_existing_children(self, tracer) -> None:
+    def _take_existing_children(self, tracer, roots: Iterable[int] | None = None) -> None:
         # The roots are in the kernel map already, so every child forked from now on joins there; scanning
         # until nothing new turns up also catches children forked by a descendant while we added it.
-        roots = set(self.pids)
+        roots = set(self.pids if roots is None else roots)
         found: dict[int, TargetInfo] = {}
-        while new := {pid: info for pid, info in descendants(roots).items() if pid not in found}:
+        while new := {pid: info for pid, info in descendants(roots).items()
+                      if pid not in found and pid not in self.pids}:
             for pid, info in new.items():
                 tracer.add_target(pid)
                 found[pid] = info
@@ -219,6 +237,27 @@ class Targets:
         threads = sum(thread_count(pid) for pid in found)
         self.notify(f"following {len(found)} existing descendant process(es) of PID "
                     f"{', '.join(map(str, sorted(roots)))} ({threads} threads)")
+
+    def adopt(self, pids: Iterable[int], tracer) -> list[int]:
+        """Make running processes targets from now on (the long-running monitor's newly found ``--comm``
+        matches), with their existing descendants when following; each is told as a fork at this instant,
+        so its aggregations start now. Returns the pids taken (not those already targets or gone)."""
+        now, taken = time.monotonic_ns(), []
+        for pid in pids:
+            if pid in self.pids:
+                continue
+            tracer.add_target(pid)   # before the look at /proc: an exit after it is in the lifecycle ring
+            info = process_info(pid)
+            if info is None:
+                tracer.remove_target(pid)
+                continue
+            self.pids.add(pid)
+            self.info[pid] = info
+            taken.append(pid)
+            self._publish(TargetEvent("fork", pid, info.ppid, info.comm, now))
+        if self.follow_children and taken:
+            self._take_existing_children(tracer, taken)
+        return taken
 
     def _open_proc_events(self) -> ProcEvents | None:
         try:
