@@ -57,9 +57,9 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     recorder.listeners.append(DarkWatch(notes.append, sampler).on_snapshot)
     # the recorder's tick closes snapshots first; they reach the display through its listener
     result = monitor.run(on_tick=display.on_tick, display=display)
-    snapshots = sum(s.snapshots for s in recorder.targets.values())
+    snapshots = sum(s.snapshots for s in recorder.states())
     where = f", written to {output}" if output else ""
-    click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} "
+    click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.states())} "
                f"target(s){where}", err=True)
     click.echo(f"damon-bpf: {result.placement_line()}", err=True)
     for note in notes:

@@ -19,6 +19,10 @@ from damon_bpf.sources.tracer import DEFAULT_RING_BYTES
 _OPTIONS = [
     click.option("-p", "--pid", "pids", type=int, multiple=True,
                  help="Monitor this process (all its threads); repeatable."),
+    click.option("--cgroup", "cgroups", metavar="PATH", multiple=True,
+                 help="Monitor every process of this cgroup v2 and its descendant cgroups (a container, a systemd "
+                      "service), those that join later too: a directory under /sys/fs/cgroup or a path relative "
+                      "to it (system.slice/cron.service); repeatable."),
     click.option("--follow-children", is_flag=True, help="Add child processes as they fork."),
     click.option("--source", type=click.Choice(("auto",) + SOURCE_ORDER + ("perf-mem", "damon")),
                  default="auto", show_default=True,
@@ -64,7 +68,7 @@ def monitor_config(options: dict, recording: RecordingSpec | None = None) -> Mon
     """The typed configuration of the monitor the options describe (``recording``: record and live)."""
     return MonitorConfig(
         TargetSpec(tuple(options["pids"]), tuple(options["command"]), options["follow_children"],
-                   options.get("command_output")),
+                   options.get("command_output"), tuple(options.get("cgroups") or ())),
         options["source"],
         FilterSpec(options["cpus"], options["tids"], options["write_only"], options["read_only"],
                    tuple(options["filter_specs"])),

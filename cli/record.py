@@ -39,10 +39,10 @@ class StatusLine:
         self.next_update = now + 0.25
         elapsed = now - self.start
         acc = self.tracer.accounting()
-        regions = sum(s.last_regions for s in self.recorder.targets.values())
-        snapshots = sum(s.snapshots for s in self.recorder.targets.values())
+        regions = sum(s.last_regions for s in self.recorder.states())
+        snapshots = sum(s.snapshots for s in self.recorder.states())
         self.live.update(Text(f"recording {elapsed:6.1f} s | {self.events / max(elapsed, 1e-9):9.0f} events/s | "
-                              f"lost {acc.lost} | filtered {acc.filtered} | targets {len(self.recorder.targets)} | "
+                              f"lost {acc.lost} | filtered {acc.filtered} | targets {len(self.recorder.states())} | "
                               f"regions {regions} | snapshots {snapshots}", style="bold"))
 
 
@@ -73,8 +73,8 @@ def record(output: str, **options) -> None:
 
     recorder.listeners.append(DarkWatch(say, sampler).on_snapshot)
     result = monitor.run(status.count, status.tick, status.live)
-    snapshots = sum(s.snapshots for s in recorder.targets.values())
-    click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} target(s), "
+    snapshots = sum(s.snapshots for s in recorder.states())
+    click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.states())} target(s), "
                f"written to {output}", err=True)
     click.echo(f"damon-bpf: {result.placement_line()}", err=True)
     for line in result.advice(monitor.priority.applied or "normal"):

@@ -156,7 +156,8 @@ def _to_image(records, path, by, resol, addr, times, target_id, scale, cell) -> 
 @click.option("--snapshot", type=int, default=-1, show_default=True, metavar="N",
               help="Snapshot index; negative counts from the end.")
 @click.option("--group", type=click.Choice(GROUP_MODES),
-              help="Combine targets: those with the same command name (comm), or all; one table per group.")
+              help="Combine targets: those with the same command name (comm), in the same cgroup (cgroup: "
+                   "record --cgroup), or all; one table per group.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def access(input_path, target_id, snapshot, group, as_json) -> None:
     """The regions of one snapshot: size, access frequency, age."""

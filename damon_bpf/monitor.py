@@ -30,6 +30,7 @@ from damon_bpf.recordfile import RecordWriter, TargetRecord
 from damon_bpf.samplers import Sampler, make_sampler
 from damon_bpf.samplers.numa_state import recover_stale
 from damon_bpf.session import RunResult, Session
+from damon_bpf.sources import cgroups
 from damon_bpf.sources.bpf_env import require_privileges
 from damon_bpf.sources.companion import Companion, SnapshotSink
 from damon_bpf.sources.kdamond import KernelDamon, stop_all_ours
@@ -43,16 +44,23 @@ COMPANION_FIRST_ID = 1000           # record target ids of companions' snapshots
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """What to monitor: existing processes, or a command started paused and traced from its exec."""
+    """What to monitor: existing processes and/or the processes of cgroups, or a command started paused
+    and traced from its exec.
+
+    ``cgroups`` are cgroup v2 paths (under a cgroup2 mount, or relative to it: "system.slice/x.service"):
+    every process in one of them or in a descendant cgroup is a target while it is there, those that
+    join later included, each with its own aggregation; the run lasts while one of them exists."""
 
     pids: tuple[int, ...] = ()
     command: tuple[str, ...] = ()
     follow_children: bool = False
     command_output: str | None = None   # a started command's stdout and stderr go here
+    cgroups: tuple[str, ...] = ()
 
     def describe(self) -> list[str]:
-        """How a record names its targets (the command, or ``-p PID`` for each process)."""
-        return list(self.command) or [f"-p {pid}" for pid in self.pids]
+        """How a record names its targets (the command, or ``-p PID`` / ``--cgroup PATH`` for each)."""
+        return list(self.command) or [f"-p {pid}" for pid in self.pids] + [f"--cgroup {path}"
+                                                                          for path in self.cgroups]
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,8 @@ class Monitor:
             config.recording.attrs.validate()
         filters = config.filters.build()
         spec = config.targets
-        self.targets = Targets(spec.pids, spec.command, spec.follow_children, spec.command_output)
+        self.targets = Targets(spec.pids, spec.command, spec.follow_children, spec.command_output,
+                               cgroups=[cgroups.resolve(path) for path in spec.cgroups])
         require_privileges()   # before the state files under /run, which only root may read
         recover_stale(warn)   # NUMA-balancing settings a crashed numa-hint run left changed
         stop_all_ours(warn)   # a kdamond a killed --source damon run left on
@@ -181,11 +190,12 @@ class Monitor:
 
     def _tracer(self, filters: list[SampleFilter]) -> Tracer:
         config = self.config
-        follow = config.targets.follow_children
+        follow, by_cgroup = config.targets.follow_children, bool(config.targets.cgroups)
         if config.source == "perf-mem":
-            return PerfMemTracer(filters, follow, config.ring_bytes, config.sample_period)
+            return PerfMemTracer(filters, follow, config.ring_bytes, config.sample_period, follow_cgroups=by_cgroup)
         # kernel DAMON runs beside the page-fault view of the best fault source
-        return Tracer("auto" if config.source == "damon" else config.source, filters, follow, config.ring_bytes)
+        return Tracer("auto" if config.source == "damon" else config.source, filters, follow, config.ring_bytes,
+                      follow_cgroups=by_cgroup)
 
     def _recorder(self, writer: RecordWriter | None) -> Recorder:
         recording = self.config.recording
