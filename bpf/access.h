@@ -61,7 +61,7 @@ struct lifecycle_record {
 	__u32 ppid;      /* fork: the parent's thread group id; 0 otherwise (not known to the program) */
 	__u32 pad0;
 	char comm[16];   /* the process's command name at that moment */
-	__u64 cgroup_id; /* join/leave: the followed cgroup (v2 id: its directory's inode) joined or left; else 0 */
+	__u64 cgroup_id; /* join: the cgroup v2 it reported from (its directory's inode number); else 0 */
 };
 
 #define LIFECYCLE_FORK 1

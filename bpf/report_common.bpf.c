@@ -121,7 +121,7 @@ static __always_inline int cgroup_target(u32 tgid, u8 *mark)
 	if (cgroup_id && !mark) {
 		u8 by_cgroup = TARGET_BY_CGROUP;
 		targets.update(&tgid, &by_cgroup);
-		report_lifecycle(LIFECYCLE_JOIN, tgid, 0, cgroup_id);
+		report_lifecycle(LIFECYCLE_JOIN, tgid, 0, bpf_get_current_cgroup_id());
 	} else if (!cgroup_id && mark) {
 		targets.delete(&tgid);
 		report_lifecycle(LIFECYCLE_LEAVE, tgid, 0, 0);

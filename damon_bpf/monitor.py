@@ -30,7 +30,6 @@ from damon_bpf.recordfile import RecordWriter, TargetRecord
 from damon_bpf.samplers import Sampler, make_sampler
 from damon_bpf.samplers.numa_state import recover_stale
 from damon_bpf.session import RunResult, Session
-from damon_bpf.sources import cgroups
 from damon_bpf.sources.bpf_env import require_privileges
 from damon_bpf.sources.companion import Companion, SnapshotSink
 from damon_bpf.sources.kdamond import KernelDamon, stop_all_ours
@@ -160,7 +159,7 @@ class Monitor:
         filters = config.filters.build()
         spec = config.targets
         self.targets = Targets(spec.pids, spec.command, spec.follow_children, spec.command_output,
-                               cgroups=[cgroups.resolve(path) for path in spec.cgroups])
+                               cgroups=spec.cgroups)
         require_privileges()   # before the state files under /run, which only root may read
         recover_stale(warn)   # NUMA-balancing settings a crashed numa-hint run left changed
         stop_all_ours(warn)   # a kdamond a killed --source damon run left on

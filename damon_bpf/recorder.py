@@ -38,7 +38,7 @@ class TargetState:
     gone: bool = False                 # closed: its last snapshot is written
     close_at_ns: int | None = None     # its exit (or when its layout could not be read any more)
     last_regions: int = 0
-    meta: dict = field(default_factory=dict)   # born_ns, comm, ppid, cgroup, layout
+    meta: dict = field(default_factory=dict)   # born_ns, comm, ppid, cgroup, left, layout
     previous: TargetState | None = None   # the pid's earlier target (a cgroup member that left and came back)
 
 
@@ -115,7 +115,8 @@ class Recorder:
             state.aggregator.reread()
         elif event.kind in ("exit", "leave") and state.close_at_ns is None:
             state.close_at_ns = int(event.time_ns)
-            state.meta["ended"] = event.kind
+        if event.kind == "leave":
+            state.meta["left"] = True   # it left the followed cgroups (and may come back as a new target)
 
     def on_batch(self, batch: np.ndarray) -> None:
         self._batches.append(batch)

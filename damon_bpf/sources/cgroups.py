@@ -13,9 +13,11 @@ Paths are accepted as a directory under a cgroup2 mount (/sys/fs/cgroup/system.s
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from damon_bpf.errors import TargetError
 
@@ -76,13 +78,18 @@ def _v2_home(mounts: list[Mount]) -> Mount:
     return next((m for m in v2 if m.point == "/sys/fs/cgroup"), v2[0])
 
 
+def v2_mount() -> str:
+    """Where this host's cgroup v2 hierarchy is mounted (TargetError on a cgroup v1 host)."""
+    return _v2_home(parse_mountinfo(Path(MOUNTINFO).read_text())).point
+
+
 def _candidate(path: str, mounts: list[Mount]) -> str:
-    """The directory ``path`` names: itself when it lies under a mount of a cgroup file system, else
-    relative to the host's cgroup2 mount."""
+    """The directory ``path`` names: itself when it lies under a mount of a cgroup file system or is a
+    directory elsewhere (refused later), else relative to the host's cgroup2 mount."""
     home = _v2_home(mounts)
     if os.path.isabs(path):
         mount = _mount_of(os.path.realpath(path), mounts)
-        if mount is not None and mount.fstype in ("cgroup", "cgroup2"):
+        if (mount is not None and mount.fstype in ("cgroup", "cgroup2")) or (os.path.isdir(path) and path.strip("/")):
             return path
     return os.path.join(home.point, path.lstrip("/"))
 
@@ -97,7 +104,9 @@ def resolve(path: str, mounts: list[Mount] | None = None) -> Cgroup:
         raise TargetError(f"--cgroup {path}: {directory} is in a cgroup v1 hierarchy; --cgroup needs a cgroup v2 "
                           f"directory (cgroup v2 is mounted at {_v2_home(mounts).point} here)")
     if not os.path.isdir(directory):
-        raise TargetError(f"--cgroup {path}: no such cgroup ({directory} is not a directory)")
+        tried = f"neither {path} nor {directory} is a directory" if os.path.isabs(path) and directory != \
+            os.path.realpath(path) else f"{directory} is not a directory"
+        raise TargetError(f"--cgroup {path}: no such cgroup ({tried})")
     if mount is None or mount.fstype != "cgroup2" or not os.path.exists(os.path.join(directory, "cgroup.procs")):
         raise TargetError(f"--cgroup {path}: {directory} is not a cgroup v2 directory")
     relative = os.path.relpath(directory, mount.point)
@@ -113,14 +122,41 @@ def resolve(path: str, mounts: list[Mount] | None = None) -> Cgroup:
 def members(cgroup: Cgroup) -> dict[int, str]:
     """Every process in ``cgroup`` and its descendant cgroups now: pid -> the name of its own cgroup."""
     found: dict[int, str] = {}
+    for directory, name in _walk(cgroup):
+        with contextlib.suppress(OSError):   # removed while we walked
+            found.update((int(pid), name) for pid in Path(directory, "cgroup.procs").read_text().split())
+    return found
+
+
+class CgroupNames:
+    """Names of the cgroups below followed ones, by id: a join record carries the id of the cgroup the
+    process reported from, which may be a descendant made after the run began (the tree is walked again
+    on a miss)."""
+
+    def __init__(self, cgroups: list[Cgroup]) -> None:
+        self.cgroups = cgroups
+        self.names: dict[int, str] = {cgroup.id: cgroup.name for cgroup in cgroups}
+
+    def name(self, cgroup_id: int) -> str | None:
+        if cgroup_id not in self.names:
+            for cgroup in self.cgroups:
+                self.names.update(_subtree(cgroup))
+        return self.names.get(cgroup_id)
+
+
+def _walk(cgroup: Cgroup) -> Iterator[tuple[str, str]]:
+    """(directory, name) of ``cgroup`` and of every cgroup below it now."""
     for directory, _dirs, _files in os.walk(cgroup.directory):
         relative = os.path.relpath(directory, cgroup.directory)
-        name = cgroup.name if relative == "." else f"{cgroup.name}/{relative}"
-        try:
-            pids = Path(directory, "cgroup.procs").read_text().split()
-        except OSError:   # removed while we walked
-            continue
-        found.update((int(pid), name) for pid in pids)
+        yield directory, cgroup.name if relative == "." else f"{cgroup.name}/{relative}"
+
+
+def _subtree(cgroup: Cgroup) -> dict[int, str]:
+    """id -> name of ``cgroup`` and every cgroup below it now."""
+    found = {}
+    for directory, name in _walk(cgroup):
+        with contextlib.suppress(OSError):   # removed while we walked
+            found[os.stat(directory).st_ino] = name
     return found
 
 

@@ -36,7 +36,7 @@ from damon_bpf.access import LIFECYCLE_KINDS
 from damon_bpf import outputs
 from damon_bpf.childproc import die_with_parent
 from damon_bpf.errors import TargetError
-from damon_bpf.sources.cgroups import Cgroup, cgroup_of, members
+from damon_bpf.sources.cgroups import Cgroup, CgroupNames, cgroup_of, members, resolve
 from damon_bpf.sources.procevents import ProcEvent, ProcEvents
 
 # cn_proc's exit of a thread of a target that exited up to this long before or after the target's own
@@ -168,15 +168,15 @@ class Targets:
 
     def __init__(self, pids: Sequence[int] = (), command: Sequence[str] = (), follow_children: bool = False,
                  command_output: str | None = None, notify: Callable[[str], None] = _stderr,
-                 cgroups: Sequence[Cgroup] = ()) -> None:
+                 cgroups: Sequence[Cgroup | str] = ()) -> None:
         if bool(pids or cgroups) == bool(command):
             raise TargetError("give either -p PID (and/or --cgroup PATH) or a command after --, not both and not "
                               "neither")
         if command_output and not command:
             raise TargetError("--command-output is for a command started after --, not for -p PID")
         self.follow_children = follow_children
-        self.cgroups = list(cgroups)
-        self._cgroup_names = {cgroup.id: cgroup.name for cgroup in self.cgroups}
+        self.cgroups = [cgroup if isinstance(cgroup, Cgroup) else resolve(cgroup) for cgroup in cgroups]
+        self._cgroup_names = CgroupNames(self.cgroups)
         self.command = list(command)
         self.command_output = command_output
         self.notify = notify
@@ -461,8 +461,8 @@ class Targets:
         if pid in self.pids:   # listed at attach time, or a followed child
             return
         found = process_info(pid)
-        # its own cgroup (a descendant's name) while /proc has it, else the followed one it joined
-        cgroup = cgroup_of(pid) or self._cgroup_names.get(cgroup_id, str(cgroup_id))
+        # the cgroup it reported from; if that is removed already, the one /proc shows, else the id
+        cgroup = self._cgroup_names.name(cgroup_id) or cgroup_of(pid) or f"(cgroup id {cgroup_id})"
         self.pids.add(pid)
         self.info[pid] = TargetInfo(pid, found.ppid if found else 0, comm, cgroup=cgroup)
         event = TargetEvent("join", pid, self.info[pid].ppid, comm, time_ns, cgroup=cgroup)
