@@ -114,7 +114,10 @@ def recording_spec(options: dict) -> RecordingSpec:
 def exit_with_target_status(result: RunResult, config: MonitorConfig) -> None:
     """End like perf: with the launched command's status (RunResult.command_status); a -p target that
     exited before --duration is told in a note, not an error (everything up to then was written)."""
-    if result.reason == "targets-exited" and config.targets.pids and config.duration_s:
+    if result.reason == "targets-exited" and config.targets.cgroups and config.duration_s:
+        click.echo(f"damon-bpf: note: cgroup {', '.join(config.targets.cgroups)} was removed before --duration ran out",
+                   err=True)
+    elif result.reason == "targets-exited" and config.targets.pids and config.duration_s:
         click.echo(f"damon-bpf: note: target process {', '.join(map(str, result.exited))} exited before --duration "
                    "ran out", err=True)
     status = result.command_status()
