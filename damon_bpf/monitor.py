@@ -185,6 +185,9 @@ class Monitor:
             return []
         if self.config.recording is None:
             raise UsageError("--source damon records kernel DAMON's regions: use it with record or live")
+        if self.config.targets.cgroups:
+            raise UsageError("--source damon watches the processes known when it starts and cannot follow a "
+                             "cgroup's: use --cgroup with a page-fault source (--source auto)")
         return [KernelDamon(self.config.attrs)]
 
     def _tracer(self, filters: list[SampleFilter]) -> Tracer:

@@ -270,6 +270,14 @@ def test_mountinfo_is_parsed_with_its_escapes():
                                      Mount("/sys/fs/cgroup/my mem", "/sub", "cgroup")]
 
 
+def test_kernel_damon_cannot_follow_a_cgroup(cgroup):
+    from damon_bpf.errors import UsageError
+    from damon_bpf.monitor import Monitor, MonitorConfig, RecordingSpec, TargetSpec
+
+    with pytest.raises(UsageError, match="cannot follow a cgroup's"):
+        Monitor(MonitorConfig(TargetSpec(cgroups=(str(cgroup),)), source="damon", recording=RecordingSpec()))
+
+
 @pytest.mark.parametrize("args, says", [
     (["--cgroup", "/sys/fs/cgroup/damon-bpf-no-such-cgroup"], "no such cgroup"),
     (["--cgroup", "/tmp"], "not a cgroup v2 directory"),
