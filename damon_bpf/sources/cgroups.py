@@ -130,17 +130,22 @@ def members(cgroup: Cgroup) -> dict[int, str]:
 
 class CgroupNames:
     """Names of the cgroups below followed ones, by id: a join record carries the id of the cgroup the
-    process reported from, which may be a descendant made after the run began (the tree is walked again
-    on a miss)."""
+    process reported from, which may be a descendant made after the run began. The trees are walked at
+    the start (a cgroup removed before its first member's join is read is still named) and again on a
+    miss."""
 
     def __init__(self, cgroups: list[Cgroup]) -> None:
         self.cgroups = cgroups
-        self.names: dict[int, str] = {cgroup.id: cgroup.name for cgroup in cgroups}
+        self.names: dict[int, str] = {}
+        self._walk_all()
+
+    def _walk_all(self) -> None:
+        for cgroup in self.cgroups:
+            self.names.update(_subtree(cgroup))
 
     def name(self, cgroup_id: int) -> str | None:
         if cgroup_id not in self.names:
-            for cgroup in self.cgroups:
-                self.names.update(_subtree(cgroup))
+            self._walk_all()
         return self.names.get(cgroup_id)
 
 
