@@ -77,9 +77,9 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     recorder.listeners.append(DarkWatch(notes.append, sampler).on_snapshot)
     # the recorder's tick closes snapshots first; they reach the display through its listener
     result = monitor.run(on_tick=with_applier(display.on_tick, applier), display=display)
-    snapshots = sum(s.snapshots for s in recorder.targets.values())
+    snapshots = sum(s.snapshots for s in recorder.states())
     where = f", written to {output}" if output else ", not written (no -o)"
-    log.result(f"{result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} target(s){where}")
+    log.result(f"{result.summary_line()}; {snapshots} snapshots of {len(recorder.states())} target(s){where}")
     log.result(result.placement_line())
     if applier is not None:
         log.result(applier.line())

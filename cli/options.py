@@ -25,6 +25,10 @@ from damon_bpf.sources.tracer import DEFAULT_RING_BYTES
 _OPTIONS = [
     click.option("-p", "--pid", "pids", type=int, multiple=True,
                  help="Monitor this process (all its threads); repeatable."),
+    click.option("--cgroup", "cgroups", metavar="PATH", multiple=True,
+                 help="Monitor every process of this cgroup v2 and its descendant cgroups (a container, a systemd "
+                      "service), those that join later too: a directory under /sys/fs/cgroup or a path relative "
+                      "to it (system.slice/cron.service); repeatable."),
     click.option("--follow-children", is_flag=True, help="Add child processes as they fork."),
     click.option("--source", type=click.Choice(("auto",) + SOURCE_ORDER + ("perf-mem", "damon")),
                  default="auto", show_default=True,
@@ -70,7 +74,7 @@ def monitor_config(options: dict, recording: RecordingSpec | None = None) -> Mon
     """The typed configuration of the monitor the options describe (``recording``: record and live)."""
     return MonitorConfig(
         TargetSpec(tuple(options["pids"]), tuple(options["command"]), options["follow_children"],
-                   options.get("command_output")),
+                   options.get("command_output"), tuple(options.get("cgroups") or ())),
         options["source"],
         FilterSpec(options["cpus"], options["tids"], options["write_only"], options["read_only"],
                    tuple(options["filter_specs"])),
@@ -155,7 +159,9 @@ def recording_spec(options: dict) -> RecordingSpec:
 def exit_with_target_status(result: RunResult, config: MonitorConfig) -> None:
     """End like perf: with the launched command's status (RunResult.command_status); a -p target that
     exited before --duration is told in a note, not an error (everything up to then was written)."""
-    if result.reason == "targets-exited" and config.targets.pids and config.duration_s:
+    if result.reason == "targets-exited" and config.targets.cgroups and config.duration_s:
+        log.note(f"note: cgroup {', '.join(config.targets.cgroups)} was removed before --duration ran out")
+    elif result.reason == "targets-exited" and config.targets.pids and config.duration_s:
         log.note(f"note: target process {', '.join(map(str, result.exited))} exited before --duration ran out")
     status = result.command_status()
     if status:

@@ -70,7 +70,7 @@ class Progress:
         return (self.events - before) / (now - then) if now > then else 0.0
 
     def line(self, now: float) -> str:
-        targets = self.recorder.targets.values()
+        targets = self.recorder.states()
         acc = self.tracer.accounting()
         text = (f"recording {now - self.start:7.1f} s | {self._rate(now):9.0f} reports/s | lost {acc.lost} | "
                 f"filtered {acc.filtered} | targets {len(targets)} | regions {sum(s.last_regions for s in targets)}"

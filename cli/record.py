@@ -50,8 +50,8 @@ def record(output: str, **options) -> None:
     sampler = config.sampler.name if config.sampler.name != "none" else None
     recorder.listeners.append(DarkWatch(lambda note: log.note(f"note: {note}"), sampler).on_snapshot)
     result = monitor.run(progress.count, with_applier(progress.tick, applier), progress.display)
-    snapshots = sum(s.snapshots for s in recorder.targets.values())
-    log.result(f"{result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} target(s), "
+    snapshots = sum(s.snapshots for s in recorder.states())
+    log.result(f"{result.summary_line()}; {snapshots} snapshots of {len(recorder.states())} target(s), "
                f"written to {output}")
     log.result(result.placement_line())
     if applier is not None:

@@ -223,7 +223,8 @@ def _access_reports(input_path, target_id, snapshot, group) -> list:
               help="The snapshot shown: the one with the most accessed bytes weighted by rate (hottest), the last, "
                    "or an index (negative counts from the end). With --group comm/all, hottest means the last.")
 @click.option("--group", type=click.Choice((*GROUP_MODES, "mapping")),
-              help="Combine targets with the same command name (comm) or all of them, one table per group; or "
+              help="Combine targets with the same command name (comm), cgroup (cgroup) or all of them, one table "
+                   "per group; or "
                    "(mapping) one target's regions by the mappings they cover.")
 @click.option("--sort-regions-by", "--sort_regions_by", "sort_by", multiple=True,
               type=click.Choice(access_mod.SORT_KEYS),

@@ -29,7 +29,8 @@ def trace(output: str, fmt: str, summary_json: str | None, **options) -> None:
     monitor = Monitor(config)
     result = monitor.run(writer.write, finish=lambda _result: writer.close())
     processes = monitor.targets.describe()
-    followed = f"; {len(processes)} processes followed" if config.targets.follow_children else ""
+    following = config.targets.follow_children or config.targets.cgroups
+    followed = f"; {len(processes)} processes followed" if following else ""
     log.result(f"{result.summary_line()}{followed}; events written to {'stdout' if output == '-' else output}")
     if summary_json:
         write_text(summary_json, json.dumps({**result.as_dict(), "targets": processes}, indent=1), "--summary-json")

@@ -44,17 +44,24 @@ COMPANION_FIRST_ID = 1000           # record target ids of companions' snapshots
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """What to monitor: existing processes, or a command started paused and traced from its exec."""
+    """What to monitor: existing processes and/or the processes of cgroups, or a command started paused
+    and traced from its exec.
+
+    ``cgroups`` are cgroup v2 paths (under a cgroup2 mount, or relative to it: "system.slice/x.service"):
+    every process in one of them or in a descendant cgroup is a target while it is there, those that
+    join later included, each with its own aggregation; the run lasts while one of them exists."""
 
     pids: tuple[int, ...] = ()
     command: tuple[str, ...] = ()
     follow_children: bool = False
     command_output: str | None = None   # a started command's stdout and stderr go here
     comms: tuple[str, ...] = ()         # processes by command name (the standing monitor: also found later)
+    cgroups: tuple[str, ...] = ()       # cgroup v2 directories: their processes, followed in BPF
 
     def describe(self) -> list[str]:
-        """How a record names its targets (the command, or ``-p PID`` for each process)."""
-        return list(self.command) or [f"-p {pid}" for pid in self.pids] + [f"--comm {c}" for c in self.comms]
+        """How a record names its targets (the command, or ``-p PID`` / ``--comm`` / ``--cgroup PATH``)."""
+        return list(self.command) or ([f"-p {pid}" for pid in self.pids] + [f"--comm {c}" for c in self.comms]
+                                      + [f"--cgroup {path}" for path in self.cgroups])
 
 
 @dataclass(frozen=True)
@@ -155,7 +162,8 @@ class Monitor:
         filters = config.filters.build()
         spec = config.targets
         pids = tuple(spec.pids) + tuple(sorted(pids_by_comm(spec.comms) - set(spec.pids)))
-        self.targets = Targets(pids, spec.command, spec.follow_children, spec.command_output, standing=config.standing)
+        self.targets = Targets(pids, spec.command, spec.follow_children, spec.command_output, standing=config.standing,
+                               cgroups=spec.cgroups)
         require_privileges()   # before the state files under /run, which only root may read
         recover_stale(warn)   # NUMA-balancing settings a crashed numa-hint run left changed
         stop_all_ours(warn)   # a kdamond a killed --source damon run left on
@@ -184,15 +192,19 @@ class Monitor:
             return []
         if self.config.recording is None:
             raise UsageError("--source damon records kernel DAMON's regions: use it with record or live")
+        if self.config.targets.cgroups:
+            raise UsageError("--source damon watches the processes known when it starts and cannot follow a "
+                             "cgroup's: use --cgroup with a page-fault source (--source auto)")
         return [KernelDamon(self.config.attrs)]
 
     def _tracer(self, filters: list[SampleFilter]) -> Tracer:
         config = self.config
-        follow = config.targets.follow_children
+        follow, by_cgroup = config.targets.follow_children, bool(config.targets.cgroups)
         if config.source == "perf-mem":
-            return PerfMemTracer(filters, follow, config.ring_bytes, config.sample_period)
+            return PerfMemTracer(filters, follow, config.ring_bytes, config.sample_period, follow_cgroups=by_cgroup)
         # kernel DAMON runs beside the page-fault view of the best fault source
-        return Tracer("auto" if config.source == "damon" else config.source, filters, follow, config.ring_bytes)
+        return Tracer("auto" if config.source == "damon" else config.source, filters, follow, config.ring_bytes,
+                      follow_cgroups=by_cgroup)
 
     def _recorder(self, recording: RecordingSpec, writer: RecordWriter | None) -> Recorder:
         if writer is not None:   # --source damon: kernel DAMON's snapshots go to the same file

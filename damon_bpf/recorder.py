@@ -89,9 +89,10 @@ class TargetState:
     gone: bool = False                 # closed: its last snapshot is written
     close_at_ns: int | None = None     # its exit (or when its layout could not be read any more)
     last_regions: int = 0
-    meta: dict = field(default_factory=dict)   # born_ns, comm, ppid, layout
+    meta: dict = field(default_factory=dict)   # born_ns, comm, ppid, cgroup, left, layout
     maps: MapsSeen = field(default_factory=MapsSeen)
     footprint: Footprint | None = None
+    previous: TargetState | None = None   # the pid's earlier target (a cgroup member that left and came back)
 
 
 @dataclass
@@ -99,7 +100,8 @@ class Recorder:
     """Turns batches of access reports into per-target DAMON snapshots.
 
     Every process gets its own target the first time it is seen: from ``add_targets``, from a
-    fork event (``on_target_event``), or lazily from its first reports. A target's aggregations
+    fork or cgroup-join event (``on_target_event``), or lazily from its first reports; a process that
+    left the followed cgroups and joins again gets a new one. A target's aggregations
     start when it was born (its fork, else its first report; the run's start for targets known
     at the start) and end at its exit with a partial snapshot, so every report a source delivers
     ends up in one of ``accounting()``'s counters."""
@@ -112,23 +114,32 @@ class Recorder:
     listeners: list[SnapshotListener] = field(default_factory=list)
     side: SideFiles | None = None   # damo's .mem_footprint / .vmas beside the record file
     start_ns: int = field(default_factory=time.monotonic_ns)
-    targets: dict[int, TargetState] = field(default_factory=dict)
+    targets: dict[int, TargetState] = field(default_factory=dict)   # each pid's latest target
+    retired: list[TargetState] = field(default_factory=list)         # earlier targets of a pid
     unattributed: int = 0   # reports of a process whose target was already closed at its exit
-    retired: dict = field(default_factory=dict)   # forget_gone: the counts of the targets it dropped
+    forgotten: dict = field(default_factory=dict)   # forget_gone: the counts of the targets it dropped
     _next_id: int = 0
     _batches: list = field(default_factory=list)
     _processed_ns: int = 0
 
-    def _target(self, pid: int, born_ns: int | None = None) -> TargetState:
+    def states(self) -> list[TargetState]:
+        """Every target of the run, in the order they were made."""
+        return sorted([*self.retired, *self.targets.values()], key=lambda state: state.target_id)
+
+    def _target(self, pid: int, born_ns: int | None = None, reborn: bool = False) -> TargetState:
+        """``pid``'s target, made when there is none (``reborn``: also when the pid's target has exited
+        or left, the earlier one is then kept as ``previous``)."""
         state = self.targets.get(pid)
-        if state is None:
+        if state is None or (reborn and state.close_at_ns is not None):
             start_ns = self.start_ns if born_ns is None else born_ns
             maps = MapsSeen()
             aggregator = Aggregator(self.attrs, layout_for(pid, self.regions_mode, maps.on_maps), start_ns,
                                     self.seed)
+            if state is not None:
+                self.retired.append(state)
             state = self.targets[pid] = TargetState(self._next_id, pid, aggregator,
                                                     meta={"born_ns": start_ns}, maps=maps,
-                                                    footprint=Footprint(pid))
+                                                    footprint=Footprint(pid), previous=state)
             self._next_id += 1
             if self.writer is not None:
                 self.writer.add_target(TargetRecord(state.target_id, pid, self.attrs.sample_interval_us,
@@ -142,23 +153,29 @@ class Recorder:
             self._target(pid)
 
     def on_target_event(self, event) -> None:
-        """A process event (``kind`` fork/exec/exit, ``pid``, ``ppid``, ``comm``, ``time_ns`` on the
-        reports' clock), delivered before any batch holding that pid's reports: a fork starts a
-        target at its birth (layout read at once), an exec re-reads the layout, an exit closes
-        the target once every report up to the exit time has been routed."""
-        if event.kind == "fork" and event.pid in self.targets and not self.targets[event.pid].gone:
+        """A process event (``kind`` fork/exec/exit/join/leave, ``pid``, ``ppid``, ``comm``, ``time_ns``
+        on the reports' clock, ``cgroup``), delivered before any batch holding that pid's reports: a fork
+        or a cgroup join starts a target at that time (layout read at once), an exec re-reads the layout,
+        an exit or a leave closes the target once every report up to that time has been routed."""
+        born = event.kind in ("fork", "join")
+        current = self.targets.get(event.pid)
+        if born and current is not None and current.close_at_ns is None:
             return   # already known (pid listed at the start, or seen earlier)
-        if event.kind == "exit" and event.pid not in self.targets:
+        if event.kind in ("exit", "leave") and current is None:
             return   # no report and no fork of it reached us: nothing to close
-        state = self._target(event.pid, event.time_ns if event.kind == "fork" else None)
+        state = self._target(event.pid, event.time_ns if born else None, reborn=born)
         if event.comm:
             state.meta["comm"] = event.comm                  # the latest: it changes at exec
         if event.ppid is not None:
             state.meta.setdefault("ppid", event.ppid)        # the parent at birth (an orphan's becomes 1)
+        if getattr(event, "cgroup", None) is not None:
+            state.meta["cgroup"] = event.cgroup
         if event.kind == "exec" and not state.gone:
             state.aggregator.reread()
-        elif event.kind == "exit" and state.close_at_ns is None:
+        elif event.kind in ("exit", "leave") and state.close_at_ns is None:
             state.close_at_ns = int(event.time_ns)
+        if event.kind == "leave":
+            state.meta["left"] = True   # it left the followed cgroups (and may come back as a new target)
 
     def on_batch(self, batch: np.ndarray) -> None:
         self._batches.append(batch)
@@ -175,6 +192,12 @@ class Recorder:
         state = self.targets.get(pid)
         if state is None:   # born after the start, no fork event: it starts with its first report
             state = self._target(pid, int(reports["time_ns"].min()))
+        previous = state.previous
+        if previous is not None and not previous.gone:   # reports from before it left are the earlier one's
+            before = reports["time_ns"] < previous.close_at_ns
+            if before.any():
+                previous.aggregator.feed(reports[before])
+                reports = reports[~before]
         if state.gone:
             self.unattributed += len(reports)
         else:
@@ -190,7 +213,7 @@ class Recorder:
             batches, self._batches = self._batches, []
             self._route(np.concatenate(batches) if len(batches) > 1 else batches[0])
         until_ns = now_ns - lag_ns
-        for state in list(self.targets.values()):
+        for state in self.states():
             if state.gone:
                 continue
             if state.close_at_ns is not None and until_ns >= state.close_at_ns:
@@ -238,18 +261,21 @@ class Recorder:
     def accounting(self) -> dict:
         """Where the reports went: ``in_regions + outside_regions + late + unattributed +
         pending`` is every report routed so far (``pending``: not placed yet; 0 after finish)."""
-        totals = {key: self.retired.get(key, 0) + sum(_counts(s.aggregator)[key] for s in self.targets.values())
+        totals = {key: self.forgotten.get(key, 0) + sum(_counts(s.aggregator)[key] for s in self.states())
                   for key in _COUNTS}
         return {**totals, "unattributed": self.unattributed,
-                "pending": sum(s.aggregator.pending + s.aggregator.in_progress for s in self.targets.values())}
+                "pending": sum(s.aggregator.pending + s.aggregator.in_progress for s in self.states())}
 
     def forget_gone(self) -> int:
         """Drop the closed targets, keeping their counts in ``accounting``: a long-running monitor would
         otherwise keep every process it ever saw. Returns how many went."""
         gone = [pid for pid, state in self.targets.items() if state.gone]
-        for pid in gone:
-            counts = _counts(self.targets.pop(pid).aggregator)
-            self.retired = {key: self.retired.get(key, 0) + counts[key] for key in _COUNTS}
+        dropped = [self.targets.pop(pid) for pid in gone] + [s for s in self.retired if s.gone]
+        self.retired = [s for s in self.retired if not s.gone]
+        for state in dropped:
+            counts = _counts(state.aggregator)
+            state.previous = None
+            self.forgotten = {key: self.forgotten.get(key, 0) + counts[key] for key in _COUNTS}
         return len(gone)
 
     def finish(self, result: RunResult | None) -> None:
@@ -257,7 +283,7 @@ class Recorder:
         each), store the accounting and write the file."""
         now_ns = time.monotonic_ns()
         self.on_tick(now_ns, lag_ns=0, force=True)
-        for state in self.targets.values():
+        for state in self.states():
             if not state.gone:
                 self._close(state, now_ns if state.close_at_ns is None else min(now_ns, state.close_at_ns))
         accounting = self.accounting()
@@ -267,7 +293,7 @@ class Recorder:
             result.placement = accounting
         meta = {"accounting": {**(result.as_dict() if result else {}), **accounting}}
         if self.writer is not None:
-            for state in self.targets.values():
+            for state in self.states():
                 self.writer.update_meta(state.target_id, {**meta, "snapshots": state.snapshots,
                                                           "target": state.meta})
             try:

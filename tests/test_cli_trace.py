@@ -183,7 +183,7 @@ def test_duration_ending_the_run_exits_0_though_the_command_is_terminated(tmp_pa
     (["--source", "perf-fault", "--read-only", "--", "true"], "cannot tell writes from reads"),
     (["--sampler", "soft-dirty", "--sampler-budget", "0", "--", "true"], "--sampler-budget"),
     (["--sampler-budget", "5", "--", "true"], "caps the soft-dirty sampler only"),
-    ([], "give either -p PID or a command"),
+    ([], "give either -p PID (and/or --cgroup PATH) or a command"),
 ])
 def test_bad_input_is_one_line_and_nonzero(args, expected):
     result = run("trace", *args)

@@ -208,3 +208,31 @@ def test_forgetting_closed_targets_keeps_their_counts_and_new_ids_stay_unique():
         for child in (first, second):
             child.kill()
             child.wait()
+
+
+def test_a_process_that_left_its_cgroup_and_came_back_is_a_new_target(tmp_path):
+    """leave, then join (the order Targets tells them in): the reports from before the leave go to the
+    first target even when they are routed after the join, the later ones to the second; both in the file."""
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        writer = RecordWriter(str(tmp_path / "r.data"))
+        t0 = time.monotonic_ns()
+        recorder = Recorder(ATTRS, writer=writer, start_ns=t0 - 1000 * MS)
+        stack = read_maps(child.pid)[-1][0]
+        joined, left, back = t0 - 600 * MS, t0 - 400 * MS, t0 - 200 * MS
+        recorder.on_target_event(SimpleNamespace(**vars(event("join", child.pid, joined)), cgroup="/app"))
+        recorder.on_target_event(event("leave", child.pid, left))
+        recorder.on_target_event(SimpleNamespace(**vars(event("join", child.pid, back)), cgroup="/app/web"))
+        recorder.on_batch(reports(child.pid, [stack] * 3, [joined + 10 * MS, left - 10 * MS, back + 10 * MS]))
+        result = finished(recorder, 3)
+    finally:
+        child.kill()
+        child.wait()
+    assert result.placement["in_regions"] == 3 and result.placement["unaccounted"] == 0
+    first, second = read_record(str(tmp_path / "r.data"))
+    assert (first.target_id, second.target_id) == (0, 1) and first.pid == second.pid == child.pid
+    assert first.meta["target"]["cgroup"] == "/app" and first.meta["target"]["left"] is True
+    assert second.meta["target"]["cgroup"] == "/app/web" and "left" not in second.meta["target"]
+    assert sum(int(s.nr_reports.sum()) for s in first.snapshots) == 2
+    assert sum(int(s.nr_reports.sum()) for s in second.snapshots) == 1
+    assert first.snapshots[-1].end_ns == left and second.meta["target"]["born_ns"] == back
