@@ -51,7 +51,7 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     """
     config = monitor_config(options, recording_spec(options))
     quota = apply_quota(options)
-    metrics = serve_metrics(options.pop("metrics_listen"))
+    metrics = serve_metrics(options.pop("metrics_listen"), bool(config.targets.cgroups))
     writer = RecordWriter(output) if output else None
     with writer.abandoned_on_error() if writer else contextlib.nullcontext():
         monitor = Monitor(config, writer)

@@ -59,12 +59,13 @@ def file_options(ctx: click.Context, path: str) -> dict:
 def standing_config(options: dict) -> MonitorConfig:
     """The configuration ``options`` describe, standing (runs on without targets, adopts new ones)."""
     if options["command"] or options.get("command_output"):
-        raise UsageError("monitor watches running processes (-p PID, --comm NAME); to start a command, use record "
-                         "or live")
+        raise UsageError("monitor watches running processes (-p PID, --comm NAME, --cgroup PATH); to start a command, "
+                         "use record or live")
     config = monitor_config(options, recording_spec(options))
     targets = dataclasses.replace(config.targets, comms=tuple(options["comms"]))
-    if not (targets.pids or targets.comms):
-        raise UsageError("nothing to monitor: give -p PID or --comm NAME (or pid/comm in the --config file)")
+    if not (targets.pids or targets.comms or targets.cgroups):
+        raise UsageError("nothing to monitor: give -p PID, --comm NAME or --cgroup PATH (or pid/comm/cgroup in the "
+                         "--config file)")
     return dataclasses.replace(config, targets=targets, standing=True)
 
 
@@ -99,7 +100,7 @@ def monitor(**_options) -> None:
     if not first["metrics_listen"]:
         raise UsageError("monitor serves its state as metrics: give --metrics-listen HOST:PORT (or metrics-listen "
                          "in the --config file)")
-    metrics = serve_metrics(first["metrics_listen"])
+    metrics = serve_metrics(first["metrics_listen"], bool(first.get("cgroups")))
     host, port = parse_listen(first["metrics_listen"])
     _say(f"serving metrics at http://{f'[{host}]' if ':' in host else host}:{port}/metrics")
 

@@ -201,12 +201,18 @@ metrics_option = click.option(
     help="Serve Prometheus metrics at http://HOST:PORT/metrics while running (e.g. 127.0.0.1:9101, :9101).")
 
 
-def serve_metrics(listen: str | None, cgroup_of=None) -> MetricsExporter | None:
-    """Start serving /metrics (before the monitor is built: a busy port fails first); the server thread
-    keeps serving the final values until the process exits. ``attach`` the monitor to the exporter.
-    ``cgroup_of(pid)`` (cgroup targets) adds a ``cgroup`` label to every target series."""
+def serve_metrics(listen: str | None, cgroups: bool = False) -> MetricsExporter | None:
+    """Start serving /metrics (before the monitor is built: a busy port fails first); the caller attaches the
+    monitor to the exporter. With ``cgroups`` (--cgroup targets) every target series has a ``cgroup`` label."""
     if not listen:
         return None
-    exporter = MetricsExporter(cgroup_of=cgroup_of)
+    exporter = MetricsExporter(cgroup_of=(lambda pid: _cgroup_of(exporter, pid)) if cgroups else None)
     MetricsServer(listen, exporter)
     return exporter
+
+
+def _cgroup_of(exporter: MetricsExporter, pid: int) -> str:
+    """The cgroup a target was found in (Targets.info), as the record names it."""
+    targets = exporter.monitor.targets if exporter.monitor is not None else None
+    info = targets.info.get(pid) if targets is not None else None
+    return getattr(info, "cgroup", None) or ""

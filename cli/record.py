@@ -35,7 +35,7 @@ def record(output: str, **options) -> None:
     """Record DAMON snapshots of a process: -p PID, or -- COMMAND ARGS..."""
     config = monitor_config(options, recording_spec(options))
     quota = apply_quota(options)
-    metrics = serve_metrics(options.pop("metrics_listen"))
+    metrics = serve_metrics(options.pop("metrics_listen"), bool(config.targets.cgroups))
     writer = RecordWriter(output)
     with writer.abandoned_on_error():
         monitor = Monitor(config, writer)
