@@ -21,12 +21,13 @@ _WRITE_WORDS = {ACCESS_READ: "false", ACCESS_WRITE: "true"}
 
 def jsonl_lines_per_event(batch: np.ndarray) -> str:
     """The JSON-lines format, one f-string per record: addr, time_ns, cpu, pid, tid, write (true, false, or
-    null when unknown). The readable statement of the format; ``jsonl_bytes`` writes the same bytes faster
-    (tests compare them)."""
-    columns = [batch[name].tolist() for name in ("addr", "time_ns", "cpu", "pid", "tid", "write")]
+    null when unknown), ip (the faulting instruction). The readable statement of the format; ``jsonl_bytes``
+    writes the same bytes faster (tests compare them)."""
+    columns = [batch[name].tolist() for name in ("addr", "time_ns", "cpu", "pid", "tid", "write", "ip")]
     return "".join(
-        f'{{"addr":{a},"time_ns":{t},"cpu":{c},"pid":{p},"tid":{i},"write":{_WRITE_WORDS.get(w, "null")}}}\n'
-        for a, t, c, p, i, w in zip(*columns))
+        f'{{"addr":{a},"time_ns":{t},"cpu":{c},"pid":{p},"tid":{i},"write":{_WRITE_WORDS.get(w, "null")},'
+        f'"ip":{ip}}}\n'
+        for a, t, c, p, i, w, ip in zip(*columns))
 
 
 # jsonl_bytes lays each record out in a fixed-width row: every number right-aligned in as many digits as its
@@ -79,6 +80,7 @@ def _jsonl_chunk(batch: np.ndarray) -> bytes:
     for text, name, width in _LAYOUT:
         parts += [np.broadcast_to(np.frombuffer(text, np.uint8), (rows, len(text))), _digits(batch[name], width)]
     parts += [np.broadcast_to(np.frombuffer(b',"write":', np.uint8), (rows, 9)), _WORDS[_WORD_OF[batch["write"]]],
+              np.broadcast_to(np.frombuffer(b',"ip":', np.uint8), (rows, 6)), _digits(batch["ip"], 20),
               np.broadcast_to(np.frombuffer(b"}\n", np.uint8), (rows, 2))]
     return np.concatenate(parts, axis=1).tobytes().translate(None, b"\0")
 
