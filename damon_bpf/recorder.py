@@ -18,6 +18,7 @@ from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.recordfile import RecordWriter, TargetRecord
 from damon_bpf.session import RunResult
 from damon_bpf.sources.numa import cpu_nodes_meta
+from damon_bpf.sources.symbols import Symbolizer
 from damon_bpf.sources.targets import is_alive
 from damon_bpf.sources.vaddr import layout_for
 
@@ -25,6 +26,7 @@ from damon_bpf.sources.vaddr import layout_for
 # except one a producer was still writing at that instant (microseconds): a small margin covers it.
 CLOSE_LAG_NS = 2_000_000
 PROCESS_PERIOD_NS = 50_000_000   # half of DAMON's default aggregation interval
+TOP_FUNCTIONS = 5                # functions kept per region in a snapshot
 
 SnapshotListener = Callable[[int, int, Snapshot], None]   # (target_id, pid, snapshot)
 
@@ -60,6 +62,7 @@ class Recorder:
     start_ns: int = field(default_factory=time.monotonic_ns)
     targets: dict[int, TargetState] = field(default_factory=dict)
     unattributed: int = 0   # reports of a process whose target was already closed at its exit
+    symbolizer: Symbolizer = field(default_factory=Symbolizer)
     _batches: list = field(default_factory=list)
     _processed_ns: int = 0
 
@@ -67,7 +70,8 @@ class Recorder:
         state = self.targets.get(pid)
         if state is None:
             start_ns = self.start_ns if born_ns is None else born_ns
-            aggregator = Aggregator(self.attrs, layout_for(pid, self.regions_mode), start_ns, self.seed)
+            layout = layout_for(pid, self.regions_mode, seen=self.symbolizer.remember)
+            aggregator = Aggregator(self.attrs, layout, start_ns, self.seed)
             state = self.targets[pid] = TargetState(len(self.targets), pid, aggregator,
                                                     meta={"born_ns": start_ns})
             if self.writer is not None:
@@ -155,6 +159,8 @@ class Recorder:
             return
         state.snapshots += len(snapshots)
         state.last_regions = snapshots[-1].nr_regions
+        for snapshot in snapshots:
+            snapshot.functions = top_functions(snapshot, lambda ips: self.symbolizer.names(state.pid, ips))
         if self.writer is not None:
             self.writer.add_snapshots(state.target_id, snapshots)
         for listener in self.listeners:
@@ -191,6 +197,19 @@ class Recorder:
                 self.writer.update_meta(state.target_id, {**meta, "snapshots": state.snapshots,
                                                           "target": state.meta})
             self.writer.close()
+
+
+def top_functions(snapshot: Snapshot, names: Callable[[list[int]], list[str]],
+                  keep: int = TOP_FUNCTIONS) -> list[dict[str, int]]:
+    """Per region, its ``keep`` functions with the most reports, {name: reports}: the snapshot's
+    instruction pointers named (once per distinct ip), and those of one function summed."""
+    functions: list[dict[str, int]] = [{} for _ in range(snapshot.nr_regions)]
+    if snapshot.ips is None or not len(snapshot.ips[0]):
+        return functions
+    region, ips, counts = snapshot.ips
+    for i, name, count in zip(region.tolist(), names(ips.tolist()), counts.tolist()):
+        functions[i][name] = functions[i].get(name, 0) + count
+    return [dict(sorted(f.items(), key=lambda kv: (-kv[1], kv[0]))[:keep]) for f in functions]
 
 
 def run_meta(source: str, filters, command: list[str], regions_mode: str) -> dict:

@@ -8,6 +8,8 @@ from typing import Callable
 from damon_bpf.core.layout import LAYOUT_MODES, Range, all_mappings, three_regions
 from damon_bpf.errors import HostError, TargetError, UsageError
 
+MapsSeen = Callable[[int, str], None]   # (pid, the /proc/PID/maps text just read)
+
 
 def parse_maps(text: str) -> list[Range]:
     """Mappings ``(start, end)`` of /proc/PID/maps text, in address order, without [vsyscall].
@@ -28,8 +30,9 @@ def parse_maps(text: str) -> list[Range]:
     return mappings
 
 
-def read_maps(pid: int) -> list[Range]:
-    """The mappings of process ``pid``; TargetError if it is gone (or has no address space)."""
+def read_maps(pid: int, seen: MapsSeen | None = None) -> list[Range]:
+    """The mappings of process ``pid``; TargetError if it is gone (or has no address space). ``seen`` gets
+    the text read (the symbolizer keeps the code mappings, to name instructions after the process exits)."""
     path = f"/proc/{pid}/maps"
     try:
         with open(path) as f:
@@ -38,6 +41,8 @@ def read_maps(pid: int) -> list[Range]:
         raise TargetError(f"process {pid} is gone ({path} does not exist)") from None
     except PermissionError:
         raise HostError(f"cannot read {path}: permission denied (run as root or as the target's user)") from None
+    if seen is not None:
+        seen(pid, text)
     mappings = parse_maps(text)
     if not mappings:
         # An exiting (zombie) process or a kernel thread: nothing left to monitor.
@@ -45,10 +50,10 @@ def read_maps(pid: int) -> list[Range]:
     return mappings
 
 
-def layout_for(pid: int, mode: str = "damon") -> Callable[[], list[Range]]:
-    """A zero-argument callable giving the current ranges to monitor of ``pid``."""
+def layout_for(pid: int, mode: str = "damon", seen: MapsSeen | None = None) -> Callable[[], list[Range]]:
+    """A zero-argument callable giving the current ranges to monitor of ``pid`` (``seen``: see read_maps)."""
     if mode == "damon":
-        return lambda: three_regions(read_maps(pid))
+        return lambda: three_regions(read_maps(pid, seen))
     if mode == "all-mappings":
-        return lambda: all_mappings(read_maps(pid))
+        return lambda: all_mappings(read_maps(pid, seen))
     raise UsageError(f"unknown layout mode {mode!r}; choose one of: {', '.join(LAYOUT_MODES)}")

@@ -1,0 +1,62 @@
+"""Which instructions made the reports of each region: (region, instruction pointer) counts of one aggregation.
+
+The aggregator hands over the address and instruction pointer of every report it placed; they are counted
+against the regions of the snapshot only when the aggregation ends, so merges and layout updates in between
+need no bookkeeping (a report's own address finds its region). Names are given later, outside the core
+(damon_bpf.sources.symbols): here an instruction is only a number.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_COMPACT_AT = 1 << 18   # buffered reports before they are reduced to distinct (region, ip) pairs
+
+
+class IpCounts:
+    """Reports' (address, ip) of the aggregation in progress; ``by_region`` counts them per region."""
+
+    def __init__(self) -> None:
+        self._addr: list[np.ndarray] = []
+        self._ip: list[np.ndarray] = []
+        self._count: list[np.ndarray] = []
+        self._idx: list[np.ndarray] = []
+        self._buffered = 0
+
+    def add(self, addr: np.ndarray, ip: np.ndarray, idx: np.ndarray) -> None:
+        """Reports placed in regions ``idx`` (of the regions at that time)."""
+        self._addr.append(addr)
+        self._ip.append(ip)
+        self._idx.append(idx)
+        self._count.append(np.ones(len(addr), np.int64))
+        self._buffered += len(addr)
+        if self._buffered > _COMPACT_AT:
+            self._compact()
+
+    def _compact(self) -> None:
+        """One entry per (region, ip) with its count and the address of one of its reports, which stays in
+        that region until the aggregation ends (regions only merge or lose pages at their edges meanwhile)."""
+        addr, ip, idx, count = (np.concatenate(parts) for parts in (self._addr, self._ip, self._idx, self._count))
+        order = np.lexsort((ip, idx))
+        idx, ip = idx[order], ip[order]
+        first = np.flatnonzero(np.r_[True, (idx[1:] != idx[:-1]) | (ip[1:] != ip[:-1])])
+        self._addr, self._ip, self._idx = [addr[order][first]], [ip[first]], [idx[first]]
+        self._count = [np.add.reduceat(count[order], first)]
+        self._buffered = len(first)
+
+    def by_region(self, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(region index, ip, count) of every distinct pair, for regions ``[start, end)`` in address order.
+        Reports in none of them (their region was dropped by a layout update) are left out."""
+        if not self._addr:
+            return np.empty(0, np.int64), np.empty(0, np.uint64), np.empty(0, np.int64)
+        addr, ip, count = (np.concatenate(parts) for parts in (self._addr, self._ip, self._count))
+        region = np.searchsorted(start, addr, side="right").astype(np.int64) - 1
+        inside = (region >= 0) & (addr < end[np.maximum(region, 0)])
+        region, ip, count = region[inside], ip[inside], count[inside]
+        ips, ip_index = np.unique(ip, return_inverse=True)
+        keys, key_index = np.unique(region * max(1, len(ips)) + ip_index.reshape(-1), return_inverse=True)
+        counts = np.bincount(key_index.reshape(-1), weights=count, minlength=len(keys)).astype(np.int64)
+        return keys // max(1, len(ips)), ips[keys % max(1, len(ips))], counts
+
+    def clear(self) -> None:
+        self.__init__()
