@@ -32,6 +32,7 @@ class AccessRow:
     reports: int
     writes: int
     reads: int
+    functions: dict[str, float] = field(default_factory=dict)   # top functions: share of the region's reports
 
 
 @dataclass
@@ -56,13 +57,15 @@ class AccessReport:
         return sum(r.size for r in self.regions if r.nr_accesses > 0)
 
 
-def _rows(rec: TargetRecord, start, end, nr_accesses, age, reports, writes, reads) -> list[AccessRow]:
+def _rows(rec: TargetRecord, start, end, nr_accesses, age, reports, writes, reads,
+          functions: list[dict[str, int]] | None = None) -> list[AccessRow]:
     per_s = 1e6 / rec.aggr_us
     max_samples = rec.aggr_us / rec.sample_us
     cols = zip(start.tolist(), end.tolist(), nr_accesses.tolist(), age.tolist(), reports.tolist(),
-               writes.tolist(), reads.tolist())
-    return [AccessRow(s, e, e - s, n, n * per_s, n * 100.0 / max_samples, a, a * rec.aggr_us / 1e6, rep, w, r)
-            for s, e, n, a, rep, w, r in cols]
+               writes.tolist(), reads.tolist(), functions or [{}] * len(start))
+    return [AccessRow(s, e, e - s, n, n * per_s, n * 100.0 / max_samples, a, a * rec.aggr_us / 1e6, rep, w, r,
+                      {name: count / rep for name, count in f.items()} if rep else {})
+            for s, e, n, a, rep, w, r, f in cols]
 
 
 def access(records: list[TargetRecord], snapshot: int = -1,
@@ -71,7 +74,8 @@ def access(records: list[TargetRecord], snapshot: int = -1,
     rec = select_target(records, target_id)
     snap = pick_snapshot(rec, snapshot)
     index = snapshot % (len(rec.snapshots) if rec.nr_in_file is None else rec.nr_in_file)
-    rows = _rows(rec, snap.start, snap.end, snap.nr_accesses, snap.age, snap.nr_reports, snap.writes, snap.reads)
+    rows = _rows(rec, snap.start, snap.end, snap.nr_accesses, snap.age, snap.nr_reports, snap.writes, snap.reads,
+                 snap.functions)
     origin = rec.snapshots[0].start_ns if rec.origin_ns is None else rec.origin_ns
     return AccessReport(rec.target_id, rec.pid, index, snap.start_ns - origin,
                         snap.end_ns - origin, rec.sample_us, rec.aggr_us, rows)

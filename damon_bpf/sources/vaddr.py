@@ -41,12 +41,12 @@ def read_maps(pid: int, seen: MapsSeen | None = None) -> list[Range]:
         raise TargetError(f"process {pid} is gone ({path} does not exist)") from None
     except PermissionError:
         raise HostError(f"cannot read {path}: permission denied (run as root or as the target's user)") from None
-    if seen is not None:
-        seen(pid, text)
     mappings = parse_maps(text)
     if not mappings:
         # An exiting (zombie) process or a kernel thread: nothing left to monitor.
         raise TargetError(f"process {pid} has no memory mappings (it exited or is a kernel thread)")
+    if seen is not None:
+        seen(pid, text)
     return mappings
 
 
