@@ -100,6 +100,7 @@ class Recorder:
         if event.ppid is not None:
             state.meta.setdefault("ppid", event.ppid)        # the parent at birth (an orphan's becomes 1)
         if event.kind == "exec" and not state.gone:
+            self.symbolizer.forget(event.pid)   # a new image; unread if the process is already gone again
             state.aggregator.reread()
         elif event.kind == "exit" and state.close_at_ns is None:
             state.close_at_ns = int(event.time_ns)

@@ -197,6 +197,7 @@ def test_heatmap_and_table_show_the_hot_range_views_switch_and_q_quits(live_in_t
     start, end = (int(a, 16) for a in re.match(r"│(0x[0-9a-f]+)-(0x[0-9a-f]+)", first).groups())
     assert start < hot_hi and end > hot_lo, first
     assert "hot 100%" in first and first.rstrip("│ ").endswith("100%")
+    assert "top code" in screen[header] and re.search(r"\s\w+ 100%\s*│$", first), first   # accessgen's own code
 
     run.tmux.key("t")
     screen = wait_screen(run, lambda s: "by thread" in title(s))

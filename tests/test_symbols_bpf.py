@@ -89,9 +89,32 @@ def test_each_region_names_its_own_function(builds, build, tmp_path):
     top, count = libc.most_common(1)[0]
     assert count == pages
     assert "memset" in top if _libc_has_debug_file() else re.fullmatch(r"libc\.so\.6\+0x[0-9a-f]+", top), top
+    _reports_name_the_functions(data, info, records)
     damo = subprocess.run([str(Path(DAMON_BPF).parent / "damo"), "report", "access", "-i", str(data)],
                           capture_output=True, text=True, timeout=120)
     assert damo.returncode == 0 and "total size" in damo.stdout, damo.stderr
+
+
+def _reports_name_the_functions(data: Path, info: dict, records: list) -> None:
+    """`report breakdown` (table and --json) and `report access --json` carry each region's functions."""
+    def cli(*args: str) -> str:
+        result = subprocess.run([DAMON_BPF, "report", *args, "-i", str(data)], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    shares = json.loads(cli("breakdown", "--json", "--top", "100"))["regions"]
+    for kind, function in OWN.items():
+        lo, hi = info[kind]
+        over = [r["function_share"] for r in shares if r["start"] < hi and r["end"] > lo and r["reports"]]
+        assert over and all(max(f, key=f.get) == function for f in over), (kind, over)
+    assert "touch_anon:" in cli("breakdown", "--top", "100")
+    lo, hi = info["file"]
+    snap = next(i for i, s in enumerate(records[0].snapshots)   # the one in which touch_file ran
+                if any(s.start[j] < hi and s.end[j] > lo and s.nr_reports[j] for j in range(s.nr_regions)))
+    rows = json.loads(cli("access", "--json", "--snapshot", str(snap)))["regions"]
+    touched = [r for r in rows if r["start"] < hi and r["end"] > lo and r["reports"]]
+    assert touched and all(r["functions"] == {"touch_file": 1.0} for r in touched), touched
 
 
 def test_a_stripped_binary_gives_its_addresses_never_a_wrong_name(builds, tmp_path):

@@ -165,6 +165,13 @@ class Symbolizer:
             for path in {m.path for m in mappings if m.path.startswith("/")}:
                 self._files.setdefault((pid, path), self._file_key(pid, path))
 
+    def forget(self, pid: int) -> None:
+        """``pid`` exec'd: its old image's mappings would name the new image's code wrongly."""
+        for store in (self._mappings, self._starts, self._names):
+            store.pop(pid, None)
+        for key in [k for k in self._files if k[0] == pid]:
+            del self._files[key]
+
     def names(self, pid: int, ips: Iterable[int]) -> list[str]:
         """The name of each instruction pointer of process ``pid``."""
         cache = self._names.setdefault(pid, {})

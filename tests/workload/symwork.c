@@ -9,7 +9,8 @@
  *   libc    anonymous memory, written by libc's memset
  *   lib     anonymous memory, written by lib_fill in libsymlib.so
  * Prints {"pid":P,"file":[S,E],"anon":[S,E],"heap":[S,E],"libc":[S,E],"lib":[S,E]} first, then touches
- * every page once (a fault each), in that order, and prints {"done":true}.
+ * every page once (a fault each), in that order, prints {"done":true} and lives 0.5 s more: a process must
+ * live until the monitor reads its /proc/PID/maps after its exec for its code to be named.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -86,5 +87,7 @@ int main(int argc, char **argv)
 	memset(libc, 4, bytes);
 	lib_fill(lib, bytes);
 	printf("{\"done\":true}\n");
+	fflush(stdout);
+	usleep(500000);
 	return 0;
 }
