@@ -14,6 +14,7 @@ import numpy as np
 from damon_bpf import __version__
 from damon_bpf.core.aggregator import Aggregator
 from damon_bpf.core.attrs import MonitoringAttrs
+from damon_bpf.core.ipcounts import BEFORE_EXEC
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.recordfile import RecordWriter, TargetRecord
 from damon_bpf.session import RunResult
@@ -41,6 +42,7 @@ class TargetState:
     close_at_ns: int | None = None     # its exit (or when its layout could not be read any more)
     last_regions: int = 0
     meta: dict = field(default_factory=dict)   # born_ns, comm, ppid, layout
+    exec_ns: int | None = None         # its latest exec: reports before it ran another image's code
 
 
 @dataclass
@@ -100,7 +102,11 @@ class Recorder:
         if event.ppid is not None:
             state.meta.setdefault("ppid", event.ppid)        # the parent at birth (an orphan's becomes 1)
         if event.kind == "exec" and not state.gone:
-            self.symbolizer.forget(event.pid)   # a new image; unread if the process is already gone again
+            # A new image: the old one's mappings are forgotten, and the reports already fed (all made before
+            # the exec: the ring gives it before any later report) keep no ip the new mappings could misname.
+            self.symbolizer.forget(event.pid)
+            state.exec_ns = int(event.time_ns)
+            state.aggregator.exec_seen()
             state.aggregator.reread()
         elif event.kind == "exit" and state.close_at_ns is None:
             state.close_at_ns = int(event.time_ns)
@@ -122,8 +128,13 @@ class Recorder:
             state = self._target(pid, int(reports["time_ns"].min()))
         if state.gone:
             self.unattributed += len(reports)
-        else:
-            state.aggregator.feed(reports)
+            return
+        if state.exec_ns is not None:
+            before = reports["time_ns"] < state.exec_ns
+            if before.any():
+                reports = reports.copy()
+                reports["ip"][before] = BEFORE_EXEC
+        state.aggregator.feed(reports)
 
     def on_tick(self, now_ns: int, lag_ns: int = CLOSE_LAG_NS, force: bool = False) -> None:
         # Batches are routed and intervals closed every PROCESS_PERIOD_NS, not every drain: per-call numpy

@@ -131,3 +131,43 @@ def test_top_functions_sum_a_functions_instructions_and_survive_a_record_file(tm
     assert snap.functions == [{'f"un\\c': 7, "ünïcode": 1}, {'f"un\\c': 7}]
     write_record(str(tmp_path / "d.data"), [TargetRecord(0, 1, 5000, 100000, 1000000, [snap])])
     assert read_record(str(tmp_path / "d.data"))[0].snapshots[0].functions == snap.functions
+
+
+def test_reports_before_an_exec_are_never_named_by_the_new_image():
+    """Reports fed before the exec (retired) and routed after it but made before it (masked by time) name no
+    function of the new image; those after it do."""
+    import ctypes
+    import time
+    from types import SimpleNamespace
+
+    from damon_bpf.access import ACCESS_DTYPE
+    from damon_bpf.core.attrs import MonitoringAttrs
+    from damon_bpf.recorder import Recorder
+    from damon_bpf.sources.vaddr import read_maps
+
+    pid = os.getpid()
+    ip = ctypes.cast(ctypes.pythonapi.PyList_New, ctypes.c_void_p).value
+    addr = read_maps(pid)[-1][0]   # the stack: inside the layout's regions
+    t0 = time.monotonic_ns()
+    recorder = Recorder(MonitoringAttrs(), start_ns=t0)
+    snaps: list = []
+    recorder.listeners.append(lambda _target, _pid, snap: snaps.append(snap))
+
+    def batch(times):
+        out = np.zeros(len(times), ACCESS_DTYPE)
+        out["addr"], out["time_ns"], out["pid"], out["tid"], out["ip"] = addr, times, pid, pid, ip
+        return out
+
+    ms = 1_000_000
+    recorder.add_targets([pid])
+    recorder.on_batch(batch([t0 + 1 * ms]))
+    recorder.on_tick(t0 + 2 * ms, force=True)                  # fed before the exec: retired
+    recorder.on_batch(batch([t0 + 3 * ms, t0 + 5 * ms]))       # one before, one after the exec
+    recorder.on_target_event(SimpleNamespace(kind="exec", pid=pid, ppid=None, comm="x", time_ns=t0 + 4 * ms))
+    recorder.on_tick(t0 + 300 * ms, force=True)
+    names: dict = {}
+    for snap in snaps:
+        for functions in snap.functions:
+            for name, count in functions.items():
+                names[name] = names.get(name, 0) + count
+    assert names == {"[before exec]": 2, "PyList_New": 1}

@@ -19,7 +19,7 @@ from damon_bpf.core.attribution import Attribution
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.events import Events, Pending
 from damon_bpf.core.index import RegionIndex
-from damon_bpf.core.ipcounts import IpCounts
+from damon_bpf.core.ipcounts import BEFORE_EXEC, IpCounts
 from damon_bpf.core.layout import page_size
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import TargetError
@@ -110,6 +110,11 @@ class Aggregator:
         fresh = self._read()
         if fresh:
             self._apply(self._ranges + fresh)
+
+    def exec_seen(self) -> None:
+        """The process exec'd: the instructions of every report fed so far are of its old image."""
+        self._ips.retire()
+        self._pending.retire_ips(BEFORE_EXEC)
 
     def feed(self, events: np.ndarray) -> None:
         """Buffer a batch of ACCESS_DTYPE records, in any time order."""

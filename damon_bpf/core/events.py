@@ -71,6 +71,11 @@ class Pending:
         """The latest sample index waiting (-1 when none)."""
         return max((hi for _, hi, _ in self._chunks), default=-1)
 
+    def retire_ips(self, value: int) -> None:
+        """Every waiting report's ip becomes ``value`` (its process exec'd: see core.ipcounts.BEFORE_EXEC)."""
+        for _, _, ev in self._chunks:
+            ev.ip = np.full_like(ev.ip, value)
+
     def add(self, ev: Events) -> None:
         if len(ev):
             self._chunks.append(_chunk(ev))

@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 _COMPACT_AT = 1 << 18   # buffered reports before they are reduced to distinct (region, ip) pairs
+# The ip of a report made by an earlier image of the process (it exec'd since): the mappings known now are the
+# new image's and would name it wrongly. No instruction lives at address 1.
+BEFORE_EXEC = 1
 
 
 class IpCounts:
@@ -57,6 +60,10 @@ class IpCounts:
         keys, key_index = np.unique(region * max(1, len(ips)) + ip_index.reshape(-1), return_inverse=True)
         counts = np.bincount(key_index.reshape(-1), weights=count, minlength=len(keys)).astype(np.int64)
         return keys // max(1, len(ips)), ips[keys % max(1, len(ips))], counts
+
+    def retire(self) -> None:
+        """The process exec'd: every ip buffered so far is of its old image."""
+        self._ip = [np.full_like(ip, BEFORE_EXEC) for ip in self._ip]
 
     def clear(self) -> None:
         self.__init__()

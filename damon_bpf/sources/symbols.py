@@ -7,7 +7,8 @@ segments, and named by the function symbol that contains it: ``.symtab``, else `
 a symbol's size, so a stripped binary gives ``binary+0xADDR`` (the address objdump and addr2line use)
 rather than the nearest wrong name. Addresses in memory with no file (JIT code, anonymous executable
 memory) are ``[anon]+0xOFF``, in kernel pseudo-mappings ``[vdso]+0xOFF`` (the mapping's own name), in the
-kernel ``[kernel]``; an address no known mapping holds is ``[unknown]``.
+kernel ``[kernel]``; an address no known mapping holds is ``[unknown]``, and one made by the image a process
+had before its latest exec ``[before exec]`` (core.ipcounts.BEFORE_EXEC).
 
 Symbol tables are cached per file (device, inode, size, mtime), names per process and address: the
 work is done once per binary and once per distinct instruction, at snapshot time, never per report.
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
+
+from damon_bpf.core.ipcounts import BEFORE_EXEC
 
 KERNEL_START = 0xFFFF800000000000   # x86-64: the upper half is the kernel's
 
@@ -186,6 +189,8 @@ class Symbolizer:
     def _name(self, pid: int, ip: int) -> str:
         if ip >= KERNEL_START:
             return "[kernel]"
+        if ip == BEFORE_EXEC:
+            return "[before exec]"
         mapping = self._mapping(pid, ip)
         if mapping is None:
             return "[unknown]"
