@@ -34,6 +34,14 @@ def _top(shares: dict, name: Callable) -> str:
     return f"{name(ident)} {share:.0%}"
 
 
+def _top_code(shares: dict[str, float]) -> str:
+    """The top function, its share first: a long name is cut at the column's end, the share stays."""
+    if not shares:
+        return "-"
+    name, share = next(iter(shares.items()))
+    return f"{share:.0%} {name}"
+
+
 def _write_share(r: RegionShare) -> str:
     return f"{r.writes / r.reports:.0%}" if r.reports > 0 else "-"
 
@@ -66,7 +74,7 @@ def hottest_table(snaps: list[Snapshot], rec_meta: tuple[int, int | None, Monito
         age = ages.get(r.start)
         cells.append([f"{fmt_addr(r.start)}-{fmt_addr(r.end)}" if wide else fmt_addr(r.start), fmt_size(r.size),
                       f"{r.hz:.3g} Hz", "-" if age is None else fmt_ns(age * attrs.aggr_interval_us * 1000),
-                      _top(r.by_cpu, str), _top(r.by_tid, thread_name), _write_share(r), _top(r.functions, str)])
+                      _top(r.by_cpu, str), _top(r.by_tid, thread_name), _write_share(r), _top_code(r.functions)])
         dim.append(r.hz <= 0 and r.reports <= 0)
     return Panel(_columns(cells, dim, width - 2), title=title, box=box.ROUNDED, padding=0)
 
