@@ -33,20 +33,20 @@ def _got(counts: IpCounts, start, end):
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 8 * P - 1), st.sampled_from([0, 0x401000, 0x401004, 2**64 - 1])),
-                max_size=200), st.integers(1, 64), st.booleans())
-def test_counts_per_region_and_ip(reports, compact_at, merge):
+                max_size=200), st.integers(1, 64), st.integers(0, 3), st.booleans())
+def test_counts_per_region_and_ip(reports, compact_at, fast_ips, merge):
     addr = np.array([a for a, _ in reports], np.uint64)
     ip = np.array([i for _, i in reports], np.uint64)
     start, end = BOUNDS[:-1], BOUNDS[1:]
     counts = IpCounts()
-    saved = ipcounts._COMPACT_AT
-    ipcounts._COMPACT_AT = compact_at
+    saved = ipcounts._COMPACT_AT, ipcounts._FAST_IPS
+    ipcounts._COMPACT_AT, ipcounts._FAST_IPS = compact_at, fast_ips   # every path: bincounts, sorts, compaction
     try:
         for lo in range(0, len(addr), 7):   # batches, as the aggregator places them
             part = slice(lo, lo + 7)
             counts.add(addr[part], ip[part], (addr[part] // np.uint64(P)).astype(np.int64))
     finally:
-        ipcounts._COMPACT_AT = saved
+        ipcounts._COMPACT_AT, ipcounts._FAST_IPS = saved
     if merge:   # pairs of regions merged before the aggregation ended
         start, end = start[::2], end[1::2]
     assert _got(counts, start, end) == _expected(addr, ip, start, end)

@@ -179,12 +179,16 @@ class Aggregator:
         if idx.max() == len(self._regions):
             idx = self._fit(ev.addr, idx)
         n = len(self._regions)
-        self.outside += int(np.count_nonzero(idx == n))
+        outside_now = int(np.count_nonzero(idx == n))
+        self.outside += outside_now
         self._count_samples(ev.sample - self._closed, idx, nr_samples)
         regs = self._regions
         regs.counts = self._attribution.count(regs.counts, idx, ev.cpu, ev.tid, ev.write, n + 1)
-        inside = idx < n
-        self._ips.add(ev.addr[inside], ev.ip[inside], idx[inside])
+        if outside_now:
+            inside = idx < n
+            self._ips.add(ev.addr[inside], ev.ip[inside], idx[inside])
+        else:
+            self._ips.add(ev.addr, ev.ip, idx)
 
     def _lookup(self, addr: np.ndarray) -> np.ndarray:
         if self._index is None:

@@ -1,8 +1,9 @@
 """Which instructions made the reports of each region: (region, instruction pointer) counts of one aggregation.
 
-The aggregator hands over the address and instruction pointer of every report it placed; they are counted
-against the regions of the snapshot only when the aggregation ends, so merges and layout updates in between
-need no bookkeeping (a report's own address finds its region). Names are given later, outside the core
+The aggregator hands over the address, instruction pointer and region of every report it placed; they are kept
+as distinct (region, ip) pairs with the address of one of their reports, and counted against the regions of the
+snapshot only when the aggregation ends, so merges and layout updates in between need no bookkeeping (that
+report's address finds its region). Names are given later, outside the core
 (damon_bpf.sources.symbols): here an instruction is only a number.
 """
 
@@ -10,14 +11,19 @@ from __future__ import annotations
 
 import numpy as np
 
-_COMPACT_AT = 1 << 18   # buffered reports before they are reduced to distinct (region, ip) pairs
+_COMPACT_AT = 1 << 16   # buffered entries before they are reduced to distinct (region, ip) pairs
+_FAST_IPS = 8           # distinct ips per batch counted without a sort
 # The ip of a report made by an earlier image of the process (it exec'd since): the mappings known now are the
 # new image's and would name it wrongly. No instruction lives at address 1.
 BEFORE_EXEC = 1
 
 
 class IpCounts:
-    """Reports' (address, ip) of the aggregation in progress; ``by_region`` counts them per region."""
+    """Distinct (region, ip) pairs of the aggregation in progress, each with its count and the address of one of
+    its reports; ``by_region`` counts them against the snapshot's regions.
+
+    The representative address stays in its region until the aggregation ends: regions only merge, or lose pages
+    at their edges in a layout update (a report there is then counted ``outside`` too)."""
 
     def __init__(self) -> None:
         self._addr: list[np.ndarray] = []
@@ -27,18 +33,37 @@ class IpCounts:
         self._buffered = 0
 
     def add(self, addr: np.ndarray, ip: np.ndarray, idx: np.ndarray) -> None:
-        """Reports placed in regions ``idx`` (of the regions at that time)."""
+        """Reports placed in regions ``idx`` (of the regions at that time). A batch's first few distinct ips
+        are counted with a bincount each (a loop's faults share one ip: no sort); the rest are sorted."""
+        rest = ip
+        for _ in range(_FAST_IPS):
+            if not len(rest):
+                return
+            mine = rest == rest[0]
+            self._add_one_ip(addr[mine], idx[mine], rest[0])
+            if mine.all():
+                return
+            addr, idx, rest = addr[~mine], idx[~mine], rest[~mine]
+        self._append(addr, rest, idx, np.ones(len(rest), np.int64))   # reduced when enough have gathered
+
+    def _add_one_ip(self, addr: np.ndarray, idx: np.ndarray, ip: np.uint64) -> None:
+        counts = np.bincount(idx)
+        regions = np.flatnonzero(counts)
+        first = np.empty(len(counts), np.intp)
+        first[idx[::-1]] = np.arange(len(idx) - 1, -1, -1)   # each region's first report (the last write wins)
+        self._append(addr[first[regions]], np.full(len(regions), ip, np.uint64), regions, counts[regions])
+
+    def _append(self, addr: np.ndarray, ip: np.ndarray, idx: np.ndarray, count: np.ndarray) -> None:
         self._addr.append(addr)
         self._ip.append(ip)
-        self._idx.append(idx)
-        self._count.append(np.ones(len(addr), np.int64))
+        self._idx.append(idx.astype(np.int64, copy=False))
+        self._count.append(count)
         self._buffered += len(addr)
         if self._buffered > _COMPACT_AT:
             self._compact()
 
     def _compact(self) -> None:
-        """One entry per (region, ip) with its count and the address of one of its reports, which stays in
-        that region until the aggregation ends (regions only merge or lose pages at their edges meanwhile)."""
+        """One entry per (region, ip) with its summed count and one representative address."""
         addr, ip, idx, count = (np.concatenate(parts) for parts in (self._addr, self._ip, self._idx, self._count))
         order = np.lexsort((ip, idx))
         idx, ip = idx[order], ip[order]
