@@ -17,6 +17,7 @@ struct access_record {
 	__u8 write;      /* ACCESS_READ, ACCESS_WRITE or ACCESS_UNKNOWN */
 	__u8 pad0;
 	__u16 pad1;
+	__u64 ip;        /* the faulting instruction's address (user or, for perf-fault, kernel) */
 };
 
 #define ACCESS_READ 0

@@ -1,7 +1,7 @@
 /* Shared part of every access source, not a header: damon_bpf/sources/program.py pastes it where a
  * source says "damon-bpf: paste report_common.bpf.c", because bcc rewrites map calls and tracepoint
  * probes only in the main text, never in an #included file. It holds target selection, the ordered
- * sample filters, the per-CPU accounting and the ring buffers; a source calls report_access().
+ * sample filters, the per-CPU accounting and the ring buffers; a source calls report_access(address, kind, instruction pointer).
  *
  * Compile-time parameters (set by damon_bpf/sources/program.py): RING_PAGES, FOLLOW_CHILDREN,
  * FOLLOW_CGROUPS, and HAVE_GROUP_DEAD where sched_process_exit says whether the whole thread group is
@@ -141,7 +141,7 @@ static __always_inline int is_target(u32 tgid)
 	return mark != NULL && *mark != TARGET_NEVER;
 }
 
-static __always_inline int report_access(u64 addr, u8 write)
+static __always_inline int report_access(u64 addr, u8 write, u64 ip)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
 	u32 tgid = pid_tgid >> 32, tid = (u32)pid_tgid;
@@ -168,6 +168,7 @@ static __always_inline int report_access(u64 addr, u8 write)
 	record->write = write;
 	record->pad0 = 0;
 	record->pad1 = 0;
+	record->ip = ip;
 	/* No wakeup: the reader drains on a timer. A wakeup per event costs an IPI on the faulting
 	 * CPU and slowed the workload 1.6-2.7x on the CI machine (docs/design.md §9). */
 	accesses.ringbuf_submit(record, BPF_RB_NO_WAKEUP);

@@ -16,12 +16,14 @@ from damon_bpf.access import ACCESS_READ, ACCESS_UNKNOWN, ACCESS_WRITE
 from damon_bpf.core.aggregator import Aggregator
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.events import Kind
+from damon_bpf.core.ipcounts import BEFORE_EXEC
 from damon_bpf.core.mappings import Mapping, region_mappings
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.recordfile import RecordWriter, TargetRecord
 from damon_bpf.recordfile.sidefiles import SideFiles
 from damon_bpf.session import RunResult
 from damon_bpf.sources.numa import cpu_nodes_meta
+from damon_bpf.sources.symbols import Symbolizer
 from damon_bpf.sources.targets import is_alive
 from damon_bpf.sources.vaddr import Footprint, layout_for
 
@@ -29,6 +31,7 @@ from damon_bpf.sources.vaddr import Footprint, layout_for
 # except one a producer was still writing at that instant (microseconds): a small margin covers it.
 CLOSE_LAG_NS = 2_000_000
 PROCESS_PERIOD_NS = 50_000_000   # half of DAMON's default aggregation interval
+TOP_FUNCTIONS = 5                # functions kept per region in a snapshot
 
 SnapshotListener = Callable[[int, int, Snapshot], None]   # (target_id, pid, snapshot)
 
@@ -93,6 +96,7 @@ class TargetState:
     maps: MapsSeen = field(default_factory=MapsSeen)
     footprint: Footprint | None = None
     previous: TargetState | None = None   # the pid's earlier target (a cgroup member that left and came back)
+    exec_ns: int | None = None         # its latest exec: reports before it ran another image's code
 
 
 @dataclass
@@ -119,6 +123,7 @@ class Recorder:
     unattributed: int = 0   # reports of a process whose target was already closed at its exit
     forgotten: dict = field(default_factory=dict)   # forget_gone: the counts of the targets it dropped
     _next_id: int = 0
+    symbolizer: Symbolizer = field(default_factory=Symbolizer)
     _batches: list = field(default_factory=list)
     _processed_ns: int = 0
 
@@ -133,8 +138,8 @@ class Recorder:
         if state is None or (reborn and state.close_at_ns is not None):
             start_ns = self.start_ns if born_ns is None else born_ns
             maps = MapsSeen()
-            aggregator = Aggregator(self.attrs, layout_for(pid, self.regions_mode, maps.on_maps), start_ns,
-                                    self.seed)
+            layout = layout_for(pid, self.regions_mode, maps.on_maps, seen=self.symbolizer.remember)
+            aggregator = Aggregator(self.attrs, layout, start_ns, self.seed)
             if state is not None:
                 self.retired.append(state)
             state = self.targets[pid] = TargetState(self._next_id, pid, aggregator,
@@ -171,6 +176,11 @@ class Recorder:
         if getattr(event, "cgroup", None) is not None:
             state.meta["cgroup"] = event.cgroup
         if event.kind == "exec" and not state.gone:
+            # A new image: the old one's mappings are forgotten, and the reports already fed (all made before
+            # the exec: the ring gives it before any later report) keep no ip the new mappings could misname.
+            self.symbolizer.forget(event.pid)
+            state.exec_ns = int(event.time_ns)
+            state.aggregator.exec_seen()
             state.aggregator.reread()
         elif event.kind in ("exit", "leave") and state.close_at_ns is None:
             state.close_at_ns = int(event.time_ns)
@@ -200,8 +210,13 @@ class Recorder:
                 reports = reports[~before]
         if state.gone:
             self.unattributed += len(reports)
-        else:
-            state.aggregator.feed(core_reports(reports))
+            return
+        if state.exec_ns is not None:
+            before = reports["time_ns"] < state.exec_ns
+            if before.any():
+                reports = reports.copy()
+                reports["ip"][before] = BEFORE_EXEC
+        state.aggregator.feed(core_reports(reports))
 
     def on_tick(self, now_ns: int, lag_ns: int = CLOSE_LAG_NS, force: bool = False) -> None:
         # Batches are routed and intervals closed every PROCESS_PERIOD_NS, not every drain: per-call numpy
@@ -252,6 +267,7 @@ class Recorder:
         for snapshot in snapshots:
             state.maps.name(snapshot)
             snapshot.footprint = footprint
+            snapshot.functions = top_functions(snapshot, lambda ips: self.symbolizer.names(state.pid, ips))
         if self.writer is not None:
             self.writer.add_snapshots(state.target_id, snapshots)
         for listener in self.listeners:
@@ -309,6 +325,19 @@ _COUNTS = ("in_regions", "outside_regions", "late", "layout_rereads", "ranges_fr
 def _counts(aggregator: Aggregator) -> dict:
     return {"in_regions": aggregator.in_regions, "outside_regions": aggregator.outside, "late": aggregator.late,
             "layout_rereads": aggregator.rereads, "ranges_from_reports": aggregator.report_ranges}
+
+
+def top_functions(snapshot: Snapshot, names: Callable[[list[int]], list[str]],
+                  keep: int = TOP_FUNCTIONS) -> list[dict[str, int]]:
+    """Per region, its ``keep`` functions with the most reports, {name: reports}: the snapshot's
+    instruction pointers named (once per distinct ip), and those of one function summed."""
+    functions: list[dict[str, int]] = [{} for _ in range(snapshot.nr_regions)]
+    if snapshot.ips is None or not len(snapshot.ips[0]):
+        return functions
+    region, ips, counts = snapshot.ips
+    for i, name, count in zip(region.tolist(), names(ips.tolist()), counts.tolist()):
+        functions[i][name] = functions[i].get(name, 0) + count
+    return [dict(sorted(f.items(), key=lambda kv: (-kv[1], kv[0]))[:keep]) for f in functions]
 
 
 def run_meta(source: str, filters, command: list[str], regions_mode: str) -> dict:

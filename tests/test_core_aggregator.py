@@ -25,11 +25,11 @@ def region_addr(i, offset=0):
 
 
 def records(*rows):
-    """rows: (addr, time_ns[, cpu, tid, write])"""
+    """rows: (addr, time_ns[, cpu, tid, write[, ip]])"""
     out = np.zeros(len(rows), ACCESS_DTYPE)
     for i, row in enumerate(rows):
-        addr, t, cpu, tid, write = (tuple(row) + (0, 1, ACCESS_READ))[:5] if len(row) == 2 else row
-        out[i] = (addr, t, cpu, 0, tid, write, 0, 0)
+        addr, t, cpu, tid, write = (tuple(row) + (0, 1, ACCESS_READ))[:5] if len(row) == 2 else row[:5]
+        out[i] = (addr, t, cpu, 0, tid, write, 0, 0, row[5] if len(row) > 5 else 0)
     return out
 
 

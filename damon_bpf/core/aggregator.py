@@ -19,6 +19,7 @@ from damon_bpf.core.attribution import Attribution
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.events import Events, Pending
 from damon_bpf.core.index import RegionIndex
+from damon_bpf.core.ipcounts import BEFORE_EXEC, IpCounts
 from damon_bpf.core.layout import page_size
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import TargetError
@@ -65,6 +66,7 @@ class Aggregator:
         self._page = page_size()
         self._rng = np.random.default_rng(seed)
         self._attribution = Attribution()
+        self._ips = IpCounts()
         self._pending = Pending()
         self._closed = 0  # samples closed so far
         self._last_split_nr = 0  # kdamond_split_regions' last_nr_regions
@@ -108,6 +110,11 @@ class Aggregator:
         fresh = self._read()
         if fresh:
             self._apply(self._ranges + fresh)
+
+    def exec_seen(self) -> None:
+        """The process exec'd: the instructions of every report fed so far are of its old image."""
+        self._ips.retire()
+        self._pending.retire_ips(BEFORE_EXEC)
 
     def feed(self, events: np.ndarray) -> None:
         """Buffer a batch of reports (core.events.REPORT_COLUMNS), in any time order."""
@@ -172,10 +179,16 @@ class Aggregator:
         if idx.max() == len(self._regions):
             idx = self._fit(ev.addr, idx)
         n = len(self._regions)
-        self.outside += int(np.count_nonzero(idx == n))
+        outside_now = int(np.count_nonzero(idx == n))
+        self.outside += outside_now
         self._count_samples(ev.sample - self._closed, idx, nr_samples)
         regs = self._regions
         regs.counts = self._attribution.count(regs.counts, idx, ev.cpu, ev.tid, ev.write, n + 1)
+        if outside_now:
+            inside = idx < n
+            self._ips.add(ev.addr[inside], ev.ip[inside], idx[inside])
+        else:
+            self._ips.add(ev.addr, ev.ip, idx)
 
     def _lookup(self, addr: np.ndarray) -> np.ndarray:
         if self._index is None:
@@ -224,6 +237,7 @@ class Aggregator:
         snapshot = self._snapshot(regs)
         R.reset(regs)
         self._attribution.clear()
+        self._ips.clear()
         nr_subs = R.split_count(len(regs), self._last_split_nr, attrs.max_nr_regions)
         if nr_subs:
             self._last_split_nr = len(regs)
@@ -243,6 +257,7 @@ class Aggregator:
             nr_accesses=regs.nr_accesses.copy(),
             age=regs.age.copy(),
             **self._attribution.views(regs.counts),
+            ips=self._ips.by_region(regs.start, regs.end),
         )
         self.in_regions += int(snapshot.nr_reports.sum())
         return snapshot

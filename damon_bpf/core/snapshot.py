@@ -35,6 +35,10 @@ class Snapshot:
     by_tid: dict[int, np.ndarray] = field(default_factory=dict)
     mappings: list[list[tuple[str, str]]] | None = None
     footprint: tuple[int, int] | None = None
+    # (region index, ip, count) of the aggregation's reports (core.ipcounts), and per region its functions
+    # named from them, {name: reports} (the recorder names them; a record file stores only the names)
+    ips: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    functions: list[dict[str, int]] | None = None
 
     @property
     def nr_regions(self) -> int:

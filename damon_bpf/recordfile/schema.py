@@ -154,9 +154,26 @@ def _region(r: Any, where: str, aggr_us: int) -> tuple:
 
 def _snapshot(s: Any, where: str, aggr_us: int) -> Snapshot | None:
     try:
-        return _fast_snapshot(s)
+        snapshot = _fast_snapshot(s)
     except Exception:  # noqa: BLE001 - anything unusual: the careful reader says exactly what and where
-        return _checked_snapshot(s, where, aggr_us)
+        snapshot = _checked_snapshot(s, where, aggr_us)
+    if snapshot is not None:
+        snapshot.functions = _functions(s["regions"], where)
+    return snapshot
+
+
+def _functions(regions: list, where: str) -> list[dict[str, int]] | None:
+    """Per region its top functions ({name: reports}, ``damon_bpf.funcs``); None when no region has any
+    (a record made before they were stored, or by damo)."""
+    found = [r.get("damon_bpf", _EMPTY).get("funcs") for r in regions]
+    if all(f is None for f in found):
+        return None
+    out = []
+    for i, funcs in enumerate(found):
+        funcs = _obj(funcs if funcs is not None else {}, f"{where} region {i} damon_bpf.funcs")
+        out.append({str(name): _int(count, f"{where} region {i} damon_bpf.funcs[{name!r}]")
+                    for name, count in funcs.items()})
+    return out
 
 
 _EMPTY: dict = {}

@@ -37,6 +37,7 @@ class AccessRow:
     writes: int
     reads: int
     mappings: list[tuple[str, str]] = field(default_factory=list)   # (name, kind) of each mapping it covers
+    functions: dict[str, float] = field(default_factory=dict)   # top functions: share of the region's reports
 
 
 @dataclass
@@ -65,14 +66,14 @@ class AccessReport:
 
 
 def _rows(rec: TargetRecord, start, end, nr_accesses, age, reports, writes, reads,
-          mappings=None) -> list[AccessRow]:
+          mappings=None, functions: list[dict[str, int]] | None = None) -> list[AccessRow]:
     per_s = 1e6 / rec.aggr_us
     max_samples = rec.aggr_us / rec.sample_us
     cols = zip(start.tolist(), end.tolist(), nr_accesses.tolist(), age.tolist(), reports.tolist(),
-               writes.tolist(), reads.tolist(), mappings or [[]] * len(start))
+               writes.tolist(), reads.tolist(), mappings or [[]] * len(start), functions or [{}] * len(start))
     return [AccessRow(s, e, e - s, n, n * per_s, n * 100.0 / max_samples, a, a * rec.aggr_us / 1e6, rep, w, r,
-                      list(m))
-            for s, e, n, a, rep, w, r, m in cols]
+                      list(m), {name: count / rep for name, count in f.items()} if rep else {})
+            for s, e, n, a, rep, w, r, m, f in cols]
 
 
 def hottest_snapshot(rec: TargetRecord) -> int:
@@ -92,7 +93,7 @@ def access(records: list[TargetRecord], snapshot: int = -1,
     snap = pick_snapshot(rec, snapshot)
     index = snapshot % (len(rec.snapshots) if rec.nr_in_file is None else rec.nr_in_file)
     rows = _rows(rec, snap.start, snap.end, snap.nr_accesses, snap.age, snap.nr_reports, snap.writes, snap.reads,
-                 snap.mappings)
+                 snap.mappings, snap.functions)
     origin = rec.snapshots[0].start_ns if rec.origin_ns is None else rec.origin_ns
     return AccessReport(rec.target_id, rec.pid, index, snap.start_ns - origin,
                         snap.end_ns - origin, rec.sample_us, rec.aggr_us, rows,

@@ -17,7 +17,7 @@ from damon_bpf.sources import host, program
 from damon_bpf.sources.program import LoadError, compile_program, ring_pages
 from damon_bpf.sources.ringbuf import RingReader
 
-DEFAULT_RING_BYTES = 64 << 20  # 1 s of reader pause at 1M events/s is 40 MB of records
+DEFAULT_RING_BYTES = 64 << 20  # 1 s of reader pause at 1M events/s is 48 MB of records (40 + 8-byte header)
 _C = constants()
 # A lifecycle record still being written when the ring is read holds back the committed ones behind
 # it; BPF programs cannot sleep, so it commits within microseconds: wait for it, at most this long.

@@ -10,6 +10,8 @@ from damon_bpf.core.layout import LAYOUT_MODES, Range, all_mappings, three_regio
 from damon_bpf.core.mappings import Mapping
 from damon_bpf.errors import HostError, TargetError, UsageError
 
+MapsText = Callable[[int, str], None]   # (pid, the /proc/PID/maps text just read)
+
 
 def parse_maps(text: str) -> list[Range]:
     """Mappings ``(start, end)`` of /proc/PID/maps text, in address order, without [vsyscall]."""
@@ -36,8 +38,10 @@ def parse_named_maps(text: str) -> list[Mapping]:
     return mappings
 
 
-def read_maps(pid: int) -> list[Mapping]:
-    """The mappings of process ``pid`` with their names; TargetError if it is gone (or has no address space)."""
+def read_maps(pid: int, seen: MapsText | None = None) -> list[Mapping]:
+    """The mappings of process ``pid`` with their names; TargetError if it is gone (or has no address space).
+    ``seen`` gets the text read (the symbolizer keeps the code mappings, to name instructions after the process
+    exits)."""
     path = f"/proc/{pid}/maps"
     try:
         with open(path) as f:
@@ -50,19 +54,22 @@ def read_maps(pid: int) -> list[Mapping]:
     if not mappings:
         # An exiting (zombie) process or a kernel thread: nothing left to monitor.
         raise TargetError(f"process {pid} has no memory mappings (it exited or is a kernel thread)")
+    if seen is not None:
+        seen(pid, text)
     return mappings
 
 
 def layout_for(pid: int, mode: str = "damon",
-               on_maps: Callable[[list[Mapping]], None] | None = None) -> Callable[[], list[Range]]:
+               on_maps: Callable[[list[Mapping]], None] | None = None,
+               seen: MapsText | None = None) -> Callable[[], list[Range]]:
     """A zero-argument callable giving the current ranges to monitor of ``pid``; ``on_maps`` is handed
-    the named mappings of each read (the recorder names regions by them)."""
+    the named mappings of each read (the recorder names regions by them), ``seen`` its text (read_maps)."""
     if mode not in LAYOUT_MODES:
         raise UsageError(f"unknown layout mode {mode!r}; choose one of: {', '.join(LAYOUT_MODES)}")
     rule = three_regions if mode == "damon" else all_mappings
 
     def layout() -> list[Range]:
-        mappings = read_maps(pid)
+        mappings = read_maps(pid, seen)
         if on_maps is not None:
             on_maps(mappings)
         return rule([(m.start, m.end) for m in mappings])
