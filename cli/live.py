@@ -74,7 +74,7 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
         recorder.listeners.append(display.on_snapshot)
     notes: list[str] = []   # said after the screen is given back
     sampler = config.sampler.name if config.sampler.name != "none" else None
-    recorder.listeners.append(DarkWatch(notes.append, sampler).on_snapshot)
+    recorder.listeners.append(DarkWatch(notes.append, sampler, kernel_view=config.source == "damon").on_snapshot)
     # the recorder's tick closes snapshots first; they reach the display through its listener
     result = monitor.run(on_tick=with_applier(display.on_tick, applier), display=display)
     snapshots = sum(s.snapshots for s in recorder.states())

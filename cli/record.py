@@ -48,7 +48,8 @@ def record(output: str, **options) -> None:
     progress.say_start(f"recording {' '.join(config.targets.describe())} with source {monitor.tracer.source} "
                        f"into {output} (Ctrl-C ends it, the file complete)")
     sampler = config.sampler.name if config.sampler.name != "none" else None
-    recorder.listeners.append(DarkWatch(lambda note: log.note(f"note: {note}"), sampler).on_snapshot)
+    recorder.listeners.append(DarkWatch(lambda note: log.note(f"note: {note}"), sampler,
+                                         kernel_view=config.source == "damon").on_snapshot)
     result = monitor.run(progress.count, with_applier(progress.tick, applier), progress.display)
     snapshots = sum(s.snapshots for s in recorder.states())
     log.result(f"{result.summary_line()}; {snapshots} snapshots of {len(recorder.states())} target(s), "

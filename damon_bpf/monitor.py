@@ -33,7 +33,8 @@ from damon_bpf.samplers.numa_state import recover_stale
 from damon_bpf.session import RunResult, Session
 from damon_bpf.sources.bpf_env import require_privileges
 from damon_bpf.sources.companion import Companion, SnapshotSink
-from damon_bpf.sources.kdamond import KernelDamon, stop_all_ours
+from damon_bpf.sources.kdamond import stop_all_ours
+from damon_bpf.sources.kdamond_paddr import kernel_damon
 from damon_bpf.sources.perf_mem import DEFAULT_SAMPLE_PERIOD, PerfMemTracer
 from damon_bpf.sources.targets import Targets, pids_by_comm
 from damon_bpf.sources.tracer import DEFAULT_RING_BYTES, Tracer
@@ -131,13 +132,14 @@ class CompanionRecords:
 
     def sink_for(self, companion: Companion) -> SnapshotSink:
         meta, key = dict(companion.snapshot_meta or {}), id(companion)
+        attrs = getattr(companion, "attrs", self.attrs)   # a borrowed kdamond's own intervals
 
         def sink(pid: int, snapshot: Snapshot) -> None:
             target_id = self.ids.get((key, pid))
             if target_id is None:
                 target_id = self.ids[key, pid] = COMPANION_FIRST_ID + len(self.ids)
-                self.writer.add_target(TargetRecord(target_id, pid, self.attrs.sample_interval_us,
-                                                    self.attrs.aggr_interval_us, self.attrs.update_interval_us,
+                self.writer.add_target(TargetRecord(target_id, pid, attrs.sample_interval_us,
+                                                    attrs.aggr_interval_us, attrs.update_interval_us,
                                                     [], dict(meta)))
             self.writer.add_snapshots(target_id, [snapshot])
 
@@ -195,7 +197,7 @@ class Monitor:
         if self.config.targets.cgroups:
             raise UsageError("--source damon watches the processes known when it starts and cannot follow a "
                              "cgroup's: use --cgroup with a page-fault source (--source auto)")
-        return [KernelDamon(self.config.attrs)]
+        return [kernel_damon(self.config.attrs)]
 
     def _tracer(self, filters: list[SampleFilter]) -> Tracer:
         config = self.config

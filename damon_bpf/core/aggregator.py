@@ -206,7 +206,7 @@ class Aggregator:
         outside = addr[idx == len(self._regions)]
         if len(outside) == 0:
             return idx
-        own = _page_ranges(outside, self._page, self._report_range_cap())
+        own = R.page_ranges(outside, self._page, self._report_range_cap())
         self.report_ranges += len(own)
         self._apply(self._ranges + own)
         return self._lookup(addr)
@@ -291,19 +291,6 @@ class Aggregator:
             self.regions = R.set_regions(self._regions, self._ranges)
             # Reports of regions the update dropped mid-aggregation are gone from every region.
             self.outside += before - self._attribution.nr_reports(self._regions.counts)
-
-
-def _page_ranges(addr: np.ndarray, page: int, max_ranges: int) -> list[tuple[int, int]]:
-    """The pages of ``addr`` as at most ``max_ranges`` ranges, bridging all but the largest gaps,
-    as DAMON's three regions bridge all but the two largest: a process known only by its reports
-    must not cost a region per page it touched."""
-    pages = np.unique(addr // np.uint64(page)).astype(np.int64)
-    gaps = np.diff(pages)
-    longest = np.argsort(gaps, kind="stable")[len(gaps) - (max_ranges - 1):] if max_ranges > 1 else np.empty(0, np.intp)
-    cuts = np.sort(np.asarray(longest, np.int64)[gaps[longest] > 1]) if len(gaps) else np.empty(0, np.int64)
-    starts = pages[np.r_[0, cuts + 1]]
-    ends = pages[np.r_[cuts, len(pages) - 1]] + 1
-    return [(int(s) * page, int(e) * page) for s, e in zip(starts, ends)]
 
 
 def _split_by_sample(ev: Events, ends: list[int]) -> list[Events]:

@@ -177,8 +177,12 @@ def extra_sources() -> dict[str, tuple[bool, str]]:
     damon = damon_info()
     if damon["sysfs"] and damon["vaddr"] and damon["tracepoint_aggregated"]:
         kdamond = (True, "DAMON sysfs with vaddr and the damon:damon_aggregated tracepoint")
+    elif damon["sysfs"] and damon["paddr"] and damon["tracepoint_aggregated"]:
+        kdamond = (True, "DAMON sysfs with paddr only: the frames backing the targets (from pagemap) are "
+                   "monitored and mapped back to their pages; steady-state reads and writes alike, any target")
     else:
-        missing = [name for name, ok in (("DAMON sysfs", damon["sysfs"]), ("vaddr", damon["vaddr"]),
+        ops = damon["vaddr"] or damon["paddr"]
+        missing = [name for name, ok in (("DAMON sysfs", damon["sysfs"]), ("vaddr or paddr", ops),
                                          ("damon_aggregated tracepoint", damon["tracepoint_aggregated"])) if not ok]
         kdamond = (False, f"kernel DAMON lacks {', '.join(missing)}")
     return {"perf-mem": perf_mem, "damon": kdamond}
