@@ -41,7 +41,7 @@ def read_pagemap(pid: int) -> PageMap:
     vpages, pfns = [], []
     try:
         with open(f"/proc/{pid}/pagemap", "rb", buffering=0) as f:
-            for start, end in read_maps(pid):
+            for start, end, _name in read_maps(pid):
                 for first in range(start // page, end // page, CHUNK_PAGES):
                     count = min(CHUNK_PAGES, end // page - first)
                     raw = np.frombuffer(os.pread(f.fileno(), count * 8, first * 8), dtype=np.uint64)
