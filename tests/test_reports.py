@@ -317,6 +317,16 @@ def test_breakdown_shares():
     json.dumps(breakdown.to_json(b))
 
 
+def test_breakdown_total_has_the_function_shares():
+    """The run-wide row gets the functions behind every report (they once landed in its mappings)."""
+    one = snap(0, [{"start": A, "end": A + 4096, "rep": 4}, {"start": A + 4096, "end": A + 8192, "rep": 4}])
+    one.functions = [{"main": 3, "memcpy": 1}, {"main": 4}]
+    b = breakdown.breakdown(record([one]), top=5)
+    assert b.total.functions == pytest.approx({"main": 7 / 8, "memcpy": 1 / 8}) and b.total.mappings == []
+    assert breakdown.to_json(b)["total"]["function_share"] == pytest.approx({"main": 7 / 8, "memcpy": 1 / 8})
+    assert "memcpy" in plain(breakdown.table(b))
+
+
 def test_breakdown_moves_counts_onto_the_layout():
     """Earlier snapshots' regions differ from the layout's: counts move by byte overlap."""
     early = snap(0, [{"start": A, "end": A + 8192, "rep": 10, "cpus": {3: 10}, "acc": 4}])

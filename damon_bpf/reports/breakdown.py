@@ -70,7 +70,7 @@ def breakdown(records: list[TargetRecord], top: int = 10, snapshot: int = -1,
     lo, hi = layout.start.astype(np.float64), layout.end.astype(np.float64)
     cpu_ids = sorted({c for s in snaps for c in s.by_cpu})
     tid_ids = sorted({t for s in snaps for t in s.by_tid})
-    row = {("cpu", c): 4 + i for i, c in enumerate(cpu_ids)}
+    row: dict[tuple[str, int | str], int] = {("cpu", c): 4 + i for i, c in enumerate(cpu_ids)}
     row.update({("tid", t): 4 + len(cpu_ids) + i for i, t in enumerate(tid_ids)})
     names = sorted({name for s in snaps for f in s.functions or () for name in f})
     first_fn = 4 + len(row)
@@ -85,8 +85,8 @@ def breakdown(records: list[TargetRecord], top: int = 10, snapshot: int = -1,
             mass[row["cpu", c]] = v
         for t, v in s.by_tid.items():
             mass[row["tid", t]] = v
-        for i, functions in enumerate(s.functions or ()):
-            for name, count in functions.items():
+        for i, region_functions in enumerate(s.functions or ()):
+            for name, count in region_functions.items():
                 mass[row["fn", name], i] = count
         moved += bin_masses(s.start, s.end, mass, lo, hi)
     hz = moved[0] / (hi - lo) / max(1, len(snaps)) * 1e6 / rec.aggr_us
@@ -124,7 +124,7 @@ def _total(snaps) -> RegionShare:
     hi = max((int(s.end[-1]) for s in snaps), default=0)
     return RegionShare(lo, hi, 0.0, reports, float(sum(int(s.reads.sum()) for s in snaps)),
                        float(sum(int(s.writes.sum()) for s in snaps)),
-                       _share(cpus, reports), _share(tids, reports), _share(functions, reports))
+                       _share(cpus, reports), _share(tids, reports), functions=_share(functions, reports))
 
 
 def to_json(b: Breakdown) -> dict:
