@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import click
@@ -16,9 +17,9 @@ from damon_bpf.metrics import parse_listen
 from damon_bpf.monitor import MonitorConfig
 from damon_bpf.standing import StandingMonitor
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ImportError:   # Python < 3.11
+else:
     import tomli as tomllib
 
 NOT_IN_FILE = ("config_file", "command")   # options a --config file cannot set
@@ -101,6 +102,7 @@ def monitor(**_options) -> None:
         raise UsageError("monitor serves its state as metrics: give --metrics-listen HOST:PORT (or metrics-listen "
                          "in the --config file)")
     metrics = serve_metrics(first["metrics_listen"], bool(first.get("cgroups")))
+    assert metrics is not None   # a listen address was checked for above
     host, port = parse_listen(first["metrics_listen"])
     _say(f"serving metrics at http://{f'[{host}]' if ':' in host else host}:{port}/metrics")
 

@@ -18,7 +18,7 @@ REFRESH_S = 0.25      # how often the progress line is redrawn
 RATE_WINDOW_S = 1.0   # reports/s over about this much of the recent past
 
 
-def _size(nbytes: int) -> str:
+def _size(nbytes: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if nbytes < 1024 or unit == "GiB":
             return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"

@@ -72,8 +72,10 @@ def _address(text: str) -> int:
 
 
 def _address_range(values: tuple[str, str] | None) -> tuple[int, int] | None:
-    if not values:
-        return None
+    return _address_bounds(values) if values else None
+
+
+def _address_bounds(values: tuple[str, str]) -> tuple[int, int]:
     try:
         start, end = (_address(v) for v in values)
     except ValueError:
@@ -180,7 +182,7 @@ def _region_filter(sz_region, access_rate, age, address) -> access_mod.RegionFil
         except ValueError:
             raise UsageError(f"bad --access-rate {text!r}: use a percent such as 5 or 50%") from None
 
-    out = access_mod.RegionFilter(address=[_address_range(a) for a in address])
+    out = access_mod.RegionFilter(address=[_address_bounds(a) for a in address])
     if sz_region:
         out.sz_region = tuple(_bound(v, size, 0, 2**64) for v in sz_region)
     if access_rate:

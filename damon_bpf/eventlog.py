@@ -21,6 +21,7 @@ FORMATS = ("jsonl", "binary")
 
 def json_fields(dtype: np.dtype) -> tuple[str, ...]:
     """The fields a JSON line holds: every field of the record but the padding, in the struct's order."""
+    assert dtype.names is not None   # a record's dtype is structured
     return tuple(name for name in dtype.names if not name.startswith("pad"))
 
 
@@ -69,8 +70,8 @@ _WORD_OF[ACCESS_READ], _WORD_OF[ACCESS_WRITE] = 0, 1
 _CHUNK = 1 << 13   # rows per pass: the row matrix (~150 bytes a row) stays in the cache
 
 
-def _text_cells(text: bytes) -> list[np.ndarray]:
-    return list(np.frombuffer(text.ljust(-(-len(text) // 4) * 4, b"\0"), "<u4"))
+def _text_cells(text: bytes) -> list[int]:
+    return np.frombuffer(text.ljust(-(-len(text) // 4) * 4, b"\0"), "<u4").tolist()
 
 
 def _groups(value: np.ndarray, count: int) -> list[np.ndarray]:

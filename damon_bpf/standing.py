@@ -66,6 +66,7 @@ class StandingMonitor:
             self.say(result.placement_line())
             if result.reason != RELOAD:
                 break
+            assert self._next_config is not None   # a reload stops the monitor only once configure() gave one
             config = self._next_config
         return result
 
@@ -101,10 +102,12 @@ class StandingMonitor:
             self.say(f"warning: SIGHUP: keeping the running configuration: {err}")
             return
         self.say("SIGHUP: reloading the configuration")
+        assert self.monitor is not None   # called from the running monitor's tick
         self.monitor.request_stop(RELOAD)
 
     def _rescan(self) -> None:
         monitor = self.monitor
+        assert monitor is not None and monitor.recorder is not None   # the running monitor's tick; it records
         monitor.recorder.forget_gone()
         fresh = pids_by_comm(monitor.config.targets.comms) - monitor.targets.pids
         adopted = monitor.adopt(sorted(fresh))

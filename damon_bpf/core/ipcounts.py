@@ -26,6 +26,9 @@ class IpCounts:
     at their edges in a layout update (a report there is then counted ``outside`` too)."""
 
     def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
         self._addr: list[np.ndarray] = []
         self._ip: list[np.ndarray] = []
         self._count: list[np.ndarray] = []
@@ -89,6 +92,3 @@ class IpCounts:
     def retire(self) -> None:
         """The process exec'd: every ip buffered so far is of its old image."""
         self._ip = [np.full_like(ip, BEFORE_EXEC) for ip in self._ip]
-
-    def clear(self) -> None:
-        self.__init__()

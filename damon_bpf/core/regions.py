@@ -77,7 +77,8 @@ def page_ranges(addr: np.ndarray, page: int, max_ranges: int) -> list[tuple[int,
     pages = np.unique(addr // np.uint64(page)).astype(np.int64)
     gaps = np.diff(pages)
     # the largest max_ranges - 1 gaps are kept (all of them when there are fewer)
-    cuts = np.argsort(gaps, kind="stable")[max(0, len(gaps) - (max_ranges - 1)):] if max_ranges > 1 else []
+    cuts: np.ndarray | list[int] = (
+        np.argsort(gaps, kind="stable")[max(0, len(gaps) - (max_ranges - 1)):] if max_ranges > 1 else [])
     cuts = np.sort(np.asarray(cuts, np.int64)[gaps[cuts] > 1]) if len(gaps) else np.empty(0, np.int64)
     starts = pages[np.r_[0, cuts + 1]]
     ends = pages[np.r_[cuts, len(pages) - 1]] + 1

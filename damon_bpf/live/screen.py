@@ -135,14 +135,14 @@ class Meter:
         parts += [(f"rec {output}", f"rec {output.rsplit('/', 1)[-1]}", True)] if output else []
         parts.append((f"snapshots {snapshots}", f"snaps {snapshots}", True))
         line = _fit(elapsed, parts, width)
-        return Text(line, no_wrap=True, overflow="ellipsis", style="red" if acc.lost else None)
+        return Text(line, no_wrap=True, overflow="ellipsis", style="red" if acc.lost else "")
 
 
 def _fit(first: str, parts: list[tuple[str, str, bool]], width: int) -> str:
     for sep, pick in ((" │ ", 0), (" │ ", 1), (" ", 1)):
         shown = list(parts)
         while True:
-            line = sep.join([first, *(p[pick] for p in shown)])
+            line = sep.join([first, *(p[1] if pick else p[0] for p in shown)])
             if len(line) <= width or not any(p[2] for p in shown):
                 break
             drop = max(i for i, p in enumerate(shown) if p[2])   # the last optional part goes first

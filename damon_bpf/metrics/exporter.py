@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections import Counter
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Union
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -22,6 +22,10 @@ from damon_bpf.metrics.fold import TargetTotals, fold, hot_threshold, thread_sha
 from damon_bpf.session import RunResult, cpu_seconds
 from damon_bpf.sources.numa import cpu_nodes
 
+if TYPE_CHECKING:
+    from damon_bpf.monitor import Monitor
+    from damon_bpf.recorder import Recorder
+
 PREFIX = "damon_bpf_"
 TOP_THREADS = 5                 # thread-share series per target: these and "other"
 SHARE_WINDOW_NS = 15 * 10**9    # thread shares over this much of recent snapshots (a default scrape interval)
@@ -29,6 +33,14 @@ GONE_KEEP_NS = 300 * 10**9      # an exited target's series stay this long (its 
 SCRAPE_WAIT_S = 2.0             # longest a scrape waits for the monitor's thread before serving the last values
 PENDING_LIMIT = 10_000          # snapshots kept between scrapes before they are folded without one
 PLACES = ("in_regions", "outside_regions", "late", "unattributed")
+# a run counter: "seen", "delivered", "lost", ("filter", spec, index) or ("placed", place)
+CounterKey = Union[str, tuple[str, str], tuple[str, str, int]]
+
+
+def _recorder(monitor: Monitor | None) -> Recorder:
+    """The attached monitor's recorder: the exporter serves recording monitors only (their snapshots are its source)."""
+    assert monitor is not None and monitor.recorder is not None
+    return monitor.recorder
 
 
 def _comm_of(pid: int) -> str:
@@ -43,11 +55,12 @@ class RunCounters:
     """The kernel's accounting and the recorder's placement, added up over the Monitors of a run."""
 
     def __init__(self) -> None:
-        self.base: Counter = Counter()   # finished monitors' totals
-        self.now: Counter = Counter()    # the attached monitor's, as last read
+        self.base: Counter[CounterKey] = Counter()   # finished monitors' totals
+        self.now: Counter[CounterKey] = Counter()    # the attached monitor's, as last read
 
     def read(self, accounting, placement: dict) -> None:
-        now = Counter({"seen": accounting.seen, "delivered": accounting.delivered, "lost": accounting.lost})
+        now: Counter[CounterKey] = Counter(
+            {"seen": accounting.seen, "delivered": accounting.delivered, "lost": accounting.lost})
         for index, count in enumerate(accounting.filters):
             now[("filter", count.spec, index)] = count.rejected
         now.update({("placed", place): placement.get(place, 0) for place in PLACES})
@@ -57,7 +70,7 @@ class RunCounters:
         self.base.update(self.now)   # update, not +: a counter at 0 keeps its series
         self.now = Counter()
 
-    def total(self) -> Counter:
+    def total(self) -> Counter[CounterKey]:
         total = Counter(self.base)
         total.update(self.now)
         return total
@@ -78,7 +91,7 @@ class MetricsExporter(Collector):
         self.cpu_nodes = cpu_nodes()
         self.targets: dict[int, TargetTotals] = {}
         self.counters = RunCounters()
-        self.monitor = None
+        self.monitor: Monitor | None = None
         self.hot_from = hot_threshold(20)
         self._pending: list[tuple] = []   # (pid, comm, snapshot) since the last fold
         self._cond = threading.Condition()
@@ -88,16 +101,16 @@ class MetricsExporter(Collector):
 
     # -- the monitor's thread --------------------------------------------------------------------
 
-    def attach(self, monitor) -> None:
+    def attach(self, monitor: Monitor) -> None:
         """Serve ``monitor``'s state from now on (a recording monitor: its snapshots are the source)."""
         self.monitor = monitor
         self.hot_from = hot_threshold(monitor.config.attrs.max_nr_accesses)
-        monitor.recorder.listeners.append(self.on_snapshot)
+        _recorder(monitor).listeners.append(self.on_snapshot)
         monitor.tick_hooks.append(self.on_tick)
         monitor.end_hooks.append(self.on_end)
 
     def on_snapshot(self, _target_id: int, pid: int, snapshot) -> None:
-        state = self.monitor.recorder.targets.get(pid)   # its comm now: a standing monitor forgets gone targets
+        state = _recorder(self.monitor).targets.get(pid)   # its comm now: a standing monitor forgets gone targets
         self._pending.append((pid, state.meta.get("comm") if state is not None else None, snapshot))
         if len(self._pending) > PENDING_LIMIT:   # nobody scrapes: fold now rather than grow
             self._fold()
@@ -129,7 +142,7 @@ class MetricsExporter(Collector):
         self._fold()
         monitor = self.monitor
         if monitor is not None and read_monitor:
-            self.counters.read(monitor.tracer.accounting(), monitor.recorder.accounting())
+            self.counters.read(monitor.tracer.accounting(), _recorder(monitor).accounting())
         self._mark_gone(monitor)
         families = self._build(monitor.samplers if monitor is not None else [])
         with self._cond:
@@ -223,7 +236,7 @@ class MetricsExporter(Collector):
                                      "Where delivered reports went: in_regions, outside_regions, late, unattributed "
                                      "(after their process's end)", labels=["place"])
         for key, value in sorted(total.items(), key=str):
-            if isinstance(key, tuple) and key[0] == "filter":
+            if isinstance(key, tuple) and len(key) == 3 and key[0] == "filter":
                 filtered.add_metric([key[1], str(key[2])], value)
             elif isinstance(key, tuple) and key[0] == "placed":
                 placed.add_metric([key[1]], value)

@@ -43,7 +43,7 @@ def _from_text(v: str, unit_ns: int | None) -> Any:
     if re.fullmatch(r"-?\d+", text):
         return int(text)
     if unit_ns and _TIME_TEXT.fullmatch(text):
-        total = sum(Fraction(num) * _TIME_NS[unit] for num, unit in _TIME_PART.findall(text))
+        total = sum((Fraction(num) * _TIME_NS[unit] for num, unit in _TIME_PART.findall(text)), Fraction(0))
         value = total / unit_ns
         return int(value) if value.denominator == 1 else float(value)
     return v
@@ -153,6 +153,7 @@ def _region(r: Any, where: str, aggr_us: int) -> tuple:
 
 
 def _snapshot(s: Any, where: str, aggr_us: int) -> Snapshot | None:
+    snapshot: Snapshot | None
     try:
         snapshot = _fast_snapshot(s)
     except Exception:  # noqa: BLE001 - anything unusual: the careful reader says exactly what and where

@@ -223,6 +223,7 @@ class RecordWriter:
                 self._stream = self._replace(lambda fd: _stream_with(fd, self._unwritten))
                 self._unwritten = []
             if self._unwritten:
+                assert self._stream is not None   # made above when there was none
                 self._stream.append(self._unwritten)
                 self._unwritten = []
         except OSError as err:

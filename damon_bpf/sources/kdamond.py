@@ -353,7 +353,10 @@ class KernelDamon:
     def _release(self) -> None:
         stop_kdamond(self.sysfs)
 
-    end_note = "switched off"
+    @property
+    def end_note(self) -> str:
+        """What close() did to the kdamond, for its last line."""
+        return "switched off"
 
     def summary(self) -> dict:
         return {"sampler": self.name, "kdamond": self.kdamond_pid,

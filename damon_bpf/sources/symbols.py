@@ -201,7 +201,7 @@ class Symbolizer:
         key = self._files.get((pid, mapping.path))
         symbols = self._symbols(key) if key is not None else None
         vaddr = symbols.vaddr(file_offset) if symbols is not None else None
-        if vaddr is None:
+        if symbols is None or vaddr is None:
             return f"{base}+{file_offset:#x}"   # no symbols of this very file: its file offset, honestly
         return symbols.name(vaddr) or f"{base}+{vaddr:#x}"
 

@@ -18,6 +18,7 @@ the live view reuses ``render``'s cells and legend.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from damon_bpf.errors import UsageError
 from damon_bpf.recordfile import TargetRecord
@@ -76,7 +77,7 @@ def to_json(maps: list[Heatmap]) -> dict:
     and per panel its grid (rows x columns, lowest address first; null = not monitored)."""
     first = maps[0]
     axis = first.axis
-    names = axis.names or [None] * axis.rows
+    names: Sequence[str | None] = axis.names or [None] * axis.rows
     return {"target_id": first.target_id, "pid": first.pid, "comm": first.comm, "ppid": first.ppid,
             "unit": first.unit,
             "rows": [{"start": lo, "end": hi, "mapping": name} for lo, hi, name in zip(axis.lo, axis.hi, names)],

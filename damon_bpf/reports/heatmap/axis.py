@@ -71,11 +71,13 @@ def mapping_names(snaps: list[Snapshot], axis: AddressAxis) -> list[str] | None:
     mids = np.array([(lo + hi) // 2 for lo, hi in zip(axis.lo, axis.hi)], dtype=np.uint64)
     names: list[str | None] = [None] * axis.rows
     for s in reversed(named):
+        mappings = s.mappings
+        assert mappings is not None   # only snapshots that name their regions are in named
         index = np.searchsorted(s.start, mids, side="right") - 1
         inside = (index >= 0) & (mids < s.end[np.clip(index, 0, None)])
         for r in np.nonzero(inside)[0].tolist():
             if names[r] is None:
-                names[r] = region_label(s.mappings[int(index[r])])
+                names[r] = region_label(mappings[int(index[r])])
         if all(n is not None for n in names):
             break
     return [n or "" for n in names]
@@ -83,7 +85,7 @@ def mapping_names(snaps: list[Snapshot], axis: AddressAxis) -> list[str] | None:
 
 def mapping_spans(names: list[str]) -> list[tuple[int, int, str]]:
     """Runs of rows with the same mapping name: ``(first, stop, name)``, unnamed runs left out."""
-    spans = []
+    spans: list[tuple[int, int, str]] = []
     for r, name in enumerate(names):
         if spans and spans[-1][2] == name and spans[-1][1] == r:
             spans[-1] = (spans[-1][0], r + 1, name)
