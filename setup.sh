@@ -11,6 +11,8 @@ apt-get install -y -q python3-bpfcc python3-venv python3-pip gcc make tmux bpftr
   || apt-get install -y -q python3-bpfcc python3-venv python3-pip gcc make tmux bpftrace
 # Real programs nobody here wrote, for the end-to-end tests: sqlite3, a gcc build with make, PostgreSQL + pgbench.
 apt-get install -y -q sqlite3 postgresql postgresql-contrib
+# A Prometheus server and promtool: the metrics tests scrape a running monitor with the real thing.
+apt-get install -y -q prometheus
 # Headers matching the running kernel where the archive has them; otherwise the distribution's
 # generic package (damon-bpf finds that tree itself and tells you it is using it).
 apt-get install -y -q "linux-headers-$(uname -r)" 2>/dev/null \

@@ -17,6 +17,7 @@ struct access_record {
 	__u8 write;      /* ACCESS_READ, ACCESS_WRITE or ACCESS_UNKNOWN */
 	__u8 pad0;
 	__u16 pad1;
+	__u64 ip;        /* the faulting instruction's address (user or, for perf-fault, kernel) */
 };
 
 #define ACCESS_READ 0
@@ -61,11 +62,23 @@ struct lifecycle_record {
 	__u32 ppid;      /* fork: the parent's thread group id; 0 otherwise (not known to the program) */
 	__u32 pad0;
 	char comm[16];   /* the process's command name at that moment */
+	__u64 cgroup_id; /* join: the cgroup v2 it reported from (its directory's inode number); else 0 */
 };
 
 #define LIFECYCLE_FORK 1
 #define LIFECYCLE_EXEC 2
 #define LIFECYCLE_EXIT 3
+#define LIFECYCLE_JOIN 4   /* a process of a followed cgroup became a target (its first report there) */
+#define LIFECYCLE_LEAVE 5  /* a cgroup-joined target was found outside every followed cgroup */
 #define LIFECYCLE_RING_PAGES 256   /* 1 MiB with 4 KiB pages: ~21,000 records between two drains */
+
+/* Values of the targets map: why a process is a target. A cgroup member stays one only while it is in
+ * a followed cgroup (checked at each of its reports); the others until they exit. */
+#define TARGET_BY_PID 1
+#define TARGET_BY_CGROUP 2
+#define TARGET_NEVER 3     /* damon-bpf itself, when it runs inside a followed cgroup */
+/* Followed cgroups (--cgroup) sit at most at this many distinct depths of the hierarchy: a report
+ * costs one ancestor lookup per depth. */
+#define MAX_CGROUP_LEVELS 4
 
 #endif

@@ -10,7 +10,7 @@ static __always_inline int on_sample(struct bpf_perf_event_data *ctx, u8 write)
 {
 	if (!ctx->addr)
 		return 0;
-	return report_access(ctx->addr, write);
+	return report_access(ctx->addr, write, PT_REGS_IP(&ctx->regs));   /* the sampled instruction */
 }
 
 int on_read(struct bpf_perf_event_data *ctx) { return on_sample(ctx, ACCESS_READ); }

@@ -1,10 +1,11 @@
 /* Shared part of every access source, not a header: damon_bpf/sources/program.py pastes it where a
  * source says "damon-bpf: paste report_common.bpf.c", because bcc rewrites map calls and tracepoint
  * probes only in the main text, never in an #included file. It holds target selection, the ordered
- * sample filters, the per-CPU accounting and the ring buffers; a source calls report_access().
+ * sample filters, the per-CPU accounting and the ring buffers; a source calls report_access(address, kind, instruction pointer).
  *
- * Compile-time parameters (set by damon_bpf/sources/program.py): RING_PAGES, FOLLOW_CHILDREN, and
- * HAVE_GROUP_DEAD where sched_process_exit says whether the whole thread group is dead (6.16+).
+ * Compile-time parameters (set by damon_bpf/sources/program.py): RING_PAGES, FOLLOW_CHILDREN,
+ * FOLLOW_CGROUPS, and HAVE_GROUP_DEAD where sched_process_exit says whether the whole thread group is
+ * dead (6.16+).
  *
  * Lifecycle: a target's fork (of a new process, not a thread), exec and exit are written into a
  * second ring, "lifecycle", which user space drains after the accesses ring and before handing the
@@ -15,19 +16,21 @@
 #include "access.h"
 
 BPF_RINGBUF_OUTPUT(accesses, RING_PAGES);
-BPF_HASH(targets, u32, u8, 65536);        /* thread group ids being monitored */
+BPF_HASH(targets, u32, u8, 65536);        /* thread group id -> TARGET_BY_PID or TARGET_BY_CGROUP */
 BPF_HASH(pending_exec, u32, u8, 64);      /* processes we started: targets from their exec on */
 BPF_ARRAY(filters, struct sample_filter, MAX_FILTERS);
 BPF_HASH(filter_tids, u64, u8, 65536);    /* (filter index << 32 | tid) for FILTER_THREADS */
 BPF_PERCPU_ARRAY(counters, struct counters, 1);
 BPF_RINGBUF_OUTPUT(lifecycle, LIFECYCLE_RING_PAGES);
 BPF_PERCPU_ARRAY(lifecycle_lost, u64, 1);  /* lifecycle records the full ring refused */
+BPF_HASH(cgroups, u64, u8, 64);            /* followed cgroup v2 ids (--cgroup) */
+BPF_ARRAY(cgroup_levels, u32, MAX_CGROUP_LEVELS);  /* their depths + 1, ascending; 0 ends the list */
 
 #ifndef CLONE_THREAD
 #define CLONE_THREAD 0x00010000
 #endif
 
-static __always_inline void report_lifecycle(u32 kind, u32 pid, u32 ppid)
+static __always_inline void report_lifecycle(u32 kind, u32 pid, u32 ppid, u64 cgroup_id)
 {
 	struct lifecycle_record *record = lifecycle.ringbuf_reserve(sizeof(*record));
 	if (!record) {
@@ -42,6 +45,7 @@ static __always_inline void report_lifecycle(u32 kind, u32 pid, u32 ppid)
 	record->pid = pid;
 	record->ppid = ppid;
 	record->pad0 = 0;
+	record->cgroup_id = cgroup_id;
 	bpf_get_current_comm(&record->comm, sizeof(record->comm));
 	lifecycle.ringbuf_submit(record, BPF_RB_NO_WAKEUP);
 }
@@ -85,11 +89,63 @@ static __always_inline int passes_filters(struct counters *count, u32 cpu, u32 t
 	return 1;
 }
 
-static __always_inline int report_access(u64 addr, u8 write)
+#if FOLLOW_CGROUPS
+/* The followed cgroup the current task is in (itself or, descendants being followed, an ancestor of
+ * its cgroup), or 0. Shallowest depth first, so a cgroup followed inside another followed one counts
+ * for the outer one. */
+static __always_inline u64 followed_cgroup(void)
+{
+#pragma unroll
+	for (u32 i = 0; i < MAX_CGROUP_LEVELS; i++) {
+		u32 index = i;
+		u32 *level = cgroup_levels.lookup(&index);
+		if (!level || *level == 0)
+			return 0;
+		u64 id = bpf_get_current_ancestor_cgroup_id(*level - 1);
+		if (cgroups.lookup(&id))
+			return id;
+	}
+	return 0;
+}
+
+/* A process joins when it reports from inside a followed cgroup, and a cgroup member leaves when it
+ * reports from outside them all (moved out); each is told in the lifecycle ring before the report.
+ * Once user space stops following (no levels left: the run's end), nobody joins or leaves. */
+static __always_inline int cgroup_target(u32 tgid, u8 *mark)
+{
+	u32 zero = 0;
+	u32 *following = cgroup_levels.lookup(&zero);
+	if (!following || *following == 0)
+		return 0;
+	u64 cgroup_id = followed_cgroup();
+	if (cgroup_id && !mark) {
+		u8 by_cgroup = TARGET_BY_CGROUP;
+		targets.update(&tgid, &by_cgroup);
+		report_lifecycle(LIFECYCLE_JOIN, tgid, 0, bpf_get_current_cgroup_id());
+	} else if (!cgroup_id && mark) {
+		targets.delete(&tgid);
+		report_lifecycle(LIFECYCLE_LEAVE, tgid, 0, 0);
+	}
+	return cgroup_id != 0;
+}
+#endif
+
+/* Whether the current process is a target (FOLLOW_CGROUPS: one joins or leaves here). */
+static __always_inline int is_target(u32 tgid)
+{
+	u8 *mark = targets.lookup(&tgid);
+#if FOLLOW_CGROUPS
+	if (!mark || *mark == TARGET_BY_CGROUP)
+		return cgroup_target(tgid, mark);
+#endif
+	return mark != NULL && *mark != TARGET_NEVER;
+}
+
+static __always_inline int report_access(u64 addr, u8 write, u64 ip)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
 	u32 tgid = pid_tgid >> 32, tid = (u32)pid_tgid;
-	if (!targets.lookup(&tgid))
+	if (!is_target(tgid))
 		return 0;
 	u32 zero = 0;
 	struct counters *count = counters.lookup(&zero);
@@ -112,6 +168,7 @@ static __always_inline int report_access(u64 addr, u8 write)
 	record->write = write;
 	record->pad0 = 0;
 	record->pad1 = 0;
+	record->ip = ip;
 	/* No wakeup: the reader drains on a timer. A wakeup per event costs an IPI on the faulting
 	 * CPU and slowed the workload 1.6-2.7x on the CI machine (docs/design.md §9). */
 	accesses.ringbuf_submit(record, BPF_RB_NO_WAKEUP);
@@ -125,13 +182,13 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (pending_exec.lookup(&tgid)) {
-		u8 one = 1;
-		targets.update(&tgid, &one);
+		u8 by_pid = TARGET_BY_PID;
+		targets.update(&tgid, &by_pid);
 		pending_exec.delete(&tgid);
 	} else if (!targets.lookup(&tgid)) {
 		return 0;
 	}
-	report_lifecycle(LIFECYCLE_EXEC, tgid, 0);
+	report_lifecycle(LIFECYCLE_EXEC, tgid, 0, 0);
 	return 0;
 }
 
@@ -155,25 +212,27 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 #if HAVE_GROUP_DEAD
 	targets.delete(&tgid);
 #endif
-	report_lifecycle(LIFECYCLE_EXIT, tgid, 0);
+	report_lifecycle(LIFECYCLE_EXIT, tgid, 0, 0);
 	return 0;
 }
 
 #if FOLLOW_CHILDREN
 /* Children join in the kernel before they run, so none of their faults is missed. task_newtask fires
  * in the parent, inside copy_process, and gives the clone flags: a new thread is not a new target
- * (its process already is). */
+ * (its process already is). A child is a target for its parent's reason (a cgroup member's child
+ * stays one while in a followed cgroup). */
 TRACEPOINT_PROBE(task, task_newtask)
 {
 	if (args->clone_flags & CLONE_THREAD)
 		return 0;
 	u32 parent = bpf_get_current_pid_tgid() >> 32;
-	if (!targets.lookup(&parent))
+	u8 *mark = targets.lookup(&parent);
+	if (!mark)
 		return 0;
 	u32 child = args->pid;
-	u8 one = 1;
-	targets.update(&child, &one);
-	report_lifecycle(LIFECYCLE_FORK, child, parent);
+	u8 reason = *mark;
+	targets.update(&child, &reason);
+	report_lifecycle(LIFECYCLE_FORK, child, parent, 0);
 	return 0;
 }
 #endif

@@ -64,6 +64,8 @@ from cli.record import record  # noqa: E402
 from cli.report import report  # noqa: E402
 from cli.trace import trace  # noqa: E402
 from cli.live import live  # noqa: E402
+from cli.man import man  # noqa: E402
+from cli.monitor import monitor  # noqa: E402
 
-for command in (probe, trace, record, report, live):
+for command in (probe, trace, record, report, live, monitor, man):
     cli.add_command(command)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 import click
 
-from cli.types import Duration, Microseconds, RingMegabytes
+from cli.types import Duration, Microseconds, RingMegabytes, parse_rate
+from damon_bpf import log
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.layout import LAYOUT_MODES
+from damon_bpf.metrics import MetricsExporter, MetricsServer, parse_listen
 from damon_bpf.monitor import FilterSpec, MonitorConfig, RecordingSpec, SamplerSpec, TargetSpec
+from damon_bpf.recorder import Recorder
+from damon_bpf.reports.numa_live import NumaApplier
+from damon_bpf.reports.recent import RecentRecords
 from damon_bpf.samplers import SAMPLER_NAMES
 from damon_bpf.session import RunResult
 from damon_bpf.sources.host import SOURCE_ORDER
@@ -19,6 +25,10 @@ from damon_bpf.sources.tracer import DEFAULT_RING_BYTES
 _OPTIONS = [
     click.option("-p", "--pid", "pids", type=int, multiple=True,
                  help="Monitor this process (all its threads); repeatable."),
+    click.option("--cgroup", "cgroups", metavar="PATH", multiple=True,
+                 help="Monitor every process of this cgroup v2 and its descendant cgroups (a container, a systemd "
+                      "service), those that join later too: a directory under /sys/fs/cgroup or a path relative "
+                      "to it (system.slice/cron.service); repeatable."),
     click.option("--follow-children", is_flag=True, help="Add child processes as they fork."),
     click.option("--source", type=click.Choice(("auto",) + SOURCE_ORDER + ("perf-mem", "damon")),
                  default="auto", show_default=True,
@@ -64,7 +74,7 @@ def monitor_config(options: dict, recording: RecordingSpec | None = None) -> Mon
     """The typed configuration of the monitor the options describe (``recording``: record and live)."""
     return MonitorConfig(
         TargetSpec(tuple(options["pids"]), tuple(options["command"]), options["follow_children"],
-                   options.get("command_output")),
+                   options.get("command_output"), tuple(options.get("cgroups") or ())),
         options["source"],
         FilterSpec(options["cpus"], options["tids"], options["write_only"], options["read_only"],
                    tuple(options["filter_specs"])),
@@ -99,6 +109,45 @@ def region_options(func):
     return func
 
 
+def apply_options(func):
+    """Decorate record and live with NUMA placement acted on during the run (report numa --apply's quota)."""
+    func = click.option("--quota", default="256MiB/s", show_default=True, metavar="RATE",
+                        help="With --apply: at most this many bytes moved per second.")(func)
+    return click.option("--apply", "do_apply", is_flag=True,
+                        help="Move regions worth moving to the NUMA node that accesses them (move_pages), every "
+                             "2 s as report numa --apply decides; the end says what moved and what turned local.")(func)
+
+
+def apply_quota(options: dict) -> float | None:
+    """--apply's quota in bytes per second (None without --apply), checked before anything starts."""
+    quota = parse_rate(options["quota"], "--quota")
+    return quota if options["do_apply"] else None
+
+
+def numa_applier(quota: float | None, recorder: Recorder, recent: RecentRecords | None = None) -> NumaApplier | None:
+    """With --apply: the applier, fed by ``recorder``'s snapshots (through ``recent``, made when not given)."""
+    if quota is None:
+        return None
+    if recent is None:
+        recent = RecentRecords(recorder.attrs)
+        recorder.listeners.append(recent.on_snapshot)
+    applier = NumaApplier(recent, quota)
+    recorder.listeners.append(applier.on_snapshot)
+    return applier
+
+
+def with_applier(on_tick: Callable[[int], None], applier: NumaApplier | None) -> Callable[[int], None]:
+    """``on_tick``, then --apply's round when one is due."""
+    if applier is None:
+        return on_tick
+
+    def tick(now_ns: int) -> None:
+        on_tick(now_ns)
+        applier.on_tick(now_ns)
+
+    return tick
+
+
 def recording_spec(options: dict) -> RecordingSpec:
     """DAMON's attributes (checked here, before any output file is opened), regions mode and seed."""
     attrs = MonitoringAttrs(options["sample_us"], options["aggr_us"], options["update_us"], options["min_regions"],
@@ -110,9 +159,60 @@ def recording_spec(options: dict) -> RecordingSpec:
 def exit_with_target_status(result: RunResult, config: MonitorConfig) -> None:
     """End like perf: with the launched command's status (RunResult.command_status); a -p target that
     exited before --duration is told in a note, not an error (everything up to then was written)."""
-    if result.reason == "targets-exited" and config.targets.pids and config.duration_s:
-        click.echo(f"damon-bpf: note: target process {', '.join(map(str, result.exited))} exited before --duration "
-                   "ran out", err=True)
+    if result.reason == "targets-exited" and config.targets.cgroups and config.duration_s:
+        log.note(f"note: cgroup {', '.join(config.targets.cgroups)} was removed before --duration ran out")
+    elif result.reason == "targets-exited" and config.targets.pids and config.duration_s:
+        log.note(f"note: target process {', '.join(map(str, result.exited))} exited before --duration ran out")
     status = result.command_status()
     if status:
         sys.exit(status)
+
+
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value:   # neither given (so far): the default, also when one process runs several commands (tests)
+        if "damon_bpf.verbosity" not in ctx.meta:
+            log.set_verbosity(log.NORMAL)
+        return
+    if ctx.meta.setdefault("damon_bpf.verbosity", param.name) != param.name:
+        raise click.UsageError("--quiet and --verbose contradict each other: give one")
+    log.set_verbosity(log.QUIET if param.name == "quiet" else log.VERBOSE)
+
+
+def verbosity_options(func):
+    """-q/--quiet and -v/--verbose (damon_bpf.log), applied before anything else runs."""
+    func = click.option("-v", "--verbose", is_flag=True, expose_value=False, is_eager=True, callback=_set_verbosity,
+                        help="Also say the details: headers tree, source chosen and why, sampler state, layout "
+                             "re-reads.")(func)
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True, callback=_set_verbosity,
+                        help="Say only errors, warnings and the end-of-run accounting (loss is never hidden).")(func)
+
+
+def _check_listen(_ctx, _param, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_listen(value)
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from None
+    return value
+
+
+metrics_option = click.option(
+    "--metrics-listen", metavar="HOST:PORT", callback=_check_listen,
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics while running (e.g. 127.0.0.1:9101, :9101).")
+
+
+def serve_metrics(listen: str | None, cgroups: bool = False) -> MetricsExporter | None:
+    """Start serving /metrics (before the monitor is built: a busy port fails first); the caller attaches the
+    monitor to the exporter. With ``cgroups`` (--cgroup targets) every target series has a ``cgroup`` label."""
+    if not listen:
+        return None
+    exporter = MetricsExporter(cgroup_of=(lambda pid: _cgroup_of(exporter, pid)) if cgroups else None)
+    MetricsServer(listen, exporter)
+    return exporter
+
+
+def _cgroup_of(exporter: MetricsExporter, pid: int) -> str:
+    """The cgroup a target was found in (Targets.info), as the record names it."""
+    targets = exporter.monitor.targets if exporter.monitor is not None else None
+    info = targets.info.get(pid) if targets is not None else None
+    return getattr(info, "cgroup", None) or ""

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from cli.options import verbosity_options
 from damon_bpf.probe import probe_host
 
 
@@ -48,6 +49,7 @@ def _lines(info: dict) -> list[str]:
 
 
 @click.command()
+@verbosity_options
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @click.option("--no-load", is_flag=True, help="Do not load test programs (fentry is then judged by BTF alone).")
 def probe(as_json: bool, no_load: bool) -> None:

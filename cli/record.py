@@ -2,48 +2,17 @@
 
 from __future__ import annotations
 
-import time
-
 import click
-from rich.console import Console
-from rich.live import Live
-from rich.text import Text
 
-from cli.options import exit_with_target_status, monitor_config, monitor_options, recording_spec, region_options
+from cli.options import (apply_options, apply_quota, exit_with_target_status, metrics_option, monitor_config,
+                         monitor_options, numa_applier, recording_spec, region_options, serve_metrics,
+                         verbosity_options, with_applier)
+from cli.progress import Progress
+from damon_bpf import log
 from damon_bpf.dark import DarkWatch
 from damon_bpf.priority import PRIORITIES
-from damon_bpf.recorder import Recorder
 from damon_bpf.monitor import Monitor
 from damon_bpf.recordfile import RecordWriter
-
-
-class StatusLine:
-    """A one-line rich status on stderr while recording (only on a terminal)."""
-
-    def __init__(self, recorder: Recorder, tracer) -> None:
-        self.recorder, self.tracer = recorder, tracer
-        self.console = Console(stderr=True)
-        self.on_terminal = self.console.is_terminal   # asked once: rich looks it up afresh on every call
-        self.live = Live(Text(""), console=self.console, refresh_per_second=4, transient=True)
-        self.start = time.monotonic()
-        self.next_update = 0.0
-        self.events = 0
-
-    def count(self, batch) -> None:
-        self.events += len(batch)
-
-    def tick(self, _now_ns: int) -> None:
-        now = time.monotonic()
-        if not self.on_terminal or now < self.next_update:
-            return
-        self.next_update = now + 0.25
-        elapsed = now - self.start
-        acc = self.tracer.accounting()
-        regions = sum(s.last_regions for s in self.recorder.targets.values())
-        snapshots = sum(s.snapshots for s in self.recorder.targets.values())
-        self.live.update(Text(f"recording {elapsed:6.1f} s | {self.events / max(elapsed, 1e-9):9.0f} events/s | "
-                              f"lost {acc.lost} | filtered {acc.filtered} | targets {len(self.recorder.targets)} | "
-                              f"regions {regions} | snapshots {snapshots}", style="bold"))
 
 
 def collector_priority_option(func):
@@ -55,29 +24,39 @@ def collector_priority_option(func):
 
 @click.command()
 @monitor_options
+@verbosity_options
 @region_options
 @collector_priority_option
+@apply_options
+@metrics_option
 @click.option("-o", "--output", default="damon.data", show_default=True, type=click.Path(dir_okay=False),
               help="Record file (zlib-compressed JSON in damo's schema, mode 0600).")
 def record(output: str, **options) -> None:
     """Record DAMON snapshots of a process: -p PID, or -- COMMAND ARGS..."""
     config = monitor_config(options, recording_spec(options))
+    quota = apply_quota(options)
+    metrics = serve_metrics(options.pop("metrics_listen"), bool(config.targets.cgroups))
     writer = RecordWriter(output)
     with writer.abandoned_on_error():
         monitor = Monitor(config, writer)
+    if metrics is not None:
+        metrics.attach(monitor)
     recorder = monitor.recorder
-    status = StatusLine(recorder, monitor.tracer)
+    assert recorder is not None   # a recording was configured
+    applier = numa_applier(quota, recorder)
+    progress = Progress(recorder, monitor.tracer, output)
+    progress.say_start(f"recording {' '.join(config.targets.describe())} with source {monitor.tracer.source} "
+                       f"into {output} (Ctrl-C ends it, the file complete)")
     sampler = config.sampler.name if config.sampler.name != "none" else None
-
-    def say(note: str) -> None:
-        status.console.print(f"damon-bpf: note: {note}", soft_wrap=True, markup=False, highlight=False)
-
-    recorder.listeners.append(DarkWatch(say, sampler).on_snapshot)
-    result = monitor.run(status.count, status.tick, status.live)
-    snapshots = sum(s.snapshots for s in recorder.targets.values())
-    click.echo(f"damon-bpf: {result.summary_line()}; {snapshots} snapshots of {len(recorder.targets)} target(s), "
-               f"written to {output}", err=True)
-    click.echo(f"damon-bpf: {result.placement_line()}", err=True)
+    recorder.listeners.append(DarkWatch(lambda note: log.note(f"note: {note}"), sampler,
+                                         kernel_view=config.source == "damon").on_snapshot)
+    result = monitor.run(progress.count, with_applier(progress.tick, applier), progress.display)
+    snapshots = sum(s.snapshots for s in recorder.states())
+    log.result(f"{result.summary_line()}; {snapshots} snapshots of {len(recorder.states())} target(s), "
+               f"written to {output}")
+    log.result(result.placement_line())
+    if applier is not None:
+        log.result(applier.line())
     for line in result.advice(monitor.priority.applied or "normal"):
-        click.echo(f"damon-bpf: {line}", err=True)
+        log.warning(line)
     exit_with_target_status(result, config)

@@ -10,8 +10,7 @@ import sys
 import click
 from rich.console import Console
 
-from cli.units import parse_rate, parse_size
-from cli.types import parse_size_bytes, parse_time_ns
+from cli.types import parse_rate, parse_size, parse_size_bytes, parse_time_ns
 from damon_bpf.errors import DamonBpfError, UsageError
 from damon_bpf.outputs import open_output_stream
 from damon_bpf.recordfile import read_record
@@ -22,6 +21,7 @@ from damon_bpf.reports import heatmap as heatmap_mod
 from damon_bpf.reports import numa as numa_mod
 from damon_bpf.reports import sharing as sharing_mod
 from damon_bpf.reports import wss as wss_mod
+from damon_bpf.reports.common import select_target
 from damon_bpf.reports.groups import GROUP_MODES
 
 _LABEL_COLS = 17  # width heatmap row labels take on screen
@@ -72,8 +72,10 @@ def _address(text: str) -> int:
 
 
 def _address_range(values: tuple[str, str] | None) -> tuple[int, int] | None:
-    if not values:
-        return None
+    return _address_bounds(values) if values else None
+
+
+def _address_bounds(values: tuple[str, str]) -> tuple[int, int]:
     try:
         start, end = (_address(v) for v in values)
     except ValueError:
@@ -119,17 +121,22 @@ def report() -> None:
 @click.option("--cell", type=click.Choice(heatmap_mod.CELLS), default="mean", show_default=True,
               help="A cell's heat: its mean rate (as damo), or the hottest of ~8 finer rows it covers "
                    "(max: a small hot spot keeps its colour in a big cell, as live shows it).")
-def heatmap(input_path, target_id, resol, address_range, time_range, output, by, scale, cell) -> None:
-    """When which addresses were how often accessed (time on x, address on y)."""
+@click.option("--json", "as_json", is_flag=True, help="Print the grid as JSON (rows with their mappings, columns).")
+def heatmap(input_path, target_id, resol, address_range, time_range, output, by, scale, cell, as_json) -> None:
+    """When which addresses were how often accessed (time on x, address on y; the mappings beside)."""
     records = read_record(input_path)
     addr, times = _address_range(address_range), _time_range(time_range)
+    if as_json:
+        _json_out(heatmap_mod.to_json(heatmap_mod.heatmaps(records, by, resol or (30, 80), addr, times, target_id,
+                                                           cell)))
+        return
     if output not in ("stdout", "raw"):
         _to_image(records, output, by, resol or (300, 500), addr, times, target_id, scale, cell)
         click.echo(f"wrote {output}")
         return
     console = Console()
     if resol is None:
-        resol = (30, max(10, console.width - _LABEL_COLS - 1))
+        resol = (30, max(10, console.width - _LABEL_COLS - heatmap_mod.MAPPING_COLS - 1))
     maps = heatmap_mod.heatmaps(records, by, resol, addr, times, target_id, cell)
     if output == "raw":
         click.echo("\n\n".join(heatmap_mod.raw_text(m) for m in maps))
@@ -140,39 +147,123 @@ def heatmap(input_path, target_id, resol, address_range, time_range, output, by,
 
 
 def _to_image(records, path, by, resol, addr, times, target_id, scale, cell) -> None:
+    _image(path, "heatmap image", lambda stream, image_format: heatmap_mod.to_png(
+        records, stream, by, resol, addr, times, target_id, scale, cell, image_format))
+
+
+def _image(path: str, what: str, draw) -> None:
+    """``draw(stream, format)`` into ``path`` (0600, no planted links), its format from its name."""
     from matplotlib.backend_bases import FigureCanvasBase
     image_format = os.path.splitext(path)[1][1:].lower()
     if image_format not in FigureCanvasBase.get_supported_filetypes():
         raise UsageError(f"cannot draw {path}: use an image name ending in .png, .svg or .pdf")
     try:
-        with open_output_stream(path, "heatmap image") as stream:   # 0600, no planted links
-            heatmap_mod.to_png(records, stream, by, resol, addr, times, target_id, scale, cell, image_format)
+        with open_output_stream(path, what) as stream:
+            draw(stream, image_format)
     except OSError as err:
         raise DamonBpfError(f"cannot write {path}: {err.strerror or err}") from None
 
 
-@report.command()
-@_common
-@click.option("--snapshot", type=int, default=-1, show_default=True, metavar="N",
-              help="Snapshot index; negative counts from the end.")
-@click.option("--group", type=click.Choice(GROUP_MODES),
-              help="Combine targets: those with the same command name (comm), or all; one table per group.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def access(input_path, target_id, snapshot, group, as_json) -> None:
-    """The regions of one snapshot: size, access frequency, age."""
-    if group is None:
-        # only the snapshot shown is decoded: the others are scanned (a one-hour record in about a second)
-        result = access_mod.access(read_record(input_path, snapshot=snapshot), snapshot, target_id)
-        _show(access_mod, result, as_json)
-        return
+def _bound(text: str, parse, lo, hi):
+    """damo's filter bounds: a value, or the words min / max."""
+    return lo if text == "min" else hi if text == "max" else parse(text)
+
+
+def _region_filter(sz_region, access_rate, age, address) -> access_mod.RegionFilter:
+    def size(text: str) -> int:
+        try:
+            return parse_size_bytes(text)
+        except ValueError as err:
+            raise UsageError(f"bad --sz-region: {err}") from None
+
+    def rate(text: str) -> float:
+        try:
+            return float(text.removesuffix("%"))
+        except ValueError:
+            raise UsageError(f"bad --access-rate {text!r}: use a percent such as 5 or 50%") from None
+
+    out = access_mod.RegionFilter(address=[_address_bounds(a) for a in address])
+    if sz_region:
+        out.sz_region = tuple(_bound(v, size, 0, 2**64) for v in sz_region)
+    if access_rate:
+        out.access_rate = tuple(_bound(v, rate, 0.0, 100.0) for v in access_rate)
+    if age:
+        out.age = tuple(_bound(v, lambda t: _duration_ns(t) / 1e9, 0.0, float("inf")) for v in age)
+    return out
+
+
+def _snapshot_index(text: str) -> int | None:
+    """--snapshot: an index, 'last', or 'hottest' (None: chosen once the record is read)."""
+    if text == "hottest":
+        return None
+    if text == "last":
+        return -1
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"bad --snapshot {text!r}: use hottest, last or an index (negative counts "
+                         "from the end)") from None
+
+
+def _access_reports(input_path, target_id, snapshot, group) -> list:
+    index = _snapshot_index(snapshot)
+    if group in (None, "mapping"):
+        if index is not None:
+            # only the snapshot shown is decoded: the others are scanned (a one-hour record in about a second)
+            return [access_mod.access(read_record(input_path, snapshot=index), index, target_id)]
+        records = read_record(input_path)
+        rec = select_target(records, target_id)
+        return [access_mod.access(records, access_mod.hottest_snapshot(rec), target_id)]
     if target_id is not None:
         raise UsageError("--group combines targets: leave out --target")
-    results = access_mod.access_groups(read_record(input_path), group, snapshot)
-    if as_json:
-        _json_out([access_mod.to_json(result) for result in results])
+    return access_mod.access_groups(read_record(input_path), group, -1 if index is None else index)
+
+
+@report.command()
+@_common
+@click.option("--snapshot", default="hottest", show_default=True, metavar="hottest|last|N",
+              help="The snapshot shown: the one with the most accessed bytes weighted by rate (hottest), the last, "
+                   "or an index (negative counts from the end). With --group comm/all, hottest means the last.")
+@click.option("--group", type=click.Choice((*GROUP_MODES, "mapping")),
+              help="Combine targets with the same command name (comm), cgroup (cgroup) or all of them, one table "
+                   "per group; or "
+                   "(mapping) one target's regions by the mappings they cover.")
+@click.option("--sort-regions-by", "--sort_regions_by", "sort_by", multiple=True,
+              type=click.Choice(access_mod.SORT_KEYS),
+              help="Sort regions by this key (repeatable; as damo, the last given orders first). Default: address.")
+@click.option("--sort-regions-dsc", "--sort_regions_dsc", "descending", multiple=True,
+              type=click.Choice((*access_mod.SORT_KEYS, "all")), help="Sort these keys in descending order.")
+@click.option("--style", type=click.Choice(access_mod.STYLES), default="detailed", show_default=True,
+              help="hot: hottest regions first; cold: coldest first (damo's temperature: rate and age).")
+@click.option("--sz-region", "--sz_region", nargs=2, metavar="MIN MAX",
+              help="Only regions of this size (e.g. 4KiB 1GiB; min/max for no bound).")
+@click.option("--access-rate", "--access_rate", nargs=2, metavar="MIN MAX",
+              help="Only regions accessed in this percent of samples (e.g. 5 100).")
+@click.option("--age", nargs=2, metavar="MIN MAX", help="Only regions this old (e.g. 1s max; bare numbers: seconds).")
+@click.option("--address", nargs=2, multiple=True, metavar="START END",
+              help="Only regions overlapping this address range (repeatable).")
+@click.option("--raw-number", "--raw_number", "raw", is_flag=True,
+              help="Plain numbers: bytes, decimal addresses, Hz and seconds without units.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def access(input_path, target_id, snapshot, group, sort_by, descending, style, sz_region, access_rate, age, address,
+           raw, as_json) -> None:
+    """The regions of one snapshot: size, access frequency, age, the mappings they cover."""
+    region_filter = _region_filter(sz_region, access_rate, age, address)
+    results = [access_mod.shape(result, region_filter, sort_by or ("address",), descending, style)
+               for result in _access_reports(input_path, target_id, snapshot, group)]
+    if group == "mapping":
+        rows = access_mod.by_mapping(results[0])
+        if as_json:
+            _json_out(access_mod.mappings_json(results[0], rows))
+        else:
+            Console().print(access_mod.mappings_table(results[0], rows))
         return
+    if as_json:
+        _json_out(access_mod.to_json(results[0]) if group is None else [access_mod.to_json(r) for r in results])
+        return
+    console = Console()
     for result in results:
-        _show(access_mod, result, False)
+        console.print(access_mod.table(result, raw, bar=console.width >= 100))
 
 
 @report.command()
@@ -180,11 +271,17 @@ def access(input_path, target_id, snapshot, group, as_json) -> None:
 @click.option("--write", is_flag=True, help="Dirty set (regions written) and write rate.")
 @click.option("--skip", type=click.IntRange(0), default=0, show_default=True, metavar="N",
               help="Leave out the first N snapshots (damo's --exclude_samples; damo skips 20).")
+@click.option("--output", metavar="FILE", help="Also draw the sizes over time (with RSS and PSS) into an image "
+                                               "(.png/.svg/.pdf).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def wss(input_path, target_id, write, skip, as_json) -> None:
-    """Working-set size over time, as percentiles."""
+def wss(input_path, target_id, write, skip, output, as_json) -> None:
+    """Working-set size over time, as percentiles, beside the process's RSS and PSS."""
     result = wss_mod.wss(read_record(input_path), target_id, write=write, skip=skip)
+    if output:
+        _image(output, "wss plot", lambda stream, image_format: wss_mod.write_plot(result, stream, image_format))
     _show(wss_mod, result, as_json)
+    if output and not as_json:
+        click.echo(f"wrote {output}")
 
 
 @report.command()

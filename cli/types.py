@@ -1,8 +1,11 @@
-"""click parameter types for values the collector must be able to honour (one clear line when not).
+"""Quantities as users type them, one parser for all: times, sizes and rates, and the click parameter
+types for values the collector must be able to honour (one clear line when not).
 
 Times and sizes take damo's spellings: ``5ms``, ``2s``, ``1m`` (a minute), ``4 KiB``, ``4KiB``, ``1M``
 (sizes are binary, as damo reads them: K, KB and KiB are all 1024). A bare number keeps the option's own
-unit (seconds for ``--duration``, microseconds for ``--sample-us``, MiB for ``--ring-mb``)."""
+unit (seconds for ``--duration``, microseconds for ``--sample-us``, MiB for ``--ring-mb``). Rates are what
+network rates are: ``10Gbit/s``, ``125MB/s`` (decimal prefixes, KiB/MiB binary; bits are divided by 8; a
+bare number is bytes per second)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from decimal import Decimal
 
 import click
 
+from damon_bpf.errors import UsageError
+
 MAX_DURATION_S = 10 * 365 * 86400.0   # ten years: beyond that a "duration" is a typo
 
 TIME_UNITS_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "min": 60 * 10**9,
@@ -19,7 +24,12 @@ TIME_UNITS_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9,
 SIZE_UNITS_B = {"b": 1, **{spelling: 1 << (10 * power)
                            for power, letter in enumerate("kmgtp", start=1)
                            for spelling in (letter, letter + "b", letter + "ib")}}
-_BARE_NAMES = {"s": "seconds", "us": "microseconds", "mib": "MiB", "b": "bytes"}
+_RATE_PREFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+                "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+# bytes per second in eighths (a bit is an eighth of a byte): the "/s" is optional
+RATE_UNITS_8THS = {prefix + suffix: mult * (1 if suffix.startswith("bit") else 8)
+                   for prefix, mult in _RATE_PREFIX.items() for suffix in ("", "b", "bit", "bits")}
+_BARE_NAMES = {"": "bytes per second", "s": "seconds", "us": "microseconds", "mib": "MiB", "b": "bytes"}
 _LIMIT = 2**62   # beyond any time in ns or size in bytes we can hold (and inf, from 1e999)
 # a plain decimal number (exponent of at most 3 digits: Decimal stays exact and quick), then a unit
 _QUANTITY = re.compile(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]{1,3})?)\s*([a-z]*)\s*", re.I | re.ASCII)
@@ -46,6 +56,31 @@ def parse_time_ns(text: str, bare: str = "s") -> int:
 def parse_size_bytes(text: str, bare: str = "b") -> int:
     """A size such as ``4KiB``, ``4 KiB`` or ``1M`` in bytes; a bare number is in unit ``bare``."""
     return _parse(text, SIZE_UNITS_B, bare, "size", "B, K, KiB, M, MiB, G, GiB, T or P")
+
+
+def parse_rate(text: str, what: str = "rate") -> float:
+    """Bytes per second: ``1GiB/s``, ``125MB``, ``10Gbit/s``; a user's mistake is a UsageError naming ``what``."""
+    spelled = str(text).strip()
+    spelled = spelled[:-2] if spelled.lower().endswith("/s") else spelled
+    try:
+        eighths = _parse(spelled, RATE_UNITS_8THS, "", "rate", "B, KB, MB, GB, KiB, MiB, GiB "
+                         "(bytes) or kbit, Mbit, Gbit (bits), and an optional /s")
+    except ValueError as err:
+        raise UsageError(f"bad {what}: {err}") from None
+    if eighths <= 0:
+        raise UsageError(f"{what} {text!r} must be positive")
+    return eighths / 8
+
+
+def parse_size(text: str, what: str = "size") -> int:
+    """Bytes, spelled as every size option spells them; a user's mistake is a UsageError naming ``what``."""
+    try:
+        size = parse_size_bytes(text)
+    except ValueError as err:
+        raise UsageError(f"bad {what}: {err}") from None
+    if size <= 0:
+        raise UsageError(f"{what} {text!r} must be positive")
+    return size
 
 
 class Duration(click.ParamType):

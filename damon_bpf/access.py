@@ -107,7 +107,8 @@ ACCESS_UNKNOWN = _C["ACCESS_UNKNOWN"]
 MAX_FILTERS = _C["MAX_FILTERS"]
 MAX_CPUS = _C["MAX_CPUS"]
 LIFECYCLE_DTYPE = lifecycle_dtype()
-LIFECYCLE_KINDS = {_C["LIFECYCLE_FORK"]: "fork", _C["LIFECYCLE_EXEC"]: "exec", _C["LIFECYCLE_EXIT"]: "exit"}
+LIFECYCLE_KINDS = {_C["LIFECYCLE_FORK"]: "fork", _C["LIFECYCLE_EXEC"]: "exec", _C["LIFECYCLE_EXIT"]: "exit",
+                   _C["LIFECYCLE_JOIN"]: "join", _C["LIFECYCLE_LEAVE"]: "leave"}
 FILTER_TYPES = {"cpumask": _C["FILTER_CPUMASK"], "threads": _C["FILTER_THREADS"], "write": _C["FILTER_WRITE"]}
 
 

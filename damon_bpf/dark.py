@@ -43,17 +43,31 @@ def huge_kib_of(pid: int) -> int:
     return int(m.group(1)) if m else 0
 
 
-def samplers_offered() -> str:
-    """What this host offers against a dark target, as `probe` finds it."""
+KERNEL_VIEW = ("kernel DAMON's accessed-bit view of it (--source damon) is in the record beside this one, as "
+               "targets from id 1000: steady accesses show there")
+
+
+def samplers_offered(kernel_view: bool = False) -> str:
+    """What this host offers against a dark target, as `probe` finds it: the samplers that make steady
+    accesses fault again, and kernel DAMON (--source damon), which sees them through accessed bits;
+    ``kernel_view``: that one is already running."""
     from damon_bpf.probe import sampler_status  # noqa: PLC0415 - reads /proc and /sys, only when needed
+    from damon_bpf.sources.host import extra_sources  # noqa: PLC0415 - reads /sys, only when needed
 
     status = sampler_status()
-    ready = [name for name, s in status.items() if s["available"]]
-    if ready:
-        return f"this host offers --sampler {' or --sampler '.join(ready)}, which make steady accesses fault again"
+    ready = [f"--sampler {name}" for name, s in status.items() if s["available"]]
+    offers = [f"this host offers {' or '.join(ready)}, which make steady accesses fault again"] if ready else []
+    if kernel_view:
+        offers.append(KERNEL_VIEW)
+    else:
+        damon_ok, damon_why = extra_sources()["damon"]
+        if damon_ok:
+            offers.append(f"--source damon runs kernel DAMON beside the fault view ({damon_why})")
+    if offers:
+        return "; ".join(offers)
     why = "; ".join(f"{name}: {s['why']}" for name, s in status.items())
-    return (f"this host offers no sampler that makes steady accesses fault again ({why}); "
-            "`damon-bpf probe` lists what it has")
+    return (f"this host offers no sampler that makes steady accesses fault again ({why}) and no kernel DAMON "
+            f"({extra_sources()['damon'][1]}); `damon-bpf probe` lists what it has")
 
 
 @dataclass
@@ -69,10 +83,11 @@ class DarkWatch:
     """A snapshot listener (Recorder.listeners) that calls ``say`` with a note, once per run for
     a dark target and once per target with huge pages."""
 
-    def __init__(self, say: Callable[[str], None], sampler: str | None = None,
+    def __init__(self, say: Callable[[str], None], sampler: str | None = None, kernel_view: bool = False,
                  cpu_of: Callable[[int], float | None] = cpu_seconds_of,
                  huge_of: Callable[[int], int] = huge_kib_of) -> None:
         self.say, self.sampler, self.cpu_of, self.huge_of = say, sampler, cpu_of, huge_of
+        self.kernel_view = kernel_view   # --source damon: the kernel's view is recorded beside
         self.said_dark = False
         self._huge_said: set[int] = set()
         self._targets: dict[int, _Target] = {}
@@ -100,7 +115,9 @@ class DarkWatch:
             return
         self.said_dark = True
         now = (f"the --sampler {self.sampler} in use re-arms faults only now and then" if self.sampler else
-               samplers_offered())
+               samplers_offered(self.kernel_view))
+        if self.sampler and self.kernel_view:
+            now += f"; {KERNEL_VIEW}"
         self.say(f"process {pid} used {cpu - state.cpu_at:.2f} s of CPU in {wall:.2f} s without a single page "
                  "fault: its memory is mapped (steady state), and a page-fault source sees new memory only, so "
                  f"its heatmap stays empty while it works on what it has; {now}")

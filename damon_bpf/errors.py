@@ -1,11 +1,12 @@
 """Errors a user can cause. The CLI prints their message as one line and exits non-zero; warnings
-(something the user should know, the run goes on) are one ``damon-bpf:`` line on stderr."""
+(something the user should know, the run goes on) are one ``damon-bpf:`` line on stderr (damon_bpf.log)."""
 
-import sys
+from damon_bpf import log
 
 
 def warn_stderr(message: str) -> None:
-    print(f"damon-bpf: {message}", file=sys.stderr, flush=True)
+    """Say ``message`` through damon_bpf.log: a warning when it says so (``warning: ...``), else a note."""
+    (log.warning if message.startswith("warning:") else log.note)(message)
 
 
 class DamonBpfError(Exception):

@@ -33,9 +33,10 @@ from damon_bpf.samplers.numa_state import recover_stale
 from damon_bpf.session import RunResult, Session
 from damon_bpf.sources.bpf_env import require_privileges
 from damon_bpf.sources.companion import Companion, SnapshotSink
-from damon_bpf.sources.kdamond import KernelDamon, stop_all_ours
+from damon_bpf.sources.kdamond import stop_all_ours
+from damon_bpf.sources.kdamond_paddr import kernel_damon
 from damon_bpf.sources.perf_mem import DEFAULT_SAMPLE_PERIOD, PerfMemTracer
-from damon_bpf.sources.targets import Targets
+from damon_bpf.sources.targets import Targets, pids_by_comm
 from damon_bpf.sources.tracer import DEFAULT_RING_BYTES, Tracer
 
 DEFAULT_SAMPLER_BUDGET_PCT = 10.0   # of one CPU; kdamond used 7% in the README's comparison
@@ -44,16 +45,24 @@ COMPANION_FIRST_ID = 1000           # record target ids of companions' snapshots
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """What to monitor: existing processes, or a command started paused and traced from its exec."""
+    """What to monitor: existing processes and/or the processes of cgroups, or a command started paused
+    and traced from its exec.
+
+    ``cgroups`` are cgroup v2 paths (under a cgroup2 mount, or relative to it: "system.slice/x.service"):
+    every process in one of them or in a descendant cgroup is a target while it is there, those that
+    join later included, each with its own aggregation; the run lasts while one of them exists."""
 
     pids: tuple[int, ...] = ()
     command: tuple[str, ...] = ()
     follow_children: bool = False
     command_output: str | None = None   # a started command's stdout and stderr go here
+    comms: tuple[str, ...] = ()         # processes by command name (the standing monitor: also found later)
+    cgroups: tuple[str, ...] = ()       # cgroup v2 directories: their processes, followed in BPF
 
     def describe(self) -> list[str]:
-        """How a record names its targets (the command, or ``-p PID`` for each process)."""
-        return list(self.command) or [f"-p {pid}" for pid in self.pids]
+        """How a record names its targets (the command, or ``-p PID`` / ``--comm`` / ``--cgroup PATH``)."""
+        return list(self.command) or ([f"-p {pid}" for pid in self.pids] + [f"--comm {c}" for c in self.comms]
+                                      + [f"--cgroup {path}" for path in self.cgroups])
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,7 @@ class MonitorConfig:
     duration_s: float | None = None              # None: until stopped or the targets exit
     recording: RecordingSpec | None = None       # None: reports only (trace); else DAMON snapshots
     collector_priority: str = "normal"           # damon_bpf.priority.PRIORITIES; record/live ask for "rt"
+    standing: bool = False                       # `monitor`: runs on with no target left; targets can be adopted
 
     @property
     def attrs(self) -> MonitoringAttrs:
@@ -122,13 +132,14 @@ class CompanionRecords:
 
     def sink_for(self, companion: Companion) -> SnapshotSink:
         meta, key = dict(companion.snapshot_meta or {}), id(companion)
+        attrs = getattr(companion, "attrs", self.attrs)   # a borrowed kdamond's own intervals
 
         def sink(pid: int, snapshot: Snapshot) -> None:
             target_id = self.ids.get((key, pid))
             if target_id is None:
                 target_id = self.ids[key, pid] = COMPANION_FIRST_ID + len(self.ids)
-                self.writer.add_target(TargetRecord(target_id, pid, self.attrs.sample_interval_us,
-                                                    self.attrs.aggr_interval_us, self.attrs.update_interval_us,
+                self.writer.add_target(TargetRecord(target_id, pid, attrs.sample_interval_us,
+                                                    attrs.aggr_interval_us, attrs.update_interval_us,
                                                     [], dict(meta)))
             self.writer.add_snapshots(target_id, [snapshot])
 
@@ -152,7 +163,9 @@ class Monitor:
             config.recording.attrs.validate()
         filters = config.filters.build()
         spec = config.targets
-        self.targets = Targets(spec.pids, spec.command, spec.follow_children, spec.command_output)
+        pids = tuple(spec.pids) + tuple(sorted(pids_by_comm(spec.comms) - set(spec.pids)))
+        self.targets = Targets(pids, spec.command, spec.follow_children, spec.command_output, standing=config.standing,
+                               cgroups=spec.cgroups)
         require_privileges()   # before the state files under /run, which only root may read
         recover_stale(warn)   # NUMA-balancing settings a crashed numa-hint run left changed
         stop_all_ours(warn)   # a kdamond a killed --source damon run left on
@@ -161,10 +174,13 @@ class Monitor:
         self.tracer = self._tracer(filters)
         # started with the targets, closed on every exit path, samplers before companions
         self.session = Session(self.tracer, self.targets, config.duration_s,
-                               samplers=[*self.samplers, *self.companions])
-        self.recorder = self._recorder(writer) if config.recording is not None else None
+                               samplers=[*self.samplers, *self.companions], until_targets_exit=not config.standing)
+        self.recorder = self._recorder(config.recording, writer) if config.recording is not None else None
         # raised at the first tick, after a command started: neither it nor the samplers inherit it
         self.priority = CollectorPriority(config.collector_priority)
+        # more observers of the run (the metrics exporter): ticks after the recorder's, the end after its finish
+        self.tick_hooks: list[Callable[[int], None]] = []
+        self.end_hooks: list[Callable[[RunResult | None], None]] = []
 
     def _samplers(self, warn: Callable[[str], None]) -> list[Sampler]:
         spec, attrs = self.config.sampler, self.config.attrs
@@ -178,18 +194,21 @@ class Monitor:
             return []
         if self.config.recording is None:
             raise UsageError("--source damon records kernel DAMON's regions: use it with record or live")
-        return [KernelDamon(self.config.attrs)]
+        if self.config.targets.cgroups:
+            raise UsageError("--source damon watches the processes known when it starts and cannot follow a "
+                             "cgroup's: use --cgroup with a page-fault source (--source auto)")
+        return [kernel_damon(self.config.attrs)]
 
     def _tracer(self, filters: list[SampleFilter]) -> Tracer:
         config = self.config
-        follow = config.targets.follow_children
+        follow, by_cgroup = config.targets.follow_children, bool(config.targets.cgroups)
         if config.source == "perf-mem":
-            return PerfMemTracer(filters, follow, config.ring_bytes, config.sample_period)
+            return PerfMemTracer(filters, follow, config.ring_bytes, config.sample_period, follow_cgroups=by_cgroup)
         # kernel DAMON runs beside the page-fault view of the best fault source
-        return Tracer("auto" if config.source == "damon" else config.source, filters, follow, config.ring_bytes)
+        return Tracer("auto" if config.source == "damon" else config.source, filters, follow, config.ring_bytes,
+                      follow_cgroups=by_cgroup)
 
-    def _recorder(self, writer: RecordWriter | None) -> Recorder:
-        recording = self.config.recording
+    def _recorder(self, recording: RecordingSpec, writer: RecordWriter | None) -> Recorder:
         if writer is not None:   # --source damon: kernel DAMON's snapshots go to the same file
             records = CompanionRecords(writer, recording.attrs)
             for companion in self.companions:
@@ -202,6 +221,10 @@ class Monitor:
         # forks, execs and exits reach the recorder before the reports of the process they concern
         self.targets.subscribe(recorder.on_target_event)
         return recorder
+
+    def adopt(self, pids) -> list[int]:
+        """Monitor more running processes from now on (a standing monitor's new --comm matches)."""
+        return self.targets.adopt(pids, self.tracer)
 
     def request_stop(self, reason: str = "interrupted") -> None:
         self.session.request_stop(reason)
@@ -228,12 +251,14 @@ class Monitor:
 
     def _tick_handler(self, on_tick: Callable[[int], None] | None) -> Callable[[int], None] | None:
         first = self.recorder.on_tick if self.recorder is not None else None
-        return _chain([h for h in (self.priority, first, on_tick) if h is not None])
+        return _chain([h for h in (self.priority, first, *self.tick_hooks, on_tick) if h is not None])
 
     def _finish(self, result: RunResult | None, finish: Callable[[RunResult | None], None] | None) -> None:
         try:
             if self.recorder is not None:
                 self.recorder.finish(result)
+            for hook in self.end_hooks:
+                hook(result)
         finally:
             if finish is not None:
                 finish(result)

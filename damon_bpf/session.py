@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import resource
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from damon_bpf import log
 from damon_bpf.sources.targets import Targets
 from damon_bpf.sources.tracer import Accounting, Tracer
 
@@ -31,7 +31,7 @@ def cpu_seconds() -> float:
 
 @dataclass
 class RunResult:
-    reason: str                      # "duration", "interrupted", "targets-exited"
+    reason: str                      # "duration", "interrupted", "targets-exited" (or what request_stop said)
     elapsed_s: float
     cpu_s: float                     # the collector's own CPU time during the run
     accounting: Accounting
@@ -82,7 +82,7 @@ class RunResult:
                 "target saturates the CPUs; filters (--cpus, --tids, --write-only) cut the reports at the source."]
 
     def as_dict(self) -> dict:
-        extra = {"samplers": self.samplers} if self.samplers else {}
+        extra: dict = {"samplers": self.samplers} if self.samplers else {}
         extra.update({"following": self.following} if self.following else {})
         return {**self.accounting.as_dict(), "duration_s": self.elapsed_s, "events_per_s": self.events_per_s,
                 "cpu_s": self.cpu_s, "reason": self.reason, "exited": self.exited, "exit_status": self.exit_status,
@@ -97,8 +97,10 @@ class Session:
     (damon_bpf.sources.companion) such as kernel DAMON; damon_bpf.monitor.Monitor assembles them."""
 
     def __init__(self, tracer: Tracer, targets: Targets, duration_s: float | None = None,
-                 poll_interval_s: float = POLL_INTERVAL_S, samplers: list | None = None) -> None:
+                 poll_interval_s: float = POLL_INTERVAL_S, samplers: list | None = None,
+                 until_targets_exit: bool = True) -> None:
         self.tracer = tracer
+        self.until_targets_exit = until_targets_exit   # False: a standing monitor waits for targets to come
         self.targets = targets
         self.samplers = list(samplers or ())
         self.duration_s = duration_s
@@ -128,7 +130,7 @@ class Session:
                 try:
                     sampler.close()
                 except Exception as err:  # noqa: BLE001 - one sampler's failure must not skip the rest
-                    print(f"damon-bpf: warning: closing the {sampler.name} sampler failed: {err}", file=sys.stderr)
+                    log.warning(f"warning: closing the {sampler.name} sampler failed: {err}")
             try:
                 last = self.tracer.quiesce()
                 self.targets.update(self.tracer)
@@ -172,7 +174,7 @@ class Session:
                 sampler.tick(drained_at)
             if self.duration_s is not None and time.monotonic() - start >= self.duration_s:
                 self.request_stop("duration")
-            elif not self.targets.alive:
+            elif self.until_targets_exit and not self.targets.alive:
                 self.request_stop("targets-exited")
             if self.stop_reason is None:
                 time.sleep(period)

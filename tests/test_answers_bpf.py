@@ -120,3 +120,18 @@ def test_numa_on_this_one_node_host_says_plainly_there_is_nothing_to_move(tmp_pa
                              text=True, timeout=120)
     assert applied.returncode == 1 and applied.stderr.startswith("damon-bpf: error: cannot --apply: process")
     assert len(applied.stderr.strip().splitlines()) == 1
+
+
+def test_record_apply_on_this_one_node_host_says_plainly_there_is_nothing_to_move(tmp_path, accessgen):
+    with running(accessgen, "hot:0:w:8192:0", seconds=60) as info:
+        out = tmp_path / "damon.data"
+        result = subprocess.run([DAMON_BPF, "record", "-o", str(out), "--duration", "3", "--apply", "-p",
+                                 str(info["pid"])], capture_output=True, text=True, timeout=120)
+        bad = subprocess.run([DAMON_BPF, "record", "-o", str(tmp_path / "x.data"), "--duration", "1", "--apply",
+                              "--quota", "fast", "-p", str(info["pid"])], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "damon-bpf: --apply: nothing to move: this host has one NUMA node, every page is local" in result.stderr
+    assert read_record(str(out))[0].snapshots   # the recording itself is whole
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.startswith("damon-bpf: error: bad --quota: 'fast' is not a rate"), bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from damon_bpf.access import ACCESS_DTYPE
+
 from conftest import DAMON_BPF
 
 pytestmark = pytest.mark.bpf
@@ -41,7 +43,7 @@ def test_trace_command_from_first_instruction(accessgen, tmp_path):
     assert result.returncode == 0, result.stderr
     info, done = (json.loads(line) for line in result.stdout.splitlines())
     events = [json.loads(line) for line in out.read_text().splitlines()]
-    assert set(events[0]) == {"addr", "time_ns", "cpu", "pid", "tid", "write"}
+    assert set(events[0]) == {"addr", "time_ns", "cpu", "pid", "tid", "write", "ip"}
     writer = next(t for t in info["threads"] if t["name"] == "w")
     touches = [e for e in events if e["tid"] == writer["tid"] and writer["start"] <= e["addr"] < writer["end"]]
     assert len(touches) == 160 and all(e["write"] is True and e["cpu"] == 0 for e in touches)
@@ -183,7 +185,7 @@ def test_duration_ending_the_run_exits_0_though_the_command_is_terminated(tmp_pa
     (["--source", "perf-fault", "--read-only", "--", "true"], "cannot tell writes from reads"),
     (["--sampler", "soft-dirty", "--sampler-budget", "0", "--", "true"], "--sampler-budget"),
     (["--sampler-budget", "5", "--", "true"], "caps the soft-dirty sampler only"),
-    ([], "give either -p PID or a command"),
+    ([], "give either -p PID (and/or --cgroup PATH) or a command"),
 ])
 def test_bad_input_is_one_line_and_nonzero(args, expected):
     result = run("trace", *args)
@@ -231,7 +233,7 @@ def test_a_one_second_reader_stall_loses_nothing(accessgen, tmp_path):
         assert tracer.returncode == 0, stderr
         acc = json.loads(summary.read_text())
         assert acc["lost"] == 0 and acc["delivered"] == acc["seen"] > 200_000
-        assert (tmp_path / "ev.bin").stat().st_size == 32 * acc["delivered"]
+        assert (tmp_path / "ev.bin").stat().st_size == ACCESS_DTYPE.itemsize * acc["delivered"]
     finally:
         target.kill()
         target.wait()

@@ -1,4 +1,4 @@
-"""The time and size parsers behind every option that asks for one (cli/types.py), and their click types."""
+"""The time, size and rate parsers behind every option that asks for one (cli/types.py), and their click types."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cli.types import (SIZE_UNITS_B, TIME_UNITS_NS, Duration, Microseconds, RingMegabytes, parse_size_bytes,
-                       parse_time_ns)
+from cli.types import (SIZE_UNITS_B, TIME_UNITS_NS, Duration, Microseconds, RingMegabytes, parse_rate, parse_size,
+                       parse_size_bytes, parse_time_ns)
+from damon_bpf.errors import UsageError
 
 
 @pytest.mark.parametrize("text, ns", [
@@ -112,3 +113,31 @@ def test_click_types_fail_in_one_line(param_type, text, words):
     with pytest.raises(click.BadParameter) as err:
         _convert(param_type, text)
     assert words in err.value.message and "\n" not in err.value.message
+
+
+@pytest.mark.parametrize("text, bytes_per_s", [
+    ("10Gbit/s", 1.25e9), ("1GiB/s", 2**30), ("125MB/s", 125e6), ("125MB", 125e6), ("100", 100.0),
+    ("1.5 kbit", 187.5), ("8bit/s", 1.0), ("256MiB/s", 2**28), ("1e3/s", 1000.0), ("2 KiB/S", 2048.0),
+])
+def test_rates_as_network_rates_are_spelled(text, bytes_per_s):
+    assert parse_rate(text, "--quota") == bytes_per_s
+
+
+@pytest.mark.parametrize("text", ["fast", "-1", "5rate", "1 GiB/h", "", "1/s/s"])
+def test_a_bad_rate_is_one_usage_error_naming_the_option(text):
+    with pytest.raises(UsageError, match=r"^bad --bandwidth: '.*' is not a rate"):
+        parse_rate(text, "--bandwidth")
+
+
+def test_a_zero_rate_or_size_is_refused_and_sizes_read_as_every_size_option():
+    with pytest.raises(UsageError, match="must be positive"):
+        parse_rate("0", "--quota")
+    with pytest.raises(UsageError, match="must be positive"):
+        parse_size("0", "--memory")
+    assert parse_size("4GiB", "--memory") == parse_size_bytes("4GiB") == 4 * 2**30
+
+
+@given(st.integers(1, 10**6), st.sampled_from(["k", "m", "g", "ki", "mi", "gi"]), st.sampled_from(["b", "bit"]))
+def test_a_bit_is_an_eighth_of_a_byte(count, prefix, unit):
+    as_bytes, as_bits = parse_rate(f"{count}{prefix}b/s"), parse_rate(f"{count}{prefix}bit/s")
+    assert as_bits * 8 == pytest.approx(as_bytes)

@@ -25,11 +25,11 @@ def region_addr(i, offset=0):
 
 
 def records(*rows):
-    """rows: (addr, time_ns[, cpu, tid, write])"""
+    """rows: (addr, time_ns[, cpu, tid, write[, ip]])"""
     out = np.zeros(len(rows), ACCESS_DTYPE)
     for i, row in enumerate(rows):
-        addr, t, cpu, tid, write = (tuple(row) + (0, 1, ACCESS_READ))[:5] if len(row) == 2 else row
-        out[i] = (addr, t, cpu, 0, tid, write, 0, 0)
+        addr, t, cpu, tid, write = (tuple(row) + (0, 1, ACCESS_READ))[:5] if len(row) == 2 else row[:5]
+        out[i] = (addr, t, cpu, 0, tid, write, 0, 0, row[5] if len(row) > 5 else 0)
     return out
 
 
@@ -443,7 +443,7 @@ def test_reports_far_ahead_wait_for_their_sample():
 
 
 def test_reports_own_pages_become_few_ranges():
-    from damon_bpf.core.aggregator import _page_ranges
+    from damon_bpf.core.regions import page_ranges as _page_ranges
 
     addr = np.array([p * P + 5 for p in (3, 1, 2, 2, 10, 11, 100)], np.uint64)
     assert _page_ranges(addr, P, 3) == [(1 * P, 4 * P), (10 * P, 12 * P), (100 * P, 101 * P)]

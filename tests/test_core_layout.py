@@ -84,7 +84,7 @@ def test_ranges_are_page_aligned_outwards():
 def test_read_maps_of_self_and_layouts():
     mappings = read_maps(os.getpid())
     here = id(mappings)  # an address inside the Python heap, which is mapped
-    assert any(s <= here < e for s, e in mappings)
+    assert any(m.start <= here < m.end for m in mappings)
     covered = layout_for(os.getpid(), "all-mappings")()
     assert any(s <= here < e for s, e in covered)
     assert len(layout_for(os.getpid(), "damon")()) == 3

@@ -303,7 +303,7 @@ def test_a_dead_owners_kdamond_is_ours_only_if_its_sysfs_matches(tmp_path, monke
     recorded ones is left alone."""
     monkeypatch.setattr(kdamond, "STATE", tmp_path / "kdamond.json")
     stopped = []
-    monkeypatch.setattr(kdamond, "stop_kdamond", lambda: stopped.append(True))
+    monkeypatch.setattr(kdamond, "stop_kdamond", lambda _sysfs: stopped.append(True))
     recorded = {"kdamond": 4242, "operations": "vaddr", "intervals": [5000, 100000, 1000000],
                 "nr_regions": [10, 1000], "targets": [77]}
     dead = subprocess.Popen(["true"])
@@ -311,7 +311,7 @@ def test_a_dead_owners_kdamond_is_ours_only_if_its_sysfs_matches(tmp_path, monke
     for now, expect in ((dict(recorded, kdamond=999), False), (dict(recorded, targets=[78]), False),
                         (recorded, True), (dict(recorded, kdamond=-1), True)):
         kdamond.STATE.write_text(json.dumps({"owner": dead.pid, "kdamond": 4242, "fingerprint": recorded}))
-        monkeypatch.setattr(kdamond, "_fingerprint", lambda now=now: now)
+        monkeypatch.setattr(kdamond, "_fingerprint", lambda _sysfs, now=now: now)
         stopped.clear()
         kdamond.stop_all_ours(lambda _: None)
         assert bool(stopped) == expect, now

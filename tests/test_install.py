@@ -24,5 +24,6 @@ def test_bpf_sources_ship_inside_the_package():
 
 def test_dtype_follows_the_header():
     assert ACCESS_DTYPE.names[:6] == ("addr", "time_ns", "cpu", "pid", "tid", "write")
-    assert ACCESS_DTYPE.itemsize == 32 and ACCESS_DTYPE.itemsize % 8 == 0
+    assert ACCESS_DTYPE.names[-1] == "ip" and ACCESS_DTYPE.fields["ip"][1] % 8 == 0
+    assert ACCESS_DTYPE.itemsize == 40 and ACCESS_DTYPE.itemsize % 8 == 0
     assert constants()["NR_COUNTERS"] == constants()["COUNTER_FILTER_BASE"] + 2 * constants()["MAX_FILTERS"]

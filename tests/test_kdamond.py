@@ -21,19 +21,19 @@ def _failing(errors: list[int], result: str = "ok"):
 
 
 def test_ebusy_is_retried_until_the_lock_is_free():
-    before = kdamond.busy_retries
-    assert kdamond._retry_busy(_failing([errno.EBUSY] * 3), Path("/x")) == "ok"
-    assert kdamond.busy_retries - before == 3
+    sysfs = kdamond.DamonSysfs()
+    assert sysfs.retry_busy(_failing([errno.EBUSY] * 3), Path("/x")) == "ok"
+    assert sysfs.busy_retries == 3
 
 
 def test_other_errors_are_not_retried_and_name_the_file():
     with pytest.raises(OSError) as caught:
-        kdamond._retry_busy(_failing([errno.EINVAL, errno.EBUSY]), Path("/sys/x/state"))
+        kdamond.DamonSysfs().retry_busy(_failing([errno.EINVAL, errno.EBUSY]), Path("/sys/x/state"))
     assert caught.value.errno == errno.EINVAL and caught.value.filename == "/sys/x/state"
 
 
 def test_ebusy_that_lasts_gives_up_after_the_timeout(monkeypatch):
     monkeypatch.setattr(kdamond, "BUSY_TIMEOUT_S", 0.05)
     with pytest.raises(OSError) as caught:
-        kdamond._retry_busy(_failing([errno.EBUSY] * 10_000), Path("/sys/x/nr_kdamonds"))
+        kdamond.DamonSysfs().retry_busy(_failing([errno.EBUSY] * 10_000), Path("/sys/x/nr_kdamonds"))
     assert caught.value.errno == errno.EBUSY and caught.value.filename == "/sys/x/nr_kdamonds"

@@ -11,13 +11,13 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [
     # shared definitions
     ["damon_bpf", "damon_bpf.errors", "damon_bpf.access", "damon_bpf.filters", "damon_bpf.outputs",
-     "damon_bpf.childproc"],
+     "damon_bpf.childproc", "damon_bpf.log"],
     ["damon_bpf.core"],
     ["damon_bpf.sources"],
     ["damon_bpf.samplers"],
     ["damon_bpf.session", "damon_bpf.recorder", "damon_bpf.recordfile", "damon_bpf.monitor", "damon_bpf.eventlog",
-     "damon_bpf.probe", "damon_bpf.dark", "damon_bpf.priority"],
-    ["damon_bpf.reports", "damon_bpf.live"],
+     "damon_bpf.probe", "damon_bpf.dark", "damon_bpf.priority", "damon_bpf.standing"],
+    ["damon_bpf.reports", "damon_bpf.live", "damon_bpf.metrics"],
     ["cli"],
 ]
 
@@ -102,3 +102,12 @@ def test_the_checks_catch_an_upward_import_and_a_cycle(tmp_path):
     assert upward_imports(edges) == ["damon_bpf.core.regions (layer 1) imports damon_bpf.sources.host (layer 2)"]
     assert cycles(edges) == ["damon_bpf.core.regions -> damon_bpf.sources.host -> damon_bpf.core.regions",
                              "damon_bpf.sources.host -> damon_bpf.core.regions -> damon_bpf.sources.host"]
+
+
+def test_the_core_defines_its_own_input_and_never_reads_the_bpf_record():
+    """The core consumes core.events' REPORT_COLUMNS and Kind; the BPF record (damon_bpf.access) is adapted
+    to them above it (recorder.core_reports), as the kernel's core.c knows no operation set's types."""
+    edges = graph()
+    reaching = sorted(f"{module} imports {target}" for module, targets in edges.items() for target in targets
+                      if layer(module) == layer("damon_bpf.core") and target.startswith("damon_bpf.access"))
+    assert not reaching, "\n".join(reaching)

@@ -63,7 +63,7 @@ def test_apply_moves_under_the_quota_and_counts_what_moved():
         return np.array([node if i % 2 == 0 else -16 for i in range(len(addrs))], dtype=np.int32)
 
     report = nm.numa(remote_region({2: 90}), query=query, page_size=4096)
-    moved = nm.apply(report, quota_bytes_per_s=1e12, page_size=4096, move=move, query=query)
+    moved = nm.apply(report, quota=1e12, page_size=4096, move=move, query=query)
     assert moved == [{"start": A, "end": A + 4 * MiB, "to_node": 1, "moved_bytes": 2 * MiB, "failed_pages": 512,
                       "errors": {"EBUSY": 512}}]
     assert "moved 2 MiB of 4 MiB" in nm.moved_line(report)
@@ -81,3 +81,43 @@ def test_cpu_map_reads_each_nodes_cpulist(tmp_path):
         (tmp_path / f"node{node}" / "cpulist").write_text(cpus + "\n")
     assert numa_src.cpu_nodes(tmp_path) == {0: 0, 1: 0, 2: 1, 3: 1, 4: 0}
     assert set(numa_src.cpu_nodes().values()) >= {0}   # this host
+
+
+def test_record_apply_moves_during_the_run_and_counts_the_accesses_that_turned_local():
+    """NumaApplier (record/live --apply) on synthetic snapshots of two nodes: a region used from node 1
+    living on node 0 is moved within the quota; the snapshots after the move count as local from node 1."""
+    from damon_bpf.core.attrs import MonitoringAttrs
+    from damon_bpf.reports.numa_live import NumaApplier
+    from damon_bpf.reports.recent import RecentRecords
+
+    where: dict[int, int] = {}
+
+    def query(pid, addrs):
+        return np.array([where.get(int(a), 0) for a in addrs], dtype=np.int32)
+
+    def move(pid, addrs, node):
+        where.update({int(a): node for a in addrs})
+        return np.full(len(addrs), node, dtype=np.int32)
+
+    recent = RecentRecords(MonitoringAttrs())
+    recent.meta = dict(TWO_NODES)             # the map the recorder would store on a two-node host
+    cpus = {int(c): n for c, n in TWO_NODES["numa_cpu_nodes"].items()}
+    applier = NumaApplier(recent, 1e12, period_s=0.0, query=query, move=move, cpu_nodes=cpus, memory_nodes=[0, 1])
+    (rec,) = remote_region({2: 90, 0: 10})
+    for s in rec.snapshots:
+        recent.on_snapshot(0, 4242, s)
+        applier.on_snapshot(0, 4242, s)
+    applier.on_tick(0)
+    assert applier.summary()["moved_bytes"] == 4 * MiB and set(where.values()) == {1}
+    later = remote_region({2: 50})[0].snapshots[0]
+    later.start_ns = later.end_ns = 2**62   # after the move
+    recent.on_snapshot(0, 4242, later)
+    applier.on_snapshot(0, 4242, later)
+    applier.on_tick(0)                        # already local: nothing moves twice
+    summary = applier.summary()
+    assert summary["moved_bytes"] == 4 * MiB and summary["regions_moved"] == 1
+    assert summary["reports_after"] == summary["local_after"] == 50
+    assert "moved 4 MiB in 1 regions" in applier.line() and "10% before" in applier.line()
+    assert "100% of their 50 reports since" in applier.line()
+    assert NumaApplier(recent, 1e12, cpu_nodes={0: 0}, memory_nodes=[0]).line() == (
+        "--apply: nothing to move: this host has one NUMA node, every page is local")

@@ -173,3 +173,66 @@ def test_end_of_run_lines_say_where_reports_went_and_what_avoids_losses():
     (advice,) = result.advice("normal")
     assert "100 reports (10.0%) were lost" in advice and "--collector-priority rt" in advice and "--ring-mb" in advice
     assert RunResult("duration", 2.0, 0.5, Accounting(seen=5, delivered=5)).advice("rt") == []
+
+
+def test_bpf_kinds_become_the_cores_kinds_whether_or_not_the_numbers_agree():
+    from damon_bpf.access import ACCESS_READ, ACCESS_UNKNOWN
+    from damon_bpf.core.events import REPORT_COLUMNS, Kind
+    from damon_bpf.recorder import core_reports
+
+    batch = np.zeros(3, ACCESS_DTYPE)
+    batch["write"] = [ACCESS_READ, ACCESS_WRITE, ACCESS_UNKNOWN]
+    assert set(REPORT_COLUMNS) <= set(ACCESS_DTYPE.names)
+    for same in (True, False):   # False: the translation a renumbered header would take
+        assert core_reports(batch, same_kinds=same)["write"].tolist() == [Kind.READ, Kind.WRITE, Kind.UNKNOWN]
+
+
+def test_forgetting_closed_targets_keeps_their_counts_and_new_ids_stay_unique():
+    """The standing monitor drops closed targets: the accounting still adds up, a later target gets a new id."""
+    first, second = subprocess.Popen(["sleep", "30"]), subprocess.Popen(["sleep", "30"])
+    try:
+        t0 = time.monotonic_ns()
+        recorder = Recorder(ATTRS, start_ns=t0 - 1000 * MS)
+        recorder.on_target_event(event("fork", first.pid, t0 - 300 * MS))
+        stack = read_maps(first.pid)[-1][0]
+        recorder.on_batch(reports(first.pid, [stack] * 2, [t0 - 250 * MS, t0 - 150 * MS]))
+        recorder.on_target_event(event("exit", first.pid, t0 - 100 * MS))
+        recorder.on_tick(t0, force=True)
+        assert recorder.forget_gone() == 1 and first.pid not in recorder.targets
+        assert recorder.forget_gone() == 0
+        recorder.on_target_event(event("fork", second.pid, t0 - 50 * MS))
+        assert recorder.targets[second.pid].target_id == 1
+        result = finished(recorder, 2)
+        assert result.placement["in_regions"] == 2 and result.placement["unaccounted"] == 0
+    finally:
+        for child in (first, second):
+            child.kill()
+            child.wait()
+
+
+def test_a_process_that_left_its_cgroup_and_came_back_is_a_new_target(tmp_path):
+    """leave, then join (the order Targets tells them in): the reports from before the leave go to the
+    first target even when they are routed after the join, the later ones to the second; both in the file."""
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        writer = RecordWriter(str(tmp_path / "r.data"))
+        t0 = time.monotonic_ns()
+        recorder = Recorder(ATTRS, writer=writer, start_ns=t0 - 1000 * MS)
+        stack = read_maps(child.pid)[-1][0]
+        joined, left, back = t0 - 600 * MS, t0 - 400 * MS, t0 - 200 * MS
+        recorder.on_target_event(SimpleNamespace(**vars(event("join", child.pid, joined)), cgroup="/app"))
+        recorder.on_target_event(event("leave", child.pid, left))
+        recorder.on_target_event(SimpleNamespace(**vars(event("join", child.pid, back)), cgroup="/app/web"))
+        recorder.on_batch(reports(child.pid, [stack] * 3, [joined + 10 * MS, left - 10 * MS, back + 10 * MS]))
+        result = finished(recorder, 3)
+    finally:
+        child.kill()
+        child.wait()
+    assert result.placement["in_regions"] == 3 and result.placement["unaccounted"] == 0
+    first, second = read_record(str(tmp_path / "r.data"))
+    assert (first.target_id, second.target_id) == (0, 1) and first.pid == second.pid == child.pid
+    assert first.meta["target"]["cgroup"] == "/app" and first.meta["target"]["left"] is True
+    assert second.meta["target"]["cgroup"] == "/app/web" and "left" not in second.meta["target"]
+    assert sum(int(s.nr_reports.sum()) for s in first.snapshots) == 2
+    assert sum(int(s.nr_reports.sum()) for s in second.snapshots) == 1
+    assert first.snapshots[-1].end_ns == left and second.meta["target"]["born_ns"] == back

@@ -206,13 +206,17 @@ def test_by_cpu_tid_rw_panels():
     maps = heatmap.heatmaps(two_spots(), by="cpu", resol=(30, 5))
     assert [m.name for m in maps] == ["cpu 0", "cpu 1"]
     second = maps[0].axis.breaks[0]
-    # cpu 0 only reported the first spot, cpu 1 only the second (40 and 10 reports per 100 ms)
-    assert np.nanmax(maps[0].grid[:second]) == pytest.approx(400.0)
+    # cpu 0 only reported the first spot, cpu 1 only the second: each panel has its spot's whole rate, in Hz
+    # like the accesses panel (the same unit in every view)
+    assert {m.unit for m in maps} == {"Hz"}
+    assert np.nanmax(maps[0].grid[:second]) == pytest.approx(200.0)
     assert np.nanmax(maps[0].grid[second:]) == 0
     assert np.nanmax(maps[1].grid[:second]) == 0
     assert np.nanmax(maps[1].grid[second:]) == pytest.approx(100.0, rel=0.02)
     assert [m.name for m in heatmap.heatmaps(two_spots(), by="tid")] == ["thread 1", "thread 2"]
     reads, writes = heatmap.heatmaps(two_spots(), by="rw", resol=(30, 5))
+    whole = heatmap.heatmaps(two_spots(), resol=(30, 5))[0]
+    np.testing.assert_allclose(np.nan_to_num(reads.grid + writes.grid), np.nan_to_num(whole.grid))   # they add up
     assert np.nanmax(writes.grid[:second]) > 0 and np.nanmax(writes.grid[second:]) == 0
     assert np.nanmax(reads.grid[:second]) == 0 and np.nanmax(reads.grid[second:]) > 0
     with pytest.raises(UsageError):
@@ -311,6 +315,16 @@ def test_breakdown_shares():
     text = plain(breakdown.table(b))
     assert "0:75% 1:25%" in text and "75/25" in text
     json.dumps(breakdown.to_json(b))
+
+
+def test_breakdown_total_has_the_function_shares():
+    """The run-wide row gets the functions behind every report (they once landed in its mappings)."""
+    one = snap(0, [{"start": A, "end": A + 4096, "rep": 4}, {"start": A + 4096, "end": A + 8192, "rep": 4}])
+    one.functions = [{"main": 3, "memcpy": 1}, {"main": 4}]
+    b = breakdown.breakdown(record([one]), top=5)
+    assert b.total.functions == pytest.approx({"main": 7 / 8, "memcpy": 1 / 8}) and b.total.mappings == []
+    assert breakdown.to_json(b)["total"]["function_share"] == pytest.approx({"main": 7 / 8, "memcpy": 1 / 8})
+    assert "memcpy" in plain(breakdown.table(b))
 
 
 def test_breakdown_moves_counts_onto_the_layout():

@@ -236,7 +236,8 @@ def test_session_runs_sampler_hooks_on_every_exit(tracer, accessgen):
     from damon_bpf.sources.targets import Targets
 
     sampler = Recording()
-    proc = subprocess.Popen([accessgen, "--duration", "0.5", "w:0:W:64:0"], stdout=subprocess.PIPE)
+    # 2 s: long enough to be alive when the session starts on a loaded 2-CPU machine (0.5 s was not, at load 15)
+    proc = subprocess.Popen([accessgen, "--duration", "2", "w:0:W:64:0"], stdout=subprocess.PIPE)
     proc.stdout.readline()
     result = Session(tracer, Targets([proc.pid]), 10, samplers=[sampler]).run(lambda b: None)
     proc.wait()
@@ -354,16 +355,17 @@ def test_perf_mem_refuses_write_filters_when_writes_are_unknown(perf_mem_tracer)
 # ------------------------------------------------------------------------------------------------ kernel DAMON
 
 def test_source_damon_errors_in_one_line(tmp_path):
-    """This host's DAMON has no vaddr (see `damon-bpf probe`); trace cannot carry regions at all."""
+    """trace cannot carry regions at all; record runs here, where DAMON has paddr but no vaddr (see `damon-bpf
+    probe`): tests/test_kdamond_paddr.py checks what it sees."""
     record = subprocess.run([DAMON_BPF, "record", "--source", "damon", "--duration", "1", "-o", str(tmp_path / "d"),
                              "--", "true"], capture_output=True, text=True, timeout=60)
     trace = subprocess.run([DAMON_BPF, "trace", "--source", "damon", "--duration", "1", "-o", "/dev/null", "--",
                             "true"], capture_output=True, text=True, timeout=60)
-    for result in (record, trace):
-        lines = result.stderr.strip().splitlines()
-        assert result.returncode != 0 and len(lines) == 1 and lines[0].startswith("damon-bpf: error: ")
-    assert "CONFIG_DAMON_VADDR" in record.stderr
+    lines = trace.stderr.strip().splitlines()
+    assert trace.returncode != 0 and len(lines) == 1 and lines[0].startswith("damon-bpf: error: ")
     assert "use it with record or live" in trace.stderr
+    assert record.returncode == 0 and "damon: paddr on the targets' frames" in record.stderr, record.stderr
+    assert "Traceback" not in record.stderr
 
 
 def test_numa_state_dir_that_cannot_be_made_is_one_error(fake_numa, tmp_path):

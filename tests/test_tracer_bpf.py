@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from damon_bpf.access import ACCESS_READ, ACCESS_WRITE
@@ -36,6 +37,8 @@ def test_every_touch_is_reported_with_exact_attribution(trace_workload):
         assert (mine["write"] == kind).all()
         assert (mine["cpu"] == cpu).all()
         assert (mine["pid"] == workload.info["pid"]).all()
+        # the faulting instruction: a user address, one of the few of the thread's touch loop
+        assert ((mine["ip"] > 0) & (mine["ip"] < 1 << 47)).all() and len(np.unique(mine["ip"])) <= 4
         # before its passes began, the pinned thread was on its CPU too
         assert (events[events["tid"] == workload.thread(name)["tid"]]["cpu"] == cpu).all()
 

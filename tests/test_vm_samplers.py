@@ -375,11 +375,11 @@ def test_samplers_kernel_damon_starts_while_others_read_its_sysfs():
     hammers = [subprocess.Popen([sys.executable, "-c", HAMMER, str(kdamond.ADMIN / "kdamonds" / "0" / "pid")])
                for _ in range(2)]
     # Measured under TCG with two such readers: an EBUSY in ~1% of start/stop rounds, ~30 rounds a second.
-    before, rounds, end = kdamond.busy_retries, 0, time.monotonic() + 30
+    sysfs, rounds, end = kdamond.DamonSysfs(), 0, time.monotonic() + 30
     try:
-        while time.monotonic() < end and (rounds < 5 or kdamond.busy_retries == before):
-            assert kdamond.start_kdamond([sleeper.pid], MonitoringAttrs()) > 0
-            kdamond.stop_kdamond()
+        while time.monotonic() < end and (rounds < 5 or sysfs.busy_retries == 0):
+            assert kdamond.start_kdamond([sleeper.pid], MonitoringAttrs(), sysfs) > 0
+            kdamond.stop_kdamond(sysfs)
             rounds += 1
     finally:
         sleeper.kill()
@@ -388,7 +388,7 @@ def test_samplers_kernel_damon_starts_while_others_read_its_sysfs():
             hammer.kill()
             hammer.wait()
     assert (kdamond.ADMIN / "kdamonds" / "nr_kdamonds").read_text().strip() == "0"
-    assert kdamond.busy_retries > before, f"{rounds} start/stop rounds never met the lock taken: nothing was tested"
+    assert sysfs.busy_retries > 0, f"{rounds} start/stop rounds never met the lock taken: nothing was tested"
 
 
 def test_samplers_kernel_damon_left_by_a_killed_run_is_removed():
@@ -402,8 +402,8 @@ def test_samplers_kernel_damon_left_by_a_killed_run_is_removed():
     sleeper = subprocess.Popen(["sleep", "60"])
     child = subprocess.Popen([sys.executable, "-c", (
         "import sys, time\nfrom damon_bpf.core.attrs import MonitoringAttrs\n"
-        "from damon_bpf.sources.kdamond import start_kdamond\n"
-        f"start_kdamond([{sleeper.pid}], MonitoringAttrs())\nprint('on', flush=True)\ntime.sleep(60)\n")],
+        "from damon_bpf.sources.kdamond import DamonSysfs, start_kdamond\n"
+        f"start_kdamond([{sleeper.pid}], MonitoringAttrs(), DamonSysfs())\nprint('on', flush=True)\ntime.sleep(60)\n")],
         stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "on"

@@ -19,6 +19,7 @@ from damon_bpf.core.attribution import Attribution
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.events import Events, Pending
 from damon_bpf.core.index import RegionIndex
+from damon_bpf.core.ipcounts import BEFORE_EXEC, IpCounts
 from damon_bpf.core.layout import page_size
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import TargetError
@@ -65,6 +66,7 @@ class Aggregator:
         self._page = page_size()
         self._rng = np.random.default_rng(seed)
         self._attribution = Attribution()
+        self._ips = IpCounts()
         self._pending = Pending()
         self._closed = 0  # samples closed so far
         self._last_split_nr = 0  # kdamond_split_regions' last_nr_regions
@@ -81,7 +83,7 @@ class Aggregator:
     @regions.setter
     def regions(self, regs: R.Regions) -> None:
         self._regions = regs
-        self._index = None  # rebuilt on first use: regions change at most once per segment
+        self._index: RegionIndex | None = None  # rebuilt on first use: regions change at most once per segment
 
     @property
     def nr_regions(self) -> int:
@@ -109,8 +111,13 @@ class Aggregator:
         if fresh:
             self._apply(self._ranges + fresh)
 
+    def exec_seen(self) -> None:
+        """The process exec'd: the instructions of every report fed so far are of its old image."""
+        self._ips.retire()
+        self._pending.retire_ips(BEFORE_EXEC)
+
     def feed(self, events: np.ndarray) -> None:
-        """Buffer a batch of ACCESS_DTYPE records, in any time order."""
+        """Buffer a batch of reports (core.events.REPORT_COLUMNS), in any time order."""
         if len(events) == 0:
             return
         ev = Events.from_records(events, self.start_ns, self._sample_ns)
@@ -172,10 +179,16 @@ class Aggregator:
         if idx.max() == len(self._regions):
             idx = self._fit(ev.addr, idx)
         n = len(self._regions)
-        self.outside += int(np.count_nonzero(idx == n))
+        outside_now = int(np.count_nonzero(idx == n))
+        self.outside += outside_now
         self._count_samples(ev.sample - self._closed, idx, nr_samples)
         regs = self._regions
         regs.counts = self._attribution.count(regs.counts, idx, ev.cpu, ev.tid, ev.write, n + 1)
+        if outside_now:
+            inside = idx < n
+            self._ips.add(ev.addr[inside], ev.ip[inside], idx[inside])
+        else:
+            self._ips.add(ev.addr, ev.ip, idx)
 
     def _lookup(self, addr: np.ndarray) -> np.ndarray:
         if self._index is None:
@@ -193,7 +206,7 @@ class Aggregator:
         outside = addr[idx == len(self._regions)]
         if len(outside) == 0:
             return idx
-        own = _page_ranges(outside, self._page, self._report_range_cap())
+        own = R.page_ranges(outside, self._page, self._report_range_cap())
         self.report_ranges += len(own)
         self._apply(self._ranges + own)
         return self._lookup(addr)
@@ -224,6 +237,7 @@ class Aggregator:
         snapshot = self._snapshot(regs)
         R.reset(regs)
         self._attribution.clear()
+        self._ips.clear()
         nr_subs = R.split_count(len(regs), self._last_split_nr, attrs.max_nr_regions)
         if nr_subs:
             self._last_split_nr = len(regs)
@@ -243,6 +257,7 @@ class Aggregator:
             nr_accesses=regs.nr_accesses.copy(),
             age=regs.age.copy(),
             **self._attribution.views(regs.counts),
+            ips=self._ips.by_region(regs.start, regs.end),
         )
         self.in_regions += int(snapshot.nr_reports.sum())
         return snapshot
@@ -276,19 +291,6 @@ class Aggregator:
             self.regions = R.set_regions(self._regions, self._ranges)
             # Reports of regions the update dropped mid-aggregation are gone from every region.
             self.outside += before - self._attribution.nr_reports(self._regions.counts)
-
-
-def _page_ranges(addr: np.ndarray, page: int, max_ranges: int) -> list[tuple[int, int]]:
-    """The pages of ``addr`` as at most ``max_ranges`` ranges, bridging all but the largest gaps,
-    as DAMON's three regions bridge all but the two largest: a process known only by its reports
-    must not cost a region per page it touched."""
-    pages = np.unique(addr // np.uint64(page)).astype(np.int64)
-    gaps = np.diff(pages)
-    cuts = np.argsort(gaps, kind="stable")[len(gaps) - (max_ranges - 1):] if max_ranges > 1 else []
-    cuts = np.sort(np.asarray(cuts, np.int64)[gaps[cuts] > 1]) if len(gaps) else np.empty(0, np.int64)
-    starts = pages[np.r_[0, cuts + 1]]
-    ends = pages[np.r_[cuts, len(pages) - 1]] + 1
-    return [(int(s) * page, int(e) * page) for s, e in zip(starts, ends)]
 
 
 def _split_by_sample(ev: Events, ends: list[int]) -> list[Events]:

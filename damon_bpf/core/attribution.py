@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from damon_bpf.access import ACCESS_READ, ACCESS_WRITE
+from damon_bpf.core.events import Kind
 
 READ, WRITE, UNKNOWN = 0, 1, 2  # offsets inside a CPU's block of rows
-_KIND = np.full(256, UNKNOWN, np.intp)  # record ``write`` byte -> offset
-_KIND[ACCESS_READ] = READ
-_KIND[ACCESS_WRITE] = WRITE
+_KIND = np.full(256, UNKNOWN, np.intp)  # report ``write`` byte (a Kind) -> offset
+_KIND[Kind.READ] = READ
+_KIND[Kind.WRITE] = WRITE
 
 
 class _KeyTable:

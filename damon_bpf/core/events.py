@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 
 import numpy as np
+
+
+class Kind(IntEnum):
+    """What a report's ``write`` column holds, as the core reads it (any other value counts as UNKNOWN)."""
+
+    READ = 0
+    WRITE = 1
+    UNKNOWN = 2   # the source cannot tell (perf-fault)
+
+
+# The core's input: a structured array with these columns (more are ignored); ``time_ns`` on CLOCK_MONOTONIC,
+# ``write`` a Kind. Sources adapt their records to it (damon_bpf.recorder.core_reports for the BPF record).
+REPORT_COLUMNS = ("addr", "time_ns", "cpu", "tid", "write")
 
 
 @dataclass
@@ -16,10 +30,11 @@ class Events:
     cpu: np.ndarray
     tid: np.ndarray
     write: np.ndarray
+    ip: np.ndarray
 
     @classmethod
     def from_records(cls, records: np.ndarray, start_ns: int, sample_ns: int) -> "Events":
-        """Columns of ACCESS_DTYPE ``records``; times before ``start_ns`` get negative samples."""
+        """The REPORT_COLUMNS of ``records``; times before ``start_ns`` get negative samples."""
         rel = records["time_ns"].astype(np.int64) - np.int64(start_ns)
         return cls(
             np.ascontiguousarray(records["addr"], np.uint64),
@@ -27,21 +42,24 @@ class Events:
             np.ascontiguousarray(records["cpu"]),
             np.ascontiguousarray(records["tid"]),
             np.ascontiguousarray(records["write"]),
+            np.ascontiguousarray(records["ip"], np.uint64),
         )
 
     def __len__(self) -> int:
         return len(self.addr)
 
-    def take(self, which: np.ndarray) -> "Events":
+    def take(self, which: np.ndarray | slice) -> "Events":
         """The reports selected by a boolean mask, an index array or a slice."""
-        return Events(self.addr[which], self.sample[which], self.cpu[which], self.tid[which], self.write[which])
+        return Events(*(getattr(self, f)[which] for f in _COLUMNS))
 
     @staticmethod
     def concat(parts: list["Events"]) -> "Events":
         if len(parts) == 1:
             return parts[0]
-        return Events(*(np.concatenate([getattr(p, f) for p in parts])
-                        for f in ("addr", "sample", "cpu", "tid", "write")))
+        return Events(*(np.concatenate([getattr(p, f) for p in parts]) for f in _COLUMNS))
+
+
+_COLUMNS = ("addr", "sample", "cpu", "tid", "write", "ip")
 
 
 def _chunk(ev: Events) -> tuple[int, int, Events]:
@@ -50,7 +68,7 @@ def _chunk(ev: Events) -> tuple[int, int, Events]:
 
 _MAX_CHUNKS = 16
 EMPTY = Events(np.empty(0, np.uint64), np.empty(0, np.int64), np.empty(0, np.uint32),
-               np.empty(0, np.uint32), np.empty(0, np.uint8))
+               np.empty(0, np.uint32), np.empty(0, np.uint8), np.empty(0, np.uint64))
 
 
 class Pending:
@@ -66,6 +84,11 @@ class Pending:
     def last_sample(self) -> int:
         """The latest sample index waiting (-1 when none)."""
         return max((hi for _, hi, _ in self._chunks), default=-1)
+
+    def retire_ips(self, value: int) -> None:
+        """Every waiting report's ip becomes ``value`` (its process exec'd: see core.ipcounts.BEFORE_EXEC)."""
+        for _, _, ev in self._chunks:
+            ev.ip = np.full_like(ev.ip, value)
 
     def add(self, ev: Events) -> None:
         if len(ev):

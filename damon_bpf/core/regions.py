@@ -29,7 +29,8 @@ class Regions:
     counts: np.ndarray
 
     @classmethod
-    def from_bounds(cls, start: Sequence[int], end: Sequence[int], rows: int = 0) -> "Regions":
+    def from_bounds(cls, start: Sequence[int] | np.ndarray, end: Sequence[int] | np.ndarray,
+                    rows: int = 0) -> "Regions":
         """Fresh regions: every counter zero."""
         n = len(start)
         zeros = np.zeros(n, np.int64)
@@ -66,6 +67,22 @@ def normalize_ranges(ranges: Sequence[Range], page: int, max_ranges: Optional[in
                 kept.append(nxt)
         merged = kept
     return [(s, e) for s, e in merged]
+
+
+def page_ranges(addr: np.ndarray, page: int, max_ranges: int) -> list[tuple[int, int]]:
+    """The pages of ``addr`` as at most ``max_ranges`` ranges, bridging all but the largest gaps,
+    as DAMON's three regions bridge all but the two largest: a process known only by its reports
+    must not cost a region per page it touched (and a process's scattered physical pages, in
+    sources/kdamond_paddr.py, not a DAMON region per run of frames)."""
+    pages = np.unique(addr // np.uint64(page)).astype(np.int64)
+    gaps = np.diff(pages)
+    # the largest max_ranges - 1 gaps are kept (all of them when there are fewer)
+    cuts: np.ndarray | list[int] = (
+        np.argsort(gaps, kind="stable")[max(0, len(gaps) - (max_ranges - 1)):] if max_ranges > 1 else [])
+    cuts = np.sort(np.asarray(cuts, np.int64)[gaps[cuts] > 1]) if len(gaps) else np.empty(0, np.int64)
+    starts = pages[np.r_[0, cuts + 1]]
+    ends = pages[np.r_[cuts, len(pages) - 1]] + 1
+    return [(int(s) * page, int(e) * page) for s, e in zip(starts, ends)]
 
 
 def _piece_counts(pages: list[int], min_nr: int) -> list[int]:

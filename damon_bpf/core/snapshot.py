@@ -16,6 +16,10 @@ class Snapshot:
     reports that fell in the region during the aggregation; ``writes`` and ``reads`` split it
     (reports whose kind is unknown are ``nr_reports - writes - reads``); ``by_cpu`` and
     ``by_tid`` map a CPU number / thread id to that source's report count per region.
+    ``mappings`` (None: not known) gives per region the ``(name, kind)`` of the mappings it covers
+    (core.mappings), as the target's last layout read named them. ``footprint`` (None: not known) is the
+    process's resident and proportional set sizes in bytes (RSS, PSS) as last read at most a second or so
+    before the snapshot closed.
     """
 
     start_ns: int
@@ -29,6 +33,12 @@ class Snapshot:
     reads: np.ndarray
     by_cpu: dict[int, np.ndarray] = field(default_factory=dict)
     by_tid: dict[int, np.ndarray] = field(default_factory=dict)
+    mappings: list[list[tuple[str, str]]] | None = None
+    footprint: tuple[int, int] | None = None
+    # (region index, ip, count) of the aggregation's reports (core.ipcounts), and per region its functions
+    # named from them, {name: reports} (the recorder names them; a record file stores only the names)
+    ips: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    functions: list[dict[str, int]] | None = None
 
     @property
     def nr_regions(self) -> int:

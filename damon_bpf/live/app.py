@@ -15,9 +15,11 @@ from typing import Callable, TextIO
 
 from rich.console import Console
 from rich.live import Live
+from rich.panel import Panel
 
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.snapshot import Snapshot
+from damon_bpf.live.answers import ANSWERS, answer_panel
 from damon_bpf.live.heat import heat_panel
 from damon_bpf.live.keys import KeyReader
 from damon_bpf.live.lines import snapshot_line
@@ -25,6 +27,7 @@ from damon_bpf.live.model import LiveModel
 from damon_bpf.live.screen import Meter, compose, header, sizes
 from damon_bpf.live.table import hottest_table
 from damon_bpf.live.views import VIEWS
+from damon_bpf.reports.recent import RecentRecords
 
 KEY_FRAME_S = 0.05  # a key redraws at once, but not faster than this (keys held down)
 FOOTER_PERIOD_S = 1.0  # with nothing new to show, the footer still moves this often
@@ -44,6 +47,14 @@ def _comm(pid: int | None) -> str:
         return ""
 
 
+def _ppid(pid: int | None) -> int | None:
+    """The parent of ``pid`` from /proc/PID/stat (its 4th field, after the parenthesised comm)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) if pid else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class LiveScreen:
     """The full-screen view. ``on_tick`` reads keys and redraws when something changed, at most
     ``refresh_hz`` times a second; the heatmap and table are rebuilt only when their snapshots,
@@ -52,12 +63,14 @@ class LiveScreen:
     def __init__(self, model: LiveModel, attrs: MonitoringAttrs, tracer, console: Console,
                  stop: Callable[[str], None], view: str = "a", refresh_hz: float = 4.0,
                  output: str | None = None, keys: KeyReader | None = None,
-                 placement: Callable[[], dict] | None = None) -> None:
+                 placement: Callable[[], dict] | None = None, recent: RecentRecords | None = None) -> None:
         self.model, self.attrs, self.console, self.stop = model, attrs, console, stop
         self.view = VIEWS[view]
         self.period = 1.0 / refresh_hz
         self.output = output
         self.placement = placement   # where the reports went so far, for the footer (Recorder.accounting)
+        self.recent = recent   # the live aggregation the answer keys (d, s, m) read
+        self.answer: str | None = None   # the answer shown in the table's place
         self.color = wants_color(console)
         self.keys = keys or KeyReader()
         self.meter = Meter(tracer)
@@ -68,10 +81,11 @@ class LiveScreen:
         self.dirty = True
         self._body_key: tuple = ()
         self._body: tuple = ()
-        self._table = None
+        self._table: Panel | None = None
         self._table_key: tuple = ()
         self._table_due = 0.0
         self._comms: dict[int | None, str] = {}
+        self._ppids: dict[int | None, int | None] = {}
 
     # -- lifetime: the terminal is given back whatever ends the run --------------------------------
 
@@ -118,6 +132,8 @@ class LiveScreen:
             self.model.toggle_pause()
         elif key == "n":
             self.model.next_target()
+        elif key in ANSWERS and self.recent is not None:   # the same key again: back to the hottest regions
+            self.answer = None if self.answer == key else key
         else:
             return
         self.dirty = True
@@ -133,16 +149,18 @@ class LiveScreen:
         self._comms[pid] = _comm(pid) or self._comms.get(pid, "")  # re-read: it changes at exec
         ids = sorted(self.model.targets)
         which = f"[{ids.index(window.target_id) + 1}/{len(ids)}, n: next]" if window and len(ids) > 1 else ""
-        top = header(self.view, pid, self._comms[pid], which, self.model.paused, size[0])
+        self._ppids[pid] = _ppid(pid) or self._ppids.get(pid)
+        top = header(self.view, pid, self._comms[pid], which, self.model.paused, size[0],
+                     self.answer, self.recent is not None, self._ppids[pid])
         snaps = self.model.shown(1)
         regions = snaps[-1].nr_regions if snaps else 0
         footer = self.meter.footer(regions, window.seen if window else 0, self.output,
-                                   self.placement() if self.placement else None)
+                                   self.placement() if self.placement else None, size[0])
         self.live.update(compose(top, heat, table, footer, s), refresh=True)
 
     def body(self, size: tuple[int, int]) -> tuple:
         """Heatmap and table panels, rebuilt only when what they show changed."""
-        key = (self.model.version, self.view, size, self.color, self.model.current)
+        key = (self.model.version, self.view, size, self.color, self.model.current, self.answer)
         if key == self._body_key:
             return self._body
         s = sizes(*size)
@@ -154,7 +172,10 @@ class LiveScreen:
         table_key = (key[2:], self.model.paused)
         now = time.monotonic()
         if table_key != self._table_key or now >= self._table_due:
-            self._table = hottest_table(snaps, meta, *s.table, self.model.thread_label)
+            if self.answer is not None and self.recent is not None:
+                self._table = answer_panel(self.answer, self.recent, window.target_id if window else None, *s.table)
+            else:
+                self._table = hottest_table(snaps, meta, *s.table, self.model.thread_label)
             self._table_key, self._table_due = table_key, now + TABLE_PERIOD_S
         self._body_key, self._body = key, (heat, self._table, s)
         return self._body

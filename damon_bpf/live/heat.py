@@ -41,7 +41,7 @@ def _sources(snaps: list[Snapshot], by: str | None) -> int:
         return 1
     if by == "rw":
         return 2
-    ids = set()
+    ids: set[int] = set()
     for s in snaps:
         ids.update(k for k, v in (s.by_cpu if by == "cpu" else s.by_tid).items() if v.any())
     return max(1, len(ids))

@@ -13,7 +13,7 @@ from rich.console import RenderableType
 from rich.layout import Layout
 from rich.text import Text
 
-from damon_bpf.live.views import VIEWS, View
+from damon_bpf.live.views import ANSWER_HINTS, VIEWS, View
 from damon_bpf.session import cpu_seconds
 
 SIDE_BY_SIDE_COLS = 150  # from this width the table goes beside the heatmap
@@ -47,12 +47,18 @@ def compose(header: Text, heat: RenderableType, table: RenderableType, footer: T
     return root
 
 
-def header(view: View, pid: int | None, comm: str, target: str, paused: bool, width: int) -> Text:
+def header(view: View, pid: int | None, comm: str, target: str, paused: bool, width: int,
+           answer: str | None = None, answers: bool = False, ppid: int | None = None) -> Text:
     """Target on the left, keys on the right; the target's part is what gets cut to fit."""
     keys = Text(no_wrap=True)
     for v in VIEWS.values():  # the view on screen is highlighted
         keys.append(f" {v.key}", style="bold")
         keys.append(f" {v.hint}", style="reverse" if v is view else None)
+    if answers:
+        keys.append(" │")
+        for key, hint in ANSWER_HINTS.items():   # and the answer shown in the table's place
+            keys.append(f" {key}", style="bold")
+            keys.append(f" {hint}", style="reverse" if key == answer else None)
     keys.append(" │ p", style="bold")
     keys.append(" pause" if not paused else " PAUSED", style="bold reverse red" if paused else None)
     keys.append(" q", style="bold")
@@ -60,6 +66,8 @@ def header(view: View, pid: int | None, comm: str, target: str, paused: bool, wi
     who = Text(no_wrap=True)
     who.append(" damon-bpf ", style="bold reverse")
     who.append(f" pid {pid} {comm}" if pid is not None else " waiting for the target")
+    if pid is not None and ppid is not None:
+        who.append(f" (parent {ppid})", style="dim")
     if target:
         who.append(f" {target}", style="dim")
     who.append(" │")
@@ -110,14 +118,35 @@ class Meter:
         self.cpu_share = (cpu - self.cpu_at) / (now - self.at)
         self.at, self.cpu_at, self.delivered_at = now, cpu, acc.delivered
 
-    def footer(self, regions: int, snapshots: int, output: str | None, placement: dict | None = None) -> Text:
+    def footer(self, regions: int, snapshots: int, output: str | None, placement: dict | None = None,
+               width: int = 200) -> Text:
+        """One line that fits ``width``: the long spelling when it fits, else the short one, then the least
+        needed parts left out (the output file, snapshots, regions, a zero filtered count) until it does."""
         acc = self.accounting
-        out = Text(no_wrap=True, overflow="ellipsis")
-        parts = [f" {time.monotonic() - self.start:.0f} s", f"{_count(self.events_per_s)} events/s",
-                 f"lost {_count(acc.lost)}", f"filtered {_count(acc.filtered)}", f"regions {regions}",
-                 f"collector CPU {100 * self.cpu_share:.0f}%"]
-        parts += placement_parts(placement) if placement else []
-        parts += [f"rec {output}"] if output else []
-        parts.append(f"snapshots {snapshots}")
-        out.append(" │ ".join(parts), style="red" if acc.lost else None)
-        return out
+        elapsed = f" {time.monotonic() - self.start:.0f} s"
+        # (long, short, may be left out): lost and the in-region share are what a user must never miss
+        parts = [(f"{_count(self.events_per_s)} events/s", f"{_count(self.events_per_s)} ev/s", False),
+                 (f"lost {_count(acc.lost)}", f"lost {_count(acc.lost)}", False),
+                 (f"filtered {_count(acc.filtered)}", f"filt {_count(acc.filtered)}", not acc.filtered),
+                 (f"regions {regions}", f"reg {regions}", True),
+                 (f"collector CPU {100 * self.cpu_share:.0f}%", f"cpu {100 * self.cpu_share:.0f}%", False)]
+        parts += [(p, p.replace("in regions", "in"), False) for p in placement_parts(placement or {})] \
+            if placement else []
+        parts += [(f"rec {output}", f"rec {output.rsplit('/', 1)[-1]}", True)] if output else []
+        parts.append((f"snapshots {snapshots}", f"snaps {snapshots}", True))
+        line = _fit(elapsed, parts, width)
+        return Text(line, no_wrap=True, overflow="ellipsis", style="red" if acc.lost else "")
+
+
+def _fit(first: str, parts: list[tuple[str, str, bool]], width: int) -> str:
+    for sep, pick in ((" │ ", 0), (" │ ", 1), (" ", 1)):
+        shown = list(parts)
+        while True:
+            line = sep.join([first, *(p[1] if pick else p[0] for p in shown)])
+            if len(line) <= width or not any(p[2] for p in shown):
+                break
+            drop = max(i for i, p in enumerate(shown) if p[2])   # the last optional part goes first
+            shown.pop(drop)
+        if len(line) <= width:
+            return line
+    return line

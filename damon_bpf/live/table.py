@@ -1,4 +1,5 @@
-"""The hottest regions table: range, size, access rate, age, top CPU and thread, write share.
+"""The hottest regions table: range, size, access rate, age, top CPU and thread, write share, mapping, top
+function.
 
 Numbers come from ``damon_bpf.reports.breakdown`` (what ``damon-bpf report breakdown`` prints):
 reports of the last few snapshots summed onto the newest snapshot's regions, because a single
@@ -14,6 +15,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from damon_bpf.core.attrs import MonitoringAttrs
+from damon_bpf.core.mappings import region_label
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.recordfile import TargetRecord
 from damon_bpf.reports.breakdown import RegionShare, breakdown
@@ -21,15 +23,26 @@ from damon_bpf.reports.common import fmt_addr, fmt_ns, fmt_size
 
 TABLE_SPAN_S = 2.0  # the table sums the snapshots of this much recent time
 WIDE = 96  # inner width from which the range column shows both ends
-LEFT = {0, 4, 5}  # left-aligned columns; numbers are right-aligned
+LEFT = {0, 4, 5, 7, 8}  # left-aligned columns; numbers are right-aligned
 THREAD_COL = 5
+MAPPING_W = (10, 24)  # the mapping column's widest label: narrow, wide screens
+CODE_COL = 8
+MIN_CODE = 8  # the code column is cut to this before the thread column gives up width
 
 
-def _top(shares: dict[int, float], name: Callable[[int], str]) -> str:
+def _top(shares: dict, name: Callable) -> str:
     if not shares:
         return "-"
     ident, share = next(iter(shares.items()))  # biggest first
     return f"{name(ident)} {share:.0%}"
+
+
+def _top_code(shares: dict[str, float]) -> str:
+    """The top function, its share first: a long name is cut at the column's end, the share stays."""
+    if not shares:
+        return "-"
+    name, share = next(iter(shares.items()))
+    return f"{share:.0%} {name}"
 
 
 def _write_share(r: RegionShare) -> str:
@@ -57,23 +70,30 @@ def hottest_table(snaps: list[Snapshot], rec_meta: tuple[int, int | None, Monito
     layout = recent[-1]
     ages = dict(zip(layout.start.tolist(), layout.age.tolist()))
     wide = width - 2 >= WIDE
-    head = ["range" if wide else "start", "size", "rate", "age", "top cpu", "top thread", "write"]
+    head = ["range" if wide else "start", "size", "rate", "age", "top cpu", "top thread", "write", "mapping",
+            "top code"]
     cells = [head]
     dim = []
     for r in result.regions:
         age = ages.get(r.start)
         cells.append([f"{fmt_addr(r.start)}-{fmt_addr(r.end)}" if wide else fmt_addr(r.start), fmt_size(r.size),
                       f"{r.hz:.3g} Hz", "-" if age is None else fmt_ns(age * attrs.aggr_interval_us * 1000),
-                      _top(r.by_cpu, str), _top(r.by_tid, thread_name), _write_share(r)])
+                      _top(r.by_cpu, str), _top(r.by_tid, thread_name), _write_share(r),
+                      region_label(r.mappings, MAPPING_W[wide]), _top_code(r.functions)])
         dim.append(r.hz <= 0 and r.reports <= 0)
     return Panel(_columns(cells, dim, width - 2), title=title, box=box.ROUNDED, padding=0)
 
 
 def _columns(cells: list[list[str]], dim: list[bool], width: int) -> Text:
-    """Cells in aligned columns, the first row bold, extra width to the thread column. Plain
+    """Cells in aligned columns, the first row bold, extra width to the thread column (the code column is cut
+    first when too narrow). Plain
     padded text: a rich Table measures every cell on every frame, ten times the cost."""
     widths = [max(len(row[c]) for row in cells) for c in range(len(cells[0]))]
     spare = width - sum(widths) - (len(widths) - 1)
+    if spare < 0:   # long function names give way first
+        cut = min(-spare, max(0, widths[CODE_COL] - MIN_CODE))
+        widths[CODE_COL] -= cut
+        spare += cut
     widths[THREAD_COL] = max(4, widths[THREAD_COL] + spare)  # negative: the thread name is cut
     out = Text(no_wrap=True, overflow="crop")
     for i, row in enumerate(cells):

@@ -19,4 +19,5 @@ VIEWS = {
     "t": View("t", "by thread", "tid", "thread"),
     "w": View("w", "reads vs writes", "rw", "r/w"),
 }
+ANSWER_HINTS = {"d": "dirty", "s": "share", "m": "numa"}  # live.answers.ANSWERS, as the header names them
 VIEW_NAMES = {"all": "a", "cpu": "c", "thread": "t", "rw": "w"}  # --view choices

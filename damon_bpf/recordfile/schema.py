@@ -43,7 +43,7 @@ def _from_text(v: str, unit_ns: int | None) -> Any:
     if re.fullmatch(r"-?\d+", text):
         return int(text)
     if unit_ns and _TIME_TEXT.fullmatch(text):
-        total = sum(Fraction(num) * _TIME_NS[unit] for num, unit in _TIME_PART.findall(text))
+        total = sum((Fraction(num) * _TIME_NS[unit] for num, unit in _TIME_PART.findall(text)), Fraction(0))
         value = total / unit_ns
         return int(value) if value.denominator == 1 else float(value)
     return v
@@ -98,6 +98,34 @@ def _tid_id(k: str) -> int:
     return v
 
 
+def _region_maps(v: Any, where: str) -> list[tuple[str, str]] | None:
+    """A region's ``maps``: a list of [name, kind] string pairs (None when the file has none)."""
+    if v is None:
+        return None
+    pairs = _list(v, where)
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise BadRecord(f"{where}[{i}] must be a [name, kind] pair of strings")
+    return [(name, kind) for name, kind in pairs]
+
+
+def _footprint(s: dict, where: str) -> tuple[int, int] | None:
+    """A snapshot's (RSS, PSS) in bytes from its ``damon_bpf`` key; None when it has none."""
+    ours = s.get("damon_bpf")
+    if ours is None:
+        return None
+    ours = _obj(ours, f"{where} damon_bpf")
+    return (_int(_key(ours, "rss", f"{where} damon_bpf"), f"{where} damon_bpf.rss", 0, 2**63),
+            _int(_key(ours, "pss", f"{where} damon_bpf"), f"{where} damon_bpf.pss", 0, 2**63))
+
+
+def _snapshot_maps(per_region: list) -> list[list[tuple[str, str]]] | None:
+    """The regions' mappings, or None when no region has them (a file from before, or damo's)."""
+    if all(m is None for m in per_region):
+        return None
+    return [m or [] for m in per_region]
+
+
 def _region(r: Any, where: str, aggr_us: int) -> tuple:
     r = _obj(r, where)
     start = _int(_key(r, "start", where), f"{where} start", 0, MAX_ADDR)
@@ -120,14 +148,33 @@ def _region(r: Any, where: str, aggr_us: int) -> tuple:
         raise BadRecord(f"{where} has more reads + writes ({writes + reads}) than reports ({reports})")
     cpus = _attribution(ours.get("cpus", {}), f"{where} damon_bpf.cpus", _cpu_id)
     tids = _attribution(ours.get("tids", {}), f"{where} damon_bpf.tids", _tid_id)
-    return start, end, samples, age, reports, writes, reads, cpus, tids
+    maps = _region_maps(ours.get("maps"), f"{where} damon_bpf.maps")
+    return start, end, samples, age, reports, writes, reads, cpus, tids, maps
 
 
 def _snapshot(s: Any, where: str, aggr_us: int) -> Snapshot | None:
+    snapshot: Snapshot | None
     try:
-        return _fast_snapshot(s)
+        snapshot = _fast_snapshot(s)
     except Exception:  # noqa: BLE001 - anything unusual: the careful reader says exactly what and where
-        return _checked_snapshot(s, where, aggr_us)
+        snapshot = _checked_snapshot(s, where, aggr_us)
+    if snapshot is not None:
+        snapshot.functions = _functions(s["regions"], where)
+    return snapshot
+
+
+def _functions(regions: list, where: str) -> list[dict[str, int]] | None:
+    """Per region its top functions ({name: reports}, ``damon_bpf.funcs``); None when no region has any
+    (a record made before they were stored, or by damo)."""
+    found = [r.get("damon_bpf", _EMPTY).get("funcs") for r in regions]
+    if all(f is None for f in found):
+        return None
+    out = []
+    for i, funcs in enumerate(found):
+        funcs = _obj(funcs if funcs is not None else {}, f"{where} region {i} damon_bpf.funcs")
+        out.append({str(name): _int(count, f"{where} region {i} damon_bpf.funcs[{name!r}]")
+                    for name, count in funcs.items()})
+    return out
 
 
 _EMPTY: dict = {}
@@ -159,9 +206,11 @@ def _fast_snapshot(s: Any) -> Snapshot:
     if n and (np.any(first >= last) or np.any(first[1:] < last[:-1]) or counts.min() < 0
               or counts.max() > MAX_COUNT or np.any(counts[3] + counts[4] > counts[2])):
         raise ValueError
+    maps = [o.get("maps") for o in ours]
     return Snapshot(start_ns, end_ns, first, last, counts[0], counts[1], counts[2], counts[3],
                     counts[4], _fast_by([o.get("cpus", _EMPTY) for o in ours], n, 2**20),
-                    _fast_by([o.get("tids", _EMPTY) for o in ours], n, 2**32))
+                    _fast_by([o.get("tids", _EMPTY) for o in ours], n, 2**32),
+                    _snapshot_maps([_region_maps(m, "maps") for m in maps]), _footprint(s, "snapshot"))
 
 
 def _fast_by(per_region: list, n: int, limit: int) -> dict[int, np.ndarray]:
@@ -195,7 +244,9 @@ def _checked_snapshot(s: Any, where: str, aggr_us: int) -> Snapshot | None:
     for i in range(1, len(rows)):
         if rows[i][0] < rows[i - 1][1]:
             raise BadRecord(f"{where} region {i} overlaps or precedes region {i - 1}")
-    return _to_snapshot(start_ns, end_ns, rows)
+    snapshot = _to_snapshot(start_ns, end_ns, rows)
+    snapshot.footprint = _footprint(s, where)
+    return snapshot
 
 
 def _is_damo_fake(regions: list) -> bool:
@@ -209,7 +260,7 @@ def _is_damo_fake(regions: list) -> bool:
 
 def _to_snapshot(start_ns: int, end_ns: int, rows: list[tuple]) -> Snapshot:
     n = len(rows)
-    cols = list(zip(*rows)) if rows else [()] * 9
+    cols = list(zip(*rows)) if rows else [()] * 10
 
     def counts(col: int) -> np.ndarray:
         return np.array(cols[col], dtype=np.int64).reshape(n)
@@ -226,4 +277,4 @@ def _to_snapshot(start_ns: int, end_ns: int, rows: list[tuple]) -> Snapshot:
         start=np.array(cols[0], dtype=np.uint64).reshape(n),
         end=np.array(cols[1], dtype=np.uint64).reshape(n),
         nr_accesses=counts(2), age=counts(3), nr_reports=counts(4), writes=counts(5),
-        reads=counts(6), by_cpu=by(7), by_tid=by(8))
+        reads=counts(6), by_cpu=by(7), by_tid=by(8), mappings=_snapshot_maps(list(cols[9])))

@@ -16,13 +16,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import sys
 import time
 from typing import Callable, Iterable, Iterator
 
 from damon_bpf import outputs
 from damon_bpf.core.snapshot import Snapshot
-from damon_bpf.errors import DamonBpfError, RecordFileError
+from damon_bpf.errors import DamonBpfError, RecordFileError, warn_stderr
 from damon_bpf.recordfile.append import AppendedStream
 from damon_bpf.recordfile.encode import _check_snapshot, _record_head
 from damon_bpf.recordfile.model import TargetRecord
@@ -224,6 +223,7 @@ class RecordWriter:
                 self._stream = self._replace(lambda fd: _stream_with(fd, self._unwritten))
                 self._unwritten = []
             if self._unwritten:
+                assert self._stream is not None   # made above when there was none
                 self._stream.append(self._unwritten)
                 self._unwritten = []
         except OSError as err:
@@ -342,7 +342,7 @@ def _stream_with(fd: int, parts: list[_Piece]) -> AppendedStream:
 
 
 def _warn_stderr(message: str) -> None:
-    print(message if message.startswith("damon-bpf") else f"damon-bpf: {message}", file=sys.stderr)
+    warn_stderr(message.removeprefix("damon-bpf: "))
 
 
 def write_record(path: str, records: list[TargetRecord]) -> None:

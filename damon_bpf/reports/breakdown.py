@@ -1,4 +1,4 @@
-"""Who touches the hottest regions: share of reports by CPU, by thread, reads vs writes.
+"""Who touches the hottest regions: share of reports by CPU, by thread, reads vs writes, by function.
 
 One aggregation holds few page-fault reports, so counts are summed over every snapshot in the
 time range. DAMON re-splits and merges regions each aggregation, so the regions of one snapshot
@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from rich import box
+from rich.console import Group, RenderableType
 from rich.table import Table
 
 from damon_bpf.recordfile import TargetRecord
-from damon_bpf.reports.common import (bin_masses, fmt_addr, fmt_ns, fmt_size, in_time,
-                                      pick_snapshot, select_target)
+from damon_bpf.reports.common import (bin_masses, comm_of, fmt_addr, fmt_ns, fmt_size, in_time,
+                                      pick_snapshot, ppid_of, process_line, select_target)
 
 SHOWN_SOURCES = 3  # per region, the busiest CPUs / threads shown in the table
 
@@ -32,6 +33,8 @@ class RegionShare:
     writes: float
     by_cpu: dict[int, float] = field(default_factory=dict)
     by_tid: dict[int, float] = field(default_factory=dict)
+    mappings: list[tuple[str, str]] = field(default_factory=list)   # (name, kind) of those it covers
+    functions: dict[str, float] = field(default_factory=dict)   # faulting code (each snapshot's top 5)
 
     @property
     def size(self) -> int:
@@ -46,9 +49,11 @@ class Breakdown:
     span_ns: tuple[int, int]  # relative to the record's first snapshot
     regions: list[RegionShare]  # hottest first
     total: RegionShare  # every report in the time range, whatever the region
+    comm: str | None = None
+    ppid: int | None = None
 
 
-def _share(counts: dict[int, float], total: float) -> dict[int, float]:
+def _share(counts: dict, total: float) -> dict:
     """Non-zero shares in [0, 1], biggest first."""
     if total <= 0:
         return {}
@@ -65,8 +70,11 @@ def breakdown(records: list[TargetRecord], top: int = 10, snapshot: int = -1,
     lo, hi = layout.start.astype(np.float64), layout.end.astype(np.float64)
     cpu_ids = sorted({c for s in snaps for c in s.by_cpu})
     tid_ids = sorted({t for s in snaps for t in s.by_tid})
-    row = {("cpu", c): 4 + i for i, c in enumerate(cpu_ids)}
+    row: dict[tuple[str, int | str], int] = {("cpu", c): 4 + i for i, c in enumerate(cpu_ids)}
     row.update({("tid", t): 4 + len(cpu_ids) + i for i, t in enumerate(tid_ids)})
+    names = sorted({name for s in snaps for f in s.functions or () for name in f})
+    first_fn = 4 + len(row)
+    row.update({("fn", name): first_fn + i for i, name in enumerate(names)})
     moved = np.zeros((4 + len(row), len(lo)))
     for s in snaps:  # every quantity of a snapshot moved onto the layout in one pass
         mass = np.zeros((len(moved), s.nr_regions))
@@ -77,27 +85,37 @@ def breakdown(records: list[TargetRecord], top: int = 10, snapshot: int = -1,
             mass[row["cpu", c]] = v
         for t, v in s.by_tid.items():
             mass[row["tid", t]] = v
+        for i, region_functions in enumerate(s.functions or ()):
+            for name, count in region_functions.items():
+                mass[row["fn", name], i] = count
         moved += bin_masses(s.start, s.end, mass, lo, hi)
     hz = moved[0] / (hi - lo) / max(1, len(snaps)) * 1e6 / rec.aggr_us
     reports, reads, writes = moved[1], moved[2], moved[3]
     cpus = {c: moved[row["cpu", c]] for c in cpu_ids}
     tids = {t: moved[row["tid", t]] for t in tid_ids}
+    functions = {name: moved[row["fn", name]] for name in names}
     order = sorted(range(len(lo)), key=lambda i: (-hz[i], -reports[i], i))[:max(0, top)]
     regions = [RegionShare(
         int(layout.start[i]), int(layout.end[i]), float(hz[i]), float(reports[i]),
         float(reads[i]), float(writes[i]),
         _share({c: float(v[i]) for c, v in cpus.items()}, reports[i]),
-        _share({t: float(v[i]) for t, v in tids.items()}, reports[i])) for i in order]
+        _share({t: float(v[i]) for t, v in tids.items()}, reports[i]),
+        mappings=list(layout.mappings[i]) if layout.mappings is not None else [],
+        functions=_share({name: float(v[i]) for name, v in functions.items()}, reports[i])) for i in order]
     origin = rec.snapshots[0].start_ns
     span = ((snaps[0].start_ns - origin, snaps[-1].end_ns - origin) if snaps else (0, 0))
-    return Breakdown(rec.target_id, rec.pid, len(snaps), span, regions, _total(snaps))
+    return Breakdown(rec.target_id, rec.pid, len(snaps), span, regions, _total(snaps), comm_of(rec), ppid_of(rec))
 
 
 def _total(snaps) -> RegionShare:
     reports = float(sum(int(s.nr_reports.sum()) for s in snaps))
     cpus: dict[int, float] = {}
     tids: dict[int, float] = {}
+    functions: dict[str, float] = {}
     for s in snaps:
+        for f in s.functions or ():
+            for name, count in f.items():
+                functions[name] = functions.get(name, 0.0) + count
         for c, v in s.by_cpu.items():
             cpus[c] = cpus.get(c, 0.0) + float(v.sum())
         for t, v in s.by_tid.items():
@@ -106,23 +124,27 @@ def _total(snaps) -> RegionShare:
     hi = max((int(s.end[-1]) for s in snaps), default=0)
     return RegionShare(lo, hi, 0.0, reports, float(sum(int(s.reads.sum()) for s in snaps)),
                        float(sum(int(s.writes.sum()) for s in snaps)),
-                       _share(cpus, reports), _share(tids, reports))
+                       _share(cpus, reports), _share(tids, reports), functions=_share(functions, reports))
 
 
 def to_json(b: Breakdown) -> dict:
+    """JSON-ready dict. Report counts are whole numbers: a region's share of a snapshot's counts is spread by
+    bytes, and the fraction that gives is no count a user can check."""
     def one(r: RegionShare) -> dict:
         return {"start": r.start, "end": r.end, "size": r.size, "hz": r.hz,
-                "reports": r.reports, "reads": r.reads, "writes": r.writes,
+                "reports": round(r.reports), "reads": round(r.reads), "writes": round(r.writes),
                 "cpu_share": {str(k): v for k, v in r.by_cpu.items()},
-                "tid_share": {str(k): v for k, v in r.by_tid.items()}}
-    return {"target_id": b.target_id, "pid": b.pid, "nr_snapshots": b.nr_snapshots,
+                "tid_share": {str(k): v for k, v in r.by_tid.items()},
+                "mappings": [{"name": name, "kind": kind} for name, kind in r.mappings],
+                "function_share": dict(r.functions)}
+    return {"target_id": b.target_id, "pid": b.pid, "comm": b.comm, "ppid": b.ppid, "nr_snapshots": b.nr_snapshots,
             "span_ns": list(b.span_ns), "regions": [one(r) for r in b.regions],
             "total": one(b.total)}
 
 
-def _top(shares: dict[int, float]) -> str:
-    shown = [f"{k}:{v:.0%}" for k, v in list(shares.items())[:SHOWN_SOURCES]]
-    rest = len(shares) - SHOWN_SOURCES
+def _top(shares: dict, shown_nr: int = SHOWN_SOURCES) -> str:
+    shown = [f"{k}:{v:.0%}" for k, v in list(shares.items())[:shown_nr]]
+    rest = len(shares) - shown_nr
     return " ".join(shown) + (f" +{rest}" if rest > 0 else "") if shown else "-"
 
 
@@ -134,19 +156,35 @@ def _rw(r: RegionShare) -> str:
     return text + (f" (?{unknown / r.reports:.0%})" if unknown > 0.005 * r.reports else "")
 
 
-def table(b: Breakdown) -> Table:
-    t = Table(title=f"target {b.target_id}" + (f" (pid {b.pid})" if b.pid is not None else "")
+def table(b: Breakdown) -> RenderableType:
+    """The regions table, and beneath it, when the record names code, the functions behind each region."""
+    t = Table(title=process_line(b.target_id, b.pid, b.comm, b.ppid)
               + f": hottest regions, reports over {b.nr_snapshots} snapshots "
                 f"[{fmt_ns(b.span_ns[0])}, {fmt_ns(b.span_ns[1])})",
               caption="shares of each region's reports; cpu:share, tid:share, busiest first",
               box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("start", "size", "access", "reports", "r/w %", "cpus", "threads"):
+        # cpus and threads fold onto more lines in a narrow terminal: never cut off with an ellipsis
         t.add_column(name, justify="left" if name in ("start", "cpus", "threads") else "right",
-                     no_wrap=name in ("start", "size", "access", "reports"))
+                     no_wrap=name in ("start", "size", "access", "reports"),
+                     overflow="fold" if name in ("cpus", "threads") else "ellipsis")
     for r in b.regions:
         t.add_row(fmt_addr(r.start), fmt_size(r.size), f"{r.hz:.3g} Hz", f"{r.reports:.0f}",
                   _rw(r), _top(r.by_cpu), _top(r.by_tid))
     tot = b.total
     t.add_row("all", "", "", f"{tot.reports:.0f}", _rw(tot), _top(tot.by_cpu), _top(tot.by_tid),
               style="bold", end_section=False)
+    return Group(t, code_table(b)) if b.total.functions else t
+
+
+def code_table(b: Breakdown) -> Table:
+    """Per region of the table above, the functions whose instructions faulted there (a separate table: a
+    column more does not fit 80 columns)."""
+    t = Table(caption="function:share of the region's reports (binary+0xADDR: no symbol there)",
+              box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("start", no_wrap=True)
+    t.add_column("code (top functions)", overflow="fold")
+    for r in b.regions:
+        t.add_row(fmt_addr(r.start), _top(r.functions))
+    t.add_row("all", _top(b.total.functions), style="bold", end_section=False)
     return t

@@ -22,6 +22,35 @@ def select_target(records: list[TargetRecord], target_id: int | None = None) -> 
     raise UsageError(f"no target {target_id} in the record file (targets: {known})")
 
 
+NO_COMM = "(unknown)"
+
+
+def comm_of(rec: TargetRecord) -> str | None:
+    """The target process's command name: the recorder stores it under meta["target"] (older files, and
+    tests, at the top of meta); None when the record does not say."""
+    target = rec.meta.get("target")
+    comm = target.get("comm") if isinstance(target, dict) else None
+    comm = comm or rec.meta.get("comm")
+    return str(comm) if comm else None
+
+
+def ppid_of(rec: TargetRecord) -> int | None:
+    """The target process's parent at its birth, when the record says."""
+    target = rec.meta.get("target")
+    ppid = target.get("ppid") if isinstance(target, dict) else None
+    ppid = rec.meta.get("ppid") if ppid is None else ppid
+    return ppid if isinstance(ppid, int) and not isinstance(ppid, bool) else None
+
+
+def process_line(target_id: int, pid: int | None, comm: str | None, ppid: int | None) -> str:
+    """'target 0 (pid 123 mapgen, parent 45)': who a report is about."""
+    who = [f"pid {pid}" if pid is not None else None, comm]
+    inner = " ".join(w for w in who if w)
+    if ppid is not None:
+        inner += f", parent {ppid}"
+    return f"target {target_id}" + (f" ({inner})" if inner else "")
+
+
 def pick_snapshot(rec: TargetRecord, index: int) -> Snapshot:
     """Snapshot ``index`` (negative counts from the end, like Python); a record read with only that snapshot
     kept (read_record(path, snapshot=index)) holds just it."""
@@ -43,7 +72,7 @@ def in_time(rec: TargetRecord, time_range: tuple[int, int] | None) -> list[Snaps
     return [s for s in rec.snapshots if s.end_ns > lo and s.start_ns < hi]
 
 
-def bin_masses(start: np.ndarray, end: np.ndarray, mass: np.ndarray,
+def bin_masses(start: np.ndarray, end: np.ndarray, mass: np.ndarray | list[np.ndarray],
                lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """How much of each region's mass falls in each bin ``[lo[k], hi[k])``, for K quantities.
 

@@ -27,9 +27,10 @@ import numpy as np
 from rich import box
 from rich.table import Table
 
+from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import UsageError
 from damon_bpf.recordfile import TargetRecord
-from damon_bpf.reports.common import fmt_ns, fmt_size, percentile
+from damon_bpf.reports.common import comm_of, fmt_ns, fmt_size, percentile, ppid_of, process_line
 
 DEFAULT_PERCENTILES = (0, 25, 50, 75, 90, 99, 100)
 DEFAULT_DOWNTIME_S = 0.3
@@ -80,6 +81,8 @@ class TargetDirty:
     memory_bytes: int  # what round 0 sends: --memory, or the monitored size of the last snapshot
     percentiles: dict[int, float]
     migration: Migration | None
+    comm: str | None = None
+    ppid: int | None = None
 
     @property
     def mean(self) -> float:
@@ -94,16 +97,21 @@ class DirtyRate:
     max_downtime_s: float
 
 
+def dirty_bytes(snapshot: Snapshot, page: int) -> float:
+    """Bytes a window dirtied: per region ``min(write reports x page size, region size)`` (a page once
+    per window however often it was written)."""
+    sizes = (snapshot.end - snapshot.start).astype(np.float64)
+    return float(np.minimum(snapshot.writes.astype(np.float64) * page, sizes).sum())
+
+
 def _rates(rec: TargetRecord, page: int, skip: int) -> tuple[list[int], list[float]]:
     snaps = rec.snapshots[skip:]
     origin = rec.snapshots[0].start_ns if rec.snapshots else 0
     times, rates = [], []
     for s in snaps:
         window_s = (s.end_ns - s.start_ns) / 1e9 or rec.aggr_us / 1e6
-        sizes = (s.end - s.start).astype(np.float64)
-        dirty = np.minimum(s.writes.astype(np.float64) * page, sizes).sum()
         times.append(s.end_ns - origin)
-        rates.append(float(dirty) / window_s)
+        rates.append(dirty_bytes(s, page) / window_s)
     return times, rates
 
 
@@ -137,7 +145,8 @@ def dirty_rate(records: list[TargetRecord], bandwidth: float | None = None,
         out.append(TargetDirty(
             rec.target_id, rec.pid, str(rec.meta.get("view") or "page-faults"), times, rates, memory,
             {p: percentile(ranked, p) for p in percentiles} if rates else {},
-            precopy(memory, mean, bandwidth, max_downtime_s, max_rounds) if bandwidth else None))
+            precopy(memory, mean, bandwidth, max_downtime_s, max_rounds) if bandwidth else None,
+            comm_of(rec), ppid_of(rec)))
     return DirtyRate(page, sorted(out, key=_rank_key), bandwidth, max_downtime_s)
 
 
@@ -153,7 +162,7 @@ def _migration_json(m: Migration | None) -> dict | None:
 def to_json(report: DirtyRate) -> dict:
     return {"page_size": report.page_size, "bandwidth_bytes_per_s": report.bandwidth,
             "max_downtime_s": report.max_downtime_s,
-            "targets": [{"target_id": t.target_id, "pid": t.pid, "view": t.view,
+            "targets": [{"target_id": t.target_id, "pid": t.pid, "comm": t.comm, "ppid": t.ppid, "view": t.view,
                          "memory_bytes": t.memory_bytes, "mean_bytes_per_s": t.mean,
                          "percentiles": {str(p): v for p, v in t.percentiles.items()},
                          "migration": _migration_json(t.migration),
@@ -165,12 +174,12 @@ def headline(report: DirtyRate) -> str:
     if not report.targets:
         return "no targets in the record"
     best = report.targets[0]
-    who = f"target {best.target_id}" + (f" (pid {best.pid})" if best.pid is not None else "")
+    who = process_line(best.target_id, best.pid, best.comm, best.ppid)
     m = best.migration
     if m is None:
         return f"move first: {who}, lowest dirty rate {fmt_size(best.mean)}/s"
-    if not m.converges:
-        return f"no target converges at {fmt_size(report.bandwidth)}/s; lowest dirty rate: {who}"
+    if not m.converges:   # a migration is estimated only with a bandwidth
+        return f"no target converges at {fmt_size(report.bandwidth or 0)}/s; lowest dirty rate: {who}"
     return f"move first: {who}, {m.rounds} rounds, {m.total_s:.3g} s, {m.downtime_s * 1e3:.3g} ms paused"
 
 
@@ -179,12 +188,12 @@ def table(report: DirtyRate) -> Table:
     caption = (f"dirty bytes of an aggregation window: per region, write reports x {report.page_size} B, "
                "at most the region's size")
     t = Table(title=headline(report), caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("target", "pid", "mean/s", *(f"p{p}/s" for p in shown), "memory", "span"):
+    for name in ("target", "pid", "comm", "mean/s", *(f"p{p}/s" for p in shown), "memory", "span"):
         t.add_column(name, justify="right")
     if report.bandwidth:
         t.add_column(f"migration at {fmt_size(report.bandwidth)}/s", justify="left")
     for d in report.targets:
-        cells = [str(d.target_id), str(d.pid) if d.pid is not None else "-", fmt_size(d.mean),
+        cells = [str(d.target_id), str(d.pid) if d.pid is not None else "-", d.comm or "-", fmt_size(d.mean),
                  *(fmt_size(d.percentiles[p]) for p in shown), fmt_size(d.memory_bytes),
                  fmt_ns(d.times_ns[-1]) if d.times_ns else "-"]
         if d.migration is not None:

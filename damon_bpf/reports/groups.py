@@ -1,9 +1,10 @@
-"""Targets combined: all processes of a record, or those with the same command name.
+"""Targets combined: all processes of a record, those with the same command name, or those of one cgroup.
 
 Processes of one program often share memory at the same address (PostgreSQL backends map
 shared_buffers at one address in each), so their regions can be laid over each other. The record's
-per-target ``comm`` and ``ppid`` (meta keys) name the processes; kernel DAMON's view and the page-fault
-view are never mixed. Combining one snapshot of each member gives pieces bounded by every member's
+per-target ``comm``, ``ppid`` and (for --cgroup targets) ``cgroup`` name the processes (the recorder stores
+them under the target's ``target`` meta key); kernel DAMON's view and the page-fault view are never mixed.
+Combining one snapshot of each member gives pieces bounded by every member's
 region bounds; per piece:
 
 - ``nr_accesses``: the members' sum, capped at the samples of an aggregation interval (the count of
@@ -23,10 +24,11 @@ import numpy as np
 
 from damon_bpf.errors import UsageError
 from damon_bpf.recordfile import TargetRecord
-from damon_bpf.reports.common import bin_masses
+from damon_bpf.reports.common import NO_COMM, bin_masses
+from damon_bpf.reports.common import comm_of as _comm
 
-GROUP_MODES = ("comm", "all")
-NO_COMM = "(unknown)"
+GROUP_MODES = ("comm", "cgroup", "all")
+NO_CGROUP = "(no cgroup)"
 
 
 @dataclass
@@ -54,12 +56,26 @@ class Combined:
     end_ns: int
 
 
+def _target_meta(rec: TargetRecord, key: str):
+    """A per-target key: under ``target`` as the recorder writes it, else at the top (older files)."""
+    target = rec.meta.get("target")
+    return (target.get(key) if isinstance(target, dict) else None) or rec.meta.get(key)
+
+
 def comm_of(rec: TargetRecord) -> str:
-    return str(rec.meta.get("comm") or NO_COMM)
+    return _comm(rec) or NO_COMM
+
+
+def cgroup_of(rec: TargetRecord) -> str:
+    """The cgroup a --cgroup target was found in ("/system.slice/cron.service")."""
+    return str(_target_meta(rec, "cgroup") or NO_CGROUP)
+
+
+_LABELS = {"comm": comm_of, "cgroup": cgroup_of, "all": lambda _rec: "all"}
 
 
 def group_targets(records: list[TargetRecord], by: str) -> list[Group]:
-    """Targets with snapshots, grouped ``by`` "comm" or "all", separately per view, in record order."""
+    """Targets with snapshots, grouped ``by`` "comm", "cgroup" or "all", separately per view, in record order."""
     if by not in GROUP_MODES:
         raise UsageError(f"unknown grouping '{by}' (use {' or '.join(GROUP_MODES)})")
     groups: dict[tuple, Group] = {}
@@ -67,7 +83,7 @@ def group_targets(records: list[TargetRecord], by: str) -> list[Group]:
         if not rec.snapshots:
             continue
         view = rec.meta.get("view")
-        label = comm_of(rec) if by == "comm" else "all"
+        label = _LABELS[by](rec)
         key = (view, label)
         groups.setdefault(key, Group(label if view is None else f"{label} [{view}]", [])).members.append(rec)
     if not groups:

@@ -28,7 +28,7 @@ from damon_bpf.core.layout import page_size as system_page_size
 from damon_bpf.errors import TargetError
 from damon_bpf.recordfile import TargetRecord
 from damon_bpf.reports import breakdown as breakdown_mod
-from damon_bpf.reports.common import fmt_addr, fmt_size, pick_snapshot, select_target
+from damon_bpf.reports.common import comm_of, fmt_addr, fmt_size, pick_snapshot, ppid_of, process_line, select_target
 from damon_bpf.sources import numa as numa_src
 
 DEFAULT_SAMPLES = 512
@@ -64,6 +64,8 @@ class NumaReport:
     placement_known: bool
     note: str  # why placement is unknown, or why there is nothing to move
     regions: list[NumaRegion]  # accessed regions, most reports first
+    comm: str | None = None
+    ppid: int | None = None
     moved: list[dict] = field(default_factory=list)  # --apply: per region what moved
 
     @property
@@ -99,7 +101,7 @@ def _judge(r: NumaRegion, min_reports: int, min_share: float, min_age: int) -> N
         return
     node, share = max(r.access_share.items(), key=lambda kv: kv[1])
     remote = sum(b for n, b in r.page_bytes.items() if n != node)
-    if share >= min_share and remote > 0:
+    if share >= min_share and remote > 0 and node >= 0:   # -1: CPUs the map does not know, no node to move to
         r.move_to, r.move_bytes = node, remote
 
 
@@ -116,14 +118,14 @@ def numa(records: list[TargetRecord], target_id: int | None = None, snapshot: in
     ages = dict(zip(layout.start.tolist(), layout.age.tolist()))
     shares = breakdown_mod.breakdown(records, layout.nr_regions, snapshot, time_range, rec.target_id)
     regions = []
-    for r in shares.regions:
-        if r.reports <= 0:
+    for row in shares.regions:
+        if row.reports <= 0:
             continue
         by_node: dict[int, float] = {}
-        for cpu, share in r.by_cpu.items():
+        for cpu, share in row.by_cpu.items():
             node = cpu_nodes.get(cpu, -1)  # -1: a CPU the map does not know
             by_node[node] = by_node.get(node, 0.0) + share
-        regions.append(NumaRegion(r.start, r.end, r.reports, int(ages.get(r.start, 0)), by_node, None))
+        regions.append(NumaRegion(row.start, row.end, row.reports, int(ages.get(row.start, 0)), by_node, None))
     regions.sort(key=lambda r: (-r.reports, r.start))
     note = ""
     if rec.pid is None:
@@ -139,7 +141,8 @@ def numa(records: list[TargetRecord], target_id: int | None = None, snapshot: in
     for r in regions:
         _judge(r, min_reports, min_share, min_age)
     nodes = sorted({*cpu_nodes.values(), *numa_src.memory_nodes()})
-    report = NumaReport(rec.target_id, rec.pid, nodes, cpu_nodes, cpu_from, not note, note, regions)
+    report = NumaReport(rec.target_id, rec.pid, nodes, cpu_nodes, cpu_from, not note, note, regions,
+                        comm_of(rec), ppid_of(rec))
     if not note and not report.to_move:
         report.note = ("nothing to move: this host has one NUMA node, every page is local"
                        if len(nodes) == 1 else
@@ -147,33 +150,73 @@ def numa(records: list[TargetRecord], target_id: int | None = None, snapshot: in
     return report
 
 
-def apply(report: NumaReport, quota_bytes_per_s: float, page_size: int | None = None,
+class Quota:
+    """DAMOS's size quota: bytes moved never ahead of ``bytes_per_s`` x time; allowance left unused is kept
+    for at most one second, so a quiet spell does not let a burst through."""
+
+    def __init__(self, bytes_per_s: float) -> None:
+        self.bytes_per_s, self.begun, self.sent = bytes_per_s, time.monotonic(), 0
+
+    def delay(self, nbytes: int) -> float:
+        """Seconds to wait before ``nbytes`` more may move (<= 0: now)."""
+        now = time.monotonic()
+        self.begun = max(self.begun, now - 1.0 - self.sent / self.bytes_per_s)
+        return self.begun + (self.sent + nbytes) / self.bytes_per_s - now
+
+
+def _remote_stretches(pid: int, r: NumaRegion, node: int, page_size: int,
+                      query: Callable[[int, np.ndarray], np.ndarray]) -> np.ndarray:
+    """The pages worth asking about in ``r``: each sampled page's stretch (up to the next sample) when that
+    page is present on another node than ``node``. Every page of a region of at most DEFAULT_SAMPLES pages;
+    for a big region mostly not present (a DAMON region can span a gap) a walk in proportion to its present
+    pages, not to its size."""
+    pages = r.size // page_size
+    samples = sample_pages(r.start, r.end, page_size, DEFAULT_SAMPLES)
+    where = query(pid, samples)
+    ends = np.append(samples[1:], np.uint64(r.start + pages * page_size))
+    keep = (where >= 0) & (where != node)
+    step = np.uint64(page_size)
+    return np.concatenate([np.arange(lo, hi, step, dtype=np.uint64) for lo, hi in zip(samples[keep], ends[keep])]
+                          or [np.empty(0, np.uint64)])
+
+
+def apply(report: NumaReport, quota: float | Quota, page_size: int | None = None,
           move: Callable[[int, np.ndarray, int], np.ndarray] = numa_src.move_to,
-          query: Callable[[int, np.ndarray], np.ndarray] = numa_src.page_nodes) -> list[dict]:
-    """Move the regions worth moving, every page of each, at most ``quota_bytes_per_s``."""
+          query: Callable[[int, np.ndarray], np.ndarray] = numa_src.page_nodes, block: bool = True) -> list[dict]:
+    """Move the regions worth moving, every present page of each, within ``quota`` (bytes per second, or a Quota
+    shared across calls). ``block`` False: stop where the quota runs out instead of waiting (the rest
+    waits for a later call), as record and live do from the collector's thread."""
     page_size = page_size or system_page_size()
-    begun, sent = time.monotonic(), 0
+    quota = quota if isinstance(quota, Quota) else Quota(quota)
+    pid = report.pid
+    if pid is None:   # no pid, no placement: nothing was judged worth moving
+        return report.moved
+    chunk_pages = max(1, min(numa_src.CHUNK_PAGES, int(quota.bytes_per_s / 10 / page_size)))  # 0.1 s of quota
     for r in report.to_move:
-        addrs = sample_pages(r.start, r.end, page_size, r.size // page_size)
+        node = r.move_to
+        assert node is not None   # to_move holds the regions with a node to move to
+        addrs = _remote_stretches(pid, r, node, page_size, query)
         moved = failed = 0
         errors: dict[str, int] = {}
-        for i in range(0, len(addrs), numa_src.CHUNK_PAGES):
-            chunk = addrs[i:i + numa_src.CHUNK_PAGES]
-            where = query(report.pid, chunk)
-            away = chunk[(where >= 0) & (where != r.move_to)]
+        for i in range(0, len(addrs), chunk_pages):
+            chunk = addrs[i:i + chunk_pages]
+            where = query(pid, chunk)
+            away = chunk[(where >= 0) & (where != node)]
             if len(away) == 0:
                 continue
-            wait = begun + (sent + len(away) * page_size) / quota_bytes_per_s - time.monotonic()
-            if wait > 0:  # the quota: bytes moved so far never ahead of quota x time
+            wait = quota.delay(len(away) * page_size)
+            if wait > 0 and not block:
+                break
+            if wait > 0:
                 time.sleep(wait)
-            after = move(report.pid, away, r.move_to)
-            sent += len(away) * page_size
-            moved += int((after == r.move_to).sum())
-            failed += int((after != r.move_to).sum())
+            after = move(pid, away, node)
+            quota.sent += len(away) * page_size
+            moved += int((after == node).sum())
+            failed += int((after != node).sum())
             for code in after[after < 0]:
                 name = errno.errorcode.get(-int(code), str(-int(code)))
                 errors[name] = errors.get(name, 0) + 1
-        report.moved.append({"start": r.start, "end": r.end, "to_node": r.move_to, "moved_bytes": moved * page_size,
+        report.moved.append({"start": r.start, "end": r.end, "to_node": node, "moved_bytes": moved * page_size,
                              "failed_pages": failed, "errors": errors})
     return report.moved
 
@@ -185,7 +228,8 @@ def to_json(report: NumaReport) -> dict:
                 "page_bytes_by_node": (None if r.page_bytes is None
                                        else {str(n): b for n, b in sorted(r.page_bytes.items())}),
                 "absent_bytes": r.absent_bytes, "move_to": r.move_to, "move_bytes": r.move_bytes}
-    return {"target_id": report.target_id, "pid": report.pid, "nodes": report.nodes,
+    return {"target_id": report.target_id, "pid": report.pid, "comm": report.comm, "ppid": report.ppid,
+            "nodes": report.nodes,
             "cpu_nodes": {str(c): n for c, n in report.cpu_nodes.items()}, "cpu_map_from": report.cpu_map_from,
             "placement_known": report.placement_known, "note": report.note,
             "regions": [one(r) for r in report.regions],
@@ -203,7 +247,7 @@ def _nodes(shares: dict[int, float] | None, total: float = 1.0) -> str:
 
 def table(report: NumaReport, top: int = 20) -> Table:
     moving = report.to_move
-    title = (f"target {report.target_id} (pid {report.pid}): "
+    title = (process_line(report.target_id, report.pid, report.comm, report.ppid) + ": "
              + (f"move {fmt_size(sum(r.move_bytes for r in moving))} in {len(moving)} regions" if moving
                 else report.note))
     caption = (f"nodes {report.nodes}; CPU -> node map from {report.cpu_map_from}"

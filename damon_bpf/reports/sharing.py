@@ -20,7 +20,7 @@ LLC or node.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from rich import box
@@ -29,7 +29,7 @@ from rich.table import Table
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import UsageError
 from damon_bpf.recordfile import TargetRecord
-from damon_bpf.reports.common import fmt_size, select_target
+from damon_bpf.reports.common import comm_of, fmt_size, ppid_of, process_line, select_target
 
 BY_MODES = ("thread", "process")
 DEFAULT_MIN_JACCARD = 0.2
@@ -50,6 +50,7 @@ class Sharing:
     accessed: dict[int, int]  # entity -> bytes of hot regions it accessed, summed over windows
     pairs: list[Pair]  # shared_bytes > 0, most shared first
     groups: list[list[int]]  # biggest first; every accessing entity is in exactly one
+    processes: dict[int, dict] = field(default_factory=dict)   # target id -> pid, comm, ppid (the targets read)
 
 
 def _cut(pieces: list[tuple[int, np.ndarray, np.ndarray]]) -> tuple[list[int], np.ndarray, np.ndarray]:
@@ -113,7 +114,9 @@ def sharing(records: list[TargetRecord], by: str = "thread", target_id: int | No
     accessed = {a: int(v) for (a, b), v in totals.items() if a == b}
     pairs = sorted((Pair(a, b, int(v), v / (accessed[a] + accessed[b] - v))
                     for (a, b), v in totals.items() if a != b), key=lambda p: (-p.shared_bytes, p.a, p.b))
-    return Sharing(by, len(windows), accessed, pairs, group(accessed, pairs, min_jaccard, max_group))
+    shown = records if by == "process" else [select_target(records, target_id)]
+    processes = {rec.target_id: {"pid": rec.pid, "comm": comm_of(rec), "ppid": ppid_of(rec)} for rec in shown}
+    return Sharing(by, len(windows), accessed, pairs, group(accessed, pairs, min_jaccard, max_group), processes)
 
 
 def group(accessed: dict[int, int], pairs: list[Pair], min_jaccard: float = DEFAULT_MIN_JACCARD,
@@ -142,7 +145,7 @@ def to_json(report: Sharing) -> dict:
             "accessed_bytes": {str(k): v for k, v in sorted(report.accessed.items())},
             "pairs": [{"a": p.a, "b": p.b, "shared_bytes": p.shared_bytes, "jaccard": p.jaccard}
                       for p in report.pairs],
-            "groups": report.groups}
+            "groups": report.groups, "processes": {str(k): v for k, v in report.processes.items()}}
 
 
 def table(report: Sharing, top: int = 20) -> Table:
@@ -150,7 +153,13 @@ def table(report: Sharing, top: int = 20) -> Table:
     together = [g for g in report.groups if len(g) > 1]
     caption = ("suggested groups: " + "  ".join("{" + ", ".join(map(str, g)) + "}" for g in together)
                if together else "suggested groups: none (no pair shares enough to group)")
-    t = Table(title=f"hot memory shared by {report.by}s over {report.nr_windows} aggregation windows",
+    of = ""
+    if report.by == "thread" and len(report.processes) == 1:
+        (target_id, proc), = report.processes.items()
+        of = " of " + process_line(target_id, proc["pid"], proc["comm"], proc["ppid"])
+    elif report.processes:
+        of = " (" + ", ".join(f"{k}: {v['comm'] or v['pid']}" for k, v in sorted(report.processes.items())) + ")"
+    t = Table(title=f"hot memory shared by {report.by}s{of} over {report.nr_windows} aggregation windows",
               caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
     for name in (f"{who} a", f"{who} b", "shared", "a accessed", "b accessed", "jaccard"):
         t.add_column(name, justify="right")

@@ -6,7 +6,10 @@ import threading
 import time
 from typing import Callable, Iterable
 
+from damon_bpf import log
 from damon_bpf.errors import warn_stderr
+
+STATE_EVERY_NS = 5_000_000_000   # how often --verbose says a periodic sampler's state
 
 
 class Sampler:
@@ -52,6 +55,7 @@ class PeriodicSampler(Sampler):
         self.overruns = 0        # intervals missed because a call took longer than the interval
         self.stretched = 0       # intervals skipped to keep within the budget
         self._began = self._ended = 0.0
+        self._said_ns = 0
         self._targets = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -89,6 +93,16 @@ class PeriodicSampler(Sampler):
                 self.stretched += skipped
                 deadline += skipped * self.interval_s
             self._stop.wait(max(0.0, deadline - now))
+
+    def tick(self, now_ns: int) -> None:
+        """With details on, say the sampler's state every STATE_EVERY_NS (from the session's thread)."""
+        if log.verbose() and now_ns - self._said_ns >= STATE_EVERY_NS:
+            self._said_ns = now_ns
+            state = self.summary()
+            log.detail(f"{self.name}: {state['calls']} calls, mean {state['mean_call_us']} µs, max "
+                       f"{state['max_call_us']} µs, {state['overruns']} intervals missed, {state['stretched']} "
+                       f"skipped for the budget, effective interval {state['effective_interval_us']} µs, "
+                       f"{len(self.pids())} targets")
 
     def stop_thread(self) -> None:
         self._stop.set()

@@ -11,7 +11,7 @@ Limits that come from the kernel, not from us:
   faults within ~3 s), nothing migrates, and every fault is local, so the period backs off toward
   scan_period_max_ms (60 s by default).
 - Where the debugfs knobs refuse reads or writes (restricted debugfs), only the switch is turned on and
-  the kernel's default cadence applies (KERNEL_DEFAULTS).
+  the kernel's default cadence applies (KERNEL_DEFAULTS); nothing documented undoes the back-off (NO_RESET).
 - The scanner runs from a task's own scheduler ticks and is paced by its CPU time: an idle task is rarely
   scanned.
 - It may migrate the target's pages to the node that uses them (that is its job).
@@ -199,7 +199,8 @@ def knob_problem(paths: NumaPaths) -> str | None:
         try:
             path.write_text(path.read_text().strip())
         except OSError as err:
-            return f"{path} {'is missing' if isinstance(err, FileNotFoundError) else 'refuses: ' + err.strerror}"
+            why = "is missing" if isinstance(err, FileNotFoundError) else f"refuses: {err.strerror or err}"
+            return f"{path} {why}"
     return None
 
 
@@ -207,7 +208,17 @@ def default_cadence() -> str:
     values = KERNEL_DEFAULTS
     return (f"expect the first pass about {values['scan_delay_ms'] / 1000:g} s after a thread has run and passes a "
             f"few seconds apart that back off toward {values['scan_period_max_ms'] / 1000:g} s while faults are "
-            f"local ({values['scan_size_mb']} MB per window)")
+            f"local ({values['scan_size_mb']} MB per window); {NO_RESET}")
+
+
+# Why the back-off stays (kernel/sched/fair.c, 6.18): the period is per task; update_task_scan_period lengthens it
+# while the task's hinting faults are local, up to task_scan_max, which only the debugfs scan_period_max_ms sets;
+# it starts again only in a new task (init_numa_balancing). The numa_balancing sysctl's handler only flips the
+# mode and the static key (and resets tiering's promotion counters), and no prctl or cgroup file touches it.
+# Measured here: neither numa_balancing 0 -> 1 nor 1 -> 3 -> 1 brought a pass within 20 s.
+NO_RESET = ("nothing the kernel documents resets that back-off from outside the process (it is per task and only "
+            "the debugfs scan_period_max_ms bounds it; switching numa_balancing off and on or to tiering mode "
+            "changes no task's period); --source damon, where `damon-bpf probe` lists it, keeps seeing steady accesses")
 
 
 def cpu_ticks(pid: int) -> int | None:

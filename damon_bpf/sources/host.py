@@ -8,6 +8,7 @@ import os
 import platform
 from pathlib import Path
 
+from damon_bpf import log
 from damon_bpf.errors import HostError
 from damon_bpf.filters import parse_cpulist
 from damon_bpf.sources import kheaders
@@ -104,13 +105,16 @@ def choose_source(requested: str) -> str:
     fentry can only be judged by loading a program, so it is tried only when it is needed."""
     if requested == "auto":
         for name in SOURCE_ORDER:
-            if source_status(name, try_load=True)[0]:
+            ok, why = source_status(name, try_load=True)
+            log.detail(f"source auto: {name} {'chosen' if ok else 'skipped'}: {why}")
+            if ok:
                 return name
         raise HostError("no access source works on this host: " + "; ".join(
             f"{name}: {why}" for name, (_, why) in available_sources(try_load=True).items()))
     if requested not in SOURCE_ORDER:
         raise HostError(f"unknown source '{requested}' (known: auto, {', '.join(SOURCE_ORDER)})")
     ok, why = source_status(requested, try_load=False)
+    log.detail(f"source {requested}: {why}")
     if not ok:
         raise HostError(f"source '{requested}' is not available here ({why}); "
                         f"this host supports: {', '.join(usable_sources()) or 'none'}")
@@ -173,8 +177,12 @@ def extra_sources() -> dict[str, tuple[bool, str]]:
     damon = damon_info()
     if damon["sysfs"] and damon["vaddr"] and damon["tracepoint_aggregated"]:
         kdamond = (True, "DAMON sysfs with vaddr and the damon:damon_aggregated tracepoint")
+    elif damon["sysfs"] and damon["paddr"] and damon["tracepoint_aggregated"]:
+        kdamond = (True, "DAMON sysfs with paddr only: the frames backing the targets (from pagemap) are "
+                   "monitored and mapped back to their pages; steady-state reads and writes alike, any target")
     else:
-        missing = [name for name, ok in (("DAMON sysfs", damon["sysfs"]), ("vaddr", damon["vaddr"]),
+        ops = damon["vaddr"] or damon["paddr"]
+        missing = [name for name, ok in (("DAMON sysfs", damon["sysfs"]), ("vaddr or paddr", ops),
                                          ("damon_aggregated tracepoint", damon["tracepoint_aggregated"])) if not ok]
         kdamond = (False, f"kernel DAMON lacks {', '.join(missing)}")
     return {"perf-mem": perf_mem, "damon": kdamond}

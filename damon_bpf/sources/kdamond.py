@@ -32,16 +32,18 @@ from damon_bpf.sources.program import LoadError, load_bpf
 ADMIN = Path("/sys/kernel/mm/damon/admin")
 STATE = Path(os.environ.get("DAMON_BPF_RUN_DIR", "/run/damon-bpf")) / "kdamond.json"
 ROW = struct_dtype("damon_row.h", "damon_row")   # the one definition, shared with damon_aggregated.bpf.c
+OPS_NAMES = {"vaddr": "virtual-address", "paddr": "physical-address"}
 
 
-def check_available() -> None:
+def check_available(ops: str = "vaddr") -> None:
+    """Raise HostError unless kernel DAMON can run with the ``ops`` operations here."""
     info = host.damon_info()
     if not info["sysfs"]:
         raise HostError("--source damon needs kernel DAMON with its sysfs interface (CONFIG_DAMON_SYSFS); "
                         f"{ADMIN} does not exist")
-    if not info["vaddr"]:
-        raise HostError("--source damon needs DAMON's virtual-address operations (CONFIG_DAMON_VADDR), which this "
-                        "kernel lacks")
+    if not info[ops]:
+        raise HostError(f"--source damon needs DAMON's {OPS_NAMES[ops]} operations (CONFIG_DAMON_{ops.upper()}), "
+                        "which this kernel lacks")
     if not info["tracepoint_aggregated"]:
         raise HostError("--source damon needs the damon:damon_aggregated tracepoint, which this kernel lacks")
 
@@ -50,48 +52,51 @@ def check_available() -> None:
 # it: another reader of a kdamond's pid, damo, or the kdamond's own per-sample callback. EBUSY there means
 # "try again", so every access here retries it for a while before giving up.
 BUSY_TIMEOUT_S = 2.0
-busy_retries = 0      # EBUSY answers retried in this process, for the summary and the tests
 _T = TypeVar("_T")
 
 
-def _retry_busy(access: Callable[[], _T], path: Path) -> _T:
-    global busy_retries  # noqa: PLW0603 - a process-wide count, like the kernel lock it counts
-    deadline, pause = time.monotonic() + BUSY_TIMEOUT_S, 0.001
-    while True:
-        try:
-            return access()
-        except OSError as err:
-            if err.errno != errno.EBUSY or time.monotonic() >= deadline:
-                err.filename = err.filename or str(path)   # a failed read or write does not name its file
-                raise
-        busy_retries += 1
-        time.sleep(pause)
-        pause = min(2 * pause, 0.05)
+class DamonSysfs:
+    """Reads and writes of DAMON's sysfs files, EBUSY retried; ``busy_retries`` counts the retries made
+    through this handle (the companion's summary and the tests read it)."""
 
+    def __init__(self) -> None:
+        self.busy_retries = 0
 
-def _write(path: Path, value) -> None:
-    _retry_busy(lambda: path.write_text(f"{value}\n"), path)
+    def retry_busy(self, access: Callable[[], _T], path: Path) -> _T:
+        deadline, pause = time.monotonic() + BUSY_TIMEOUT_S, 0.001
+        while True:
+            try:
+                return access()
+            except OSError as err:
+                if err.errno != errno.EBUSY or time.monotonic() >= deadline:
+                    err.filename = err.filename or str(path)   # a failed read or write does not name its file
+                    raise
+            self.busy_retries += 1
+            time.sleep(pause)
+            pause = min(2 * pause, 0.05)
 
+    def write(self, path: Path, value) -> None:
+        self.retry_busy(lambda: path.write_text(f"{value}\n"), path)
 
-def _read(path: Path) -> str:
-    return _retry_busy(path.read_text, path).strip()
+    def read(self, path: Path) -> str:
+        return self.retry_busy(path.read_text, path).strip()
 
 
 def _kdamonds() -> Path:
     return ADMIN / "kdamonds"
 
 
-def _fingerprint() -> dict:
+def _fingerprint(sysfs: DamonSysfs) -> dict:
     """What kdamond 0's sysfs holds now: its pid, attributes and targets. Recorded when we start one; a kdamond
     is ours at a later start only if all of it still matches (a pid alone may be reused)."""
     kd = _kdamonds() / "0"
     c0 = kd / "contexts" / "0"
     intervals, nr_regions = c0 / "monitoring_attrs" / "intervals", c0 / "monitoring_attrs" / "nr_regions"
-    nr_targets = int(_read(c0 / "targets" / "nr_targets"))
-    return {"kdamond": int(_read(kd / "pid")), "operations": _read(c0 / "operations"),
-            "intervals": [int(_read(intervals / n)) for n in ("sample_us", "aggr_us", "update_us")],
-            "nr_regions": [int(_read(nr_regions / n)) for n in ("min", "max")],
-            "targets": [int(_read(c0 / "targets" / str(i) / "pid_target")) for i in range(nr_targets)]}
+    nr_targets = int(sysfs.read(c0 / "targets" / "nr_targets"))
+    return {"kdamond": int(sysfs.read(kd / "pid")), "operations": sysfs.read(c0 / "operations"),
+            "intervals": [int(sysfs.read(intervals / n)) for n in ("sample_us", "aggr_us", "update_us")],
+            "nr_regions": [int(sysfs.read(nr_regions / n)) for n in ("min", "max")],
+            "targets": [int(sysfs.read(c0 / "targets" / str(i) / "pid_target")) for i in range(nr_targets)]}
 
 
 def _load_state(warn: Callable[[str], None]) -> dict | None:
@@ -113,21 +118,22 @@ def _load_state(warn: Callable[[str], None]) -> dict | None:
     return state
 
 
-def stop_all_ours(warn: Callable[[str], None] = warn_stderr) -> None:
+def stop_all_ours(warn: Callable[[str], None] = warn_stderr, sysfs: DamonSysfs | None = None) -> None:
     """Remove a kdamond a killed damon-bpf left running: only if its owner is gone and kdamond 0 still holds
     exactly what that run wrote (else another DAMON user's kdamond is left alone)."""
+    sysfs = sysfs or DamonSysfs()
     state = _load_state(warn)
     if state is None or _alive(state["owner"]):
         return
     try:
-        now = _fingerprint()
+        now = _fingerprint(sysfs)
     except (OSError, ValueError):
         now = None
     recorded = state["fingerprint"]
     if now is not None and now["kdamond"] in (recorded.get("kdamond"), -1) and \
             {**now, "kdamond": 0} == {**recorded, "kdamond": 0}:
         try:
-            stop_kdamond()
+            stop_kdamond(sysfs)
             warn(f"switched off kdamond {recorded.get('kdamond')} left by damon-bpf PID {state['owner']}, which "
                  "did not exit cleanly")
         except OSError:
@@ -145,20 +151,41 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _configure(kdamond: Path, pids: list[int], attrs: MonitoringAttrs) -> None:
-    """One vaddr context on ``pids`` with ``attrs``, in a kdamond directory that was just made."""
+def _configure(sysfs: DamonSysfs, kdamond: Path, pids: list[int], attrs: MonitoringAttrs, ops: str,
+               regions: list[list[tuple[int, int]]] | None) -> None:
+    """One ``ops`` context on ``pids`` with ``attrs`` (and, for paddr, each target's physical ``regions``), in a
+    kdamond directory that was just made."""
     c0 = kdamond / "contexts" / "0"
-    _write(kdamond / "contexts" / "nr_contexts", 1)
-    _write(c0 / "operations", "vaddr")
+    sysfs.write(kdamond / "contexts" / "nr_contexts", 1)
+    sysfs.write(c0 / "operations", ops)
     intervals, nr_regions = c0 / "monitoring_attrs" / "intervals", c0 / "monitoring_attrs" / "nr_regions"
-    _write(intervals / "sample_us", attrs.sample_interval_us)
-    _write(intervals / "aggr_us", attrs.aggr_interval_us)
-    _write(intervals / "update_us", attrs.update_interval_us)
-    _write(nr_regions / "min", attrs.min_nr_regions)
-    _write(nr_regions / "max", attrs.max_nr_regions)
-    _write(c0 / "targets" / "nr_targets", len(pids))
+    sysfs.write(intervals / "sample_us", attrs.sample_interval_us)
+    sysfs.write(intervals / "aggr_us", attrs.aggr_interval_us)
+    sysfs.write(intervals / "update_us", attrs.update_interval_us)
+    sysfs.write(nr_regions / "min", attrs.min_nr_regions)
+    sysfs.write(nr_regions / "max", attrs.max_nr_regions)
+    sysfs.write(c0 / "targets" / "nr_targets", len(pids))
     for index, pid in enumerate(pids):
-        _write(c0 / "targets" / str(index) / "pid_target", pid)
+        sysfs.write(c0 / "targets" / str(index) / "pid_target", pid)   # paddr ignores it; the fingerprint keeps it
+    if regions is not None:
+        write_regions(sysfs, kdamond, regions)
+
+
+def write_regions(sysfs: DamonSysfs, kdamond: Path, regions: list[list[tuple[int, int]]]) -> None:
+    """Each target's initial (paddr: monitored) regions, ascending and disjoint as the kernel requires."""
+    targets = kdamond / "contexts" / "0" / "targets"
+    for index, ranges in enumerate(regions):
+        folder = targets / str(index) / "regions"
+        sysfs.write(folder / "nr_regions", len(ranges))
+        for i, (start, end) in enumerate(ranges):
+            sysfs.write(folder / str(i) / "start", start)
+            sysfs.write(folder / str(i) / "end", end)
+
+
+def commit_regions(sysfs: DamonSysfs, regions: list[list[tuple[int, int]]]) -> None:
+    """Hand a running kdamond 0 new regions: DAMON keeps the counters of regions that still intersect them."""
+    write_regions(sysfs, _kdamonds() / "0", regions)
+    sysfs.write(_kdamonds() / "0" / "state", "commit")
 
 
 def _refused(pids: list[int], err: OSError) -> HostError:
@@ -166,28 +193,29 @@ def _refused(pids: list[int], err: OSError) -> HostError:
                      f"{err.strerror} ({err.filename})")
 
 
-def start_kdamond(pids: list[int], attrs: MonitoringAttrs) -> int:
-    """Set up kdamond 0 with one vaddr context on ``pids`` and switch it on; returns its pid. A state
+def start_kdamond(pids: list[int], attrs: MonitoringAttrs, sysfs: DamonSysfs, ops: str = "vaddr",
+                  regions: list[list[tuple[int, int]]] | None = None) -> int:
+    """Set up kdamond 0 with one ``ops`` context on ``pids`` and switch it on; returns its pid. A state
     file names it, so a later run can remove it if this process is killed."""
     kd = _kdamonds()
     try:
-        _write(kd / "nr_kdamonds", 1)
+        sysfs.write(kd / "nr_kdamonds", 1)
     except OSError as err:   # nothing of ours exists yet, so nothing to undo (kdamond 0 may be another's)
         raise _refused(pids, err) from None
     try:
-        _configure(kd / "0", pids, attrs)
-        _write(kd / "0" / "state", "on")
-        kdamond_pid = int(_read(kd / "0" / "pid"))
+        _configure(sysfs, kd / "0", pids, attrs, ops, regions)
+        sysfs.write(kd / "0" / "state", "on")
+        kdamond_pid = int(sysfs.read(kd / "0" / "pid"))
     except OSError as err:
         try:
-            stop_kdamond()     # switched off first: a running kdamond cannot be removed
+            stop_kdamond(sysfs)     # switched off first: a running kdamond cannot be removed
         except OSError:
             pass
         raise _refused(pids, err) from None
     try:
-        _save_state({"owner": os.getpid(), "kdamond": kdamond_pid, "fingerprint": _fingerprint()})
+        _save_state({"owner": os.getpid(), "kdamond": kdamond_pid, "fingerprint": _fingerprint(sysfs)})
     except (OSError, HostError):
-        stop_kdamond()   # a kdamond nobody could clean up after a crash is not started at all
+        stop_kdamond(sysfs)   # a kdamond nobody could clean up after a crash is not started at all
         raise
     return kdamond_pid
 
@@ -203,17 +231,32 @@ def _save_state(state: dict) -> None:
     os.replace(tmp, STATE)
 
 
-def stop_kdamond() -> None:
+def stop_kdamond(sysfs: DamonSysfs) -> None:
     """Switch kdamond 0 off (it may have stopped by itself when its targets exited) and remove it."""
     state = _kdamonds() / "0" / "state"
-    if state.exists() and _read(state) == "on":
+    if state.exists() and sysfs.read(state) == "on":
         try:
-            _write(state, "off")
+            sysfs.write(state, "off")
         except OSError as err:   # EPERM: it stopped (its targets exited) between the read and the write
-            if err.errno != errno.EPERM or _read(state) != "off":
+            if err.errno != errno.EPERM or sysfs.read(state) != "off":
                 raise
-    _write(_kdamonds() / "nr_kdamonds", 0)
+    sysfs.write(_kdamonds() / "nr_kdamonds", 0)
     STATE.unlink(missing_ok=True)
+
+
+def running_kdamonds(sysfs: DamonSysfs) -> list[int]:
+    """Indexes of the kdamonds DAMON's sysfs has on now (ours or anyone's)."""
+    nr = int(sysfs.read(_kdamonds() / "nr_kdamonds"))
+    return [i for i in range(nr) if sysfs.read(_kdamonds() / str(i) / "state") == "on"]
+
+
+def kernel_snapshot(start: np.ndarray, end: np.ndarray, nr_accesses: np.ndarray, age: np.ndarray, end_ns: int,
+                    attrs: MonitoringAttrs) -> Snapshot:
+    """A snapshot of kernel DAMON's regions: no reports (the kernel's view has no attribution)."""
+    zeros = np.zeros(len(start), dtype=np.uint64)
+    return Snapshot(end_ns - attrs.aggr_interval_us * 1000, end_ns, np.asarray(start, np.uint64),
+                    np.asarray(end, np.uint64), np.asarray(nr_accesses, np.uint64), np.asarray(age, np.uint64),
+                    zeros, zeros.copy(), zeros.copy())
 
 
 class KernelDamon:
@@ -221,18 +264,16 @@ class KernelDamon:
     Session.run starts with the targets and stops on every exit path; its snapshots go to its sinks."""
 
     name = "damon"
-    snapshot_meta = {"view": "kernel-damon", "source": "damon",
-                     "tool": "kernel DAMON (vaddr) via damon:damon_aggregated"}
+    ops = "vaddr"
+    snapshot_meta: dict | None = {"view": "kernel-damon", "source": "damon",
+                                  "tool": "kernel DAMON (vaddr) via damon:damon_aggregated"}
 
     def __init__(self, attrs: MonitoringAttrs, warn: Callable[[str], None] = warn_stderr) -> None:
-        check_available()
-        stop_all_ours(warn)
+        check_available(self.ops)
+        self.sysfs = DamonSysfs()   # its busy_retries go in the summary
+        stop_all_ours(warn, self.sysfs)
         self.attrs, self.warn = attrs, warn
-        nr = int(_read(_kdamonds() / "nr_kdamonds"))
-        busy = [i for i in range(nr) if _read(_kdamonds() / str(i) / "state") == "on"]
-        if busy:
-            raise HostError(f"kernel DAMON is already running (kdamond {busy[0]} is on, e.g. started by damo); "
-                            "stop it first ('damo stop')")
+        self._claim(running_kdamonds(self.sysfs))
         self.bpf = self._compile()
         self.rows: list[np.ndarray] = []
         self.pending: dict[int, list[np.ndarray]] = {}
@@ -241,6 +282,12 @@ class KernelDamon:
         self.snapshots: dict[int, list[Snapshot]] = {}
         self.sinks: list[SnapshotSink] = []
         self.error: str | None = None
+
+    def _claim(self, running: list[int]) -> None:
+        """Refuse to start while another kdamond is on (DAMON's sysfs cannot add one beside it)."""
+        if running:
+            raise HostError(f"kernel DAMON is already running (kdamond {running[0]} is on, e.g. started by damo); "
+                            "stop it first ('damo stop')")
 
     @staticmethod
     def _compile():
@@ -251,9 +298,12 @@ class KernelDamon:
 
     def start(self, targets) -> None:
         self.pids = sorted(targets.pids)
-        self.kdamond_pid = start_kdamond(self.pids, self.attrs)
+        self.kdamond_pid = self._launch()
         self.bpf["kdamond"][ct.c_int(0)] = ct.c_uint32(self.kdamond_pid)
         self.bpf["rows"].open_ring_buffer(self._on_row)
+
+    def _launch(self) -> int:
+        return start_kdamond(self.pids, self.attrs, self.sysfs)
 
     def _on_row(self, _ctx, data, size) -> int:
         self.rows.append(np.frombuffer(ct.string_at(data, ROW.itemsize), dtype=ROW).copy())
@@ -278,12 +328,10 @@ class KernelDamon:
     def _emit(self, index: int, rows: np.ndarray) -> None:
         if index >= len(self.pids):
             return
-        zeros = np.zeros(len(rows), dtype=np.uint64)
-        end_ns = int(rows["time_ns"].max())
-        snapshot = Snapshot(end_ns - self.attrs.aggr_interval_us * 1000, end_ns, rows["start"].astype(np.uint64),
-                            rows["end"].astype(np.uint64), rows["nr_accesses"].astype(np.uint64),
-                            rows["age"].astype(np.uint64), zeros, zeros.copy(), zeros.copy())
-        pid = self.pids[index]
+        self._file(self.pids[index], kernel_snapshot(rows["start"], rows["end"], rows["nr_accesses"], rows["age"],
+                                                     int(rows["time_ns"].max()), self.attrs))
+
+    def _file(self, pid: int, snapshot: Snapshot) -> None:
         self.snapshots.setdefault(pid, []).append(snapshot)
         for sink in self.sinks:
             sink(pid, snapshot)
@@ -293,19 +341,27 @@ class KernelDamon:
         try:
             if self.kdamond_pid is not None:
                 self.tick(0)
-            stop_kdamond()
+            self._release()
         except OSError as err:
             self.error = f"cannot switch the kdamond off: {err.strerror}"
             self.warn(f"warning: damon: {self.error}")
         finally:
             self.bpf.cleanup()
         count = sum(len(s) for s in self.snapshots.values())
-        self.warn(f"damon: kernel DAMON (kdamond {self.kdamond_pid}) gave {count} snapshots; switched off")
+        self.warn(f"damon: kernel DAMON (kdamond {self.kdamond_pid}) gave {count} snapshots; {self.end_note}")
+
+    def _release(self) -> None:
+        stop_kdamond(self.sysfs)
+
+    @property
+    def end_note(self) -> str:
+        """What close() did to the kdamond, for its last line."""
+        return "switched off"
 
     def summary(self) -> dict:
         return {"sampler": self.name, "kdamond": self.kdamond_pid,
                 "snapshots": {str(p): len(s) for p, s in self.snapshots.items()}, "error": self.error,
-                "sysfs_busy_retries": busy_retries}
+                "sysfs_busy_retries": self.sysfs.busy_retries}
 
     def add_snapshot_sink(self, sink: SnapshotSink) -> None:
         self.sinks.append(sink)

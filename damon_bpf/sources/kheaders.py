@@ -15,11 +15,10 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from damon_bpf import outputs
+from damon_bpf import log, outputs
 from damon_bpf.errors import DamonBpfError, HostError
 
 SRC_ROOT = Path("/usr/src")
@@ -123,12 +122,14 @@ def _assemble(flavour: Path, base: Path) -> Path:
 
 def ensure_headers(quiet: bool = False) -> Path:
     """Make sure bcc finds a headers tree; return it. Says on stderr when a fallback tree is built for the
-    cache (once per build, not on every run)."""
+    cache (once per build, not on every run); with details on, which tree bcc compiles against and why."""
     chosen = os.environ.get("BCC_KERNEL_SOURCE")
     if chosen:
+        _say_tree(Path(chosen), "BCC_KERNEL_SOURCE")
         return Path(chosen)
     tree = running_tree()
     if tree is not None:
+        _say_tree(tree, f"the running kernel's ({os.uname().release})")
         return tree
     pairs = _flavour_trees()
     if not pairs:
@@ -144,8 +145,19 @@ def ensure_headers(quiet: bool = False) -> Path:
     except (OSError, subprocess.CalledProcessError, DamonBpfError) as err:
         raise HostError(f"cannot assemble a headers tree from {flavour} under {CACHE_ROOT}: {err}") from err
     os.environ["BCC_KERNEL_SOURCE"] = str(tree)
+    _say_tree(tree, f"assembled from {flavour} and {base}: no headers for kernel {os.uname().release}")
     if building and not quiet:
         cached = f"; its tree is built once, into {CACHE_ROOT}" if flavour != base else ""
-        print(f"damon-bpf: no headers for kernel {os.uname().release}; compiling against {flavour.name} "
-              f"(only tracepoint formats and UAPI structs are used, so this is safe{cached})", file=sys.stderr)
+        log.note(f"no headers for kernel {os.uname().release}; compiling against {flavour.name} "
+                 f"(only tracepoint formats and UAPI structs are used, so this is safe{cached})")
     return tree
+
+
+_said_trees: set[Path] = set()
+
+
+def _say_tree(tree: Path, why: str) -> None:
+    """The headers tree as a detail (--verbose), once per tree: a run compiles several programs."""
+    if tree not in _said_trees:
+        _said_trees.add(tree)
+        log.detail(f"kernel headers: {tree} ({why})")

@@ -67,7 +67,7 @@ def _syscall(pid: int, addrs: np.ndarray, nodes: np.ndarray | None, flags: int) 
         if err == errno.ESRCH:
             raise TargetError(f"process {pid} is gone: where its pages live cannot be asked any more")
         raise HostError(f"move_pages on process {pid} failed: {os.strerror(err)}")
-    return np.frombuffer(status, dtype=np.int32).copy()
+    return np.frombuffer(status, dtype=np.int32).copy()  # type: ignore[call-overload]  # a ctypes array is a buffer
 
 
 def page_nodes(pid: int, addrs: np.ndarray) -> np.ndarray:

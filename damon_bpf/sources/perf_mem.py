@@ -106,7 +106,7 @@ class PerfMemTracer(Tracer):
 
     def __init__(self, filters: Sequence[SampleFilter] = (), follow_children: bool = False,
                  ring_bytes: int = DEFAULT_RING_BYTES, sample_period: int = DEFAULT_SAMPLE_PERIOD,
-                 events: Sequence[PerfMemEvent] | None = None) -> None:
+                 events: Sequence[PerfMemEvent] | None = None, follow_cgroups: bool = False) -> None:
         if sample_period < 1:
             raise UsageError(f"--sample-period must be at least 1, not {sample_period}")
         host.require_privileges()
@@ -117,7 +117,7 @@ class PerfMemTracer(Tracer):
         self.sample_period = sample_period
         self.follow_children = follow_children
         self._check_filters(filters)
-        self.bpf = _compile(self.events, sample_period, ring_bytes, follow_children)
+        self.bpf = _compile(self.events, sample_period, ring_bytes, follow_children, follow_cgroups)
         self._bind_maps(ring_bytes, filters)
 
     def _check_filters(self, filters: Sequence[SampleFilter]) -> None:
@@ -127,9 +127,10 @@ class PerfMemTracer(Tracer):
         super()._check_filters(filters)
 
 
-def _compile(events: Sequence[PerfMemEvent], sample_period: int, ring_bytes: int, follow_children: bool):
+def _compile(events: Sequence[PerfMemEvent], sample_period: int, ring_bytes: int, follow_children: bool,
+             follow_cgroups: bool):
     try:
-        program = load_bpf("perf_mem.bpf.c", shared_cflags(ring_bytes, follow_children))
+        program = load_bpf("perf_mem.bpf.c", shared_cflags(ring_bytes, follow_children, follow_cgroups))
     except LoadError as err:
         raise HostError(f"cannot load the perf-mem program: {err}") from None
     bcc = host.import_bcc()

@@ -68,15 +68,17 @@ def exit_has_group_dead() -> bool:
     return "group_dead" in exit_format.read_text() if exit_format.exists() else False
 
 
-def shared_cflags(ring_bytes: int, follow_children: bool) -> list[str]:
-    """Compiler flags of report_common.bpf.c, which every access source pastes in (tracefs must be mounted)."""
+def shared_cflags(ring_bytes: int, follow_children: bool, follow_cgroups: bool = False) -> list[str]:
+    """Compiler flags of report_common.bpf.c, which every access source pastes in (tracefs must be mounted).
+    ``follow_cgroups`` compiles the cgroup check in (--cgroup): without it no report pays for it."""
     return [f"-I{bpf_dir()}", f"-DRING_PAGES={ring_pages(ring_bytes)}", f"-DFOLLOW_CHILDREN={int(follow_children)}",
+            f"-DFOLLOW_CGROUPS={int(follow_cgroups)}",
             f"-DHAVE_GROUP_DEAD={int(exit_has_group_dead())}", "-Wno-macro-redefined"]
 
 
-def compile_program(source: str, ring_bytes: int, follow_children: bool):
+def compile_program(source: str, ring_bytes: int, follow_children: bool, follow_cgroups: bool = False):
     """Load the program of ``source`` into the kernel and attach it; returns the bcc.BPF object."""
-    cflags = shared_cflags(ring_bytes, follow_children) + [f"-DUSE_FENTRY={int(source == 'fentry')}"]
+    cflags = shared_cflags(ring_bytes, follow_children, follow_cgroups) + [f"-DUSE_FENTRY={int(source == 'fentry')}"]
     try:
         program = load_bpf(SOURCE_FILES[source], cflags)
         if source == "perf-fault":

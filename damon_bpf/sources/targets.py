@@ -1,4 +1,5 @@
-"""Target processes: existing PIDs (with their descendants when followed), or a command we start.
+"""Target processes: existing PIDs (with their descendants when followed), the processes of cgroups, or a
+command we start.
 
 Who is a target is decided in the kernel (bpf/report_common.bpf.c): a followed process's children join before
 they run, an exiting process leaves (so a reused pid is never traced), and each fork, exec and exit is
@@ -11,6 +12,10 @@ The process-events connector (cn_proc, procevents.py) serves where the ring cann
 end of a process whose main thread exited first on kernels before 6.16 (there the kernel keeps such a
 pid in its map and user space removes it when /proc and cn_proc say the last thread is gone), and forks
 the ring lost. Its messages are not ordered with the ring's records, so it never decides who is traced.
+
+A cgroup's processes (--cgroup, cgroups.py) are decided in the kernel too: the ones there at attach time
+are added then, and any other joins at its first report from inside a followed cgroup (a "join" record);
+one that reports from outside them all has left (a "leave" record, told like an exit).
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +34,8 @@ import numpy as np
 from damon_bpf.access import LIFECYCLE_KINDS
 from damon_bpf import outputs
 from damon_bpf.childproc import die_with_parent
-from damon_bpf.errors import TargetError
+from damon_bpf.errors import TargetError, warn_stderr
+from damon_bpf.sources.cgroups import Cgroup, CgroupNames, cgroup_of, members, resolve
 from damon_bpf.sources.procevents import ProcEvent, ProcEvents
 
 # cn_proc's exit of a thread of a target that exited up to this long before or after the target's own
@@ -44,17 +49,19 @@ STATUS_WAIT_S = 0.05   # at the end of a run, how long exits told without a stat
 
 @dataclass(frozen=True)
 class TargetEvent:
-    """A followed process forked (``pid`` is the child), exec'd or exited; ``time_ns`` is CLOCK_MONOTONIC,
-    the clock of access records. Processes found at attach time are announced as forks at that time.
-    A fork or exec comes before any batch holding the process's reports, an exit after all of them."""
+    """A followed process forked (``pid`` is the child), exec'd or exited, or joined or left a followed
+    cgroup; ``time_ns`` is CLOCK_MONOTONIC, the clock of access records. Processes found at attach time
+    are announced as forks at that time. A fork, exec or join comes before any batch holding the
+    process's reports, an exit or leave after all of them."""
 
-    kind: str        # "fork" | "exec" | "exit"
+    kind: str        # "fork" | "exec" | "exit" | "join" | "leave"
     pid: int         # thread group id
     ppid: int
     comm: str
     time_ns: int
     exit_code: int | None = None     # exit: the status it exited with, when known (cn_proc)
     exit_signal: int | None = None   # exit: the signal that killed it, when one did
+    cgroup: str | None = None        # a cgroup target's cgroup ("/system.slice/cron.service"), else None
 
 
 @dataclass
@@ -68,10 +75,13 @@ class TargetInfo:
     exit_ns: int | None = None
     exit_code: int | None = None
     exit_signal: int | None = None
+    cgroup: str | None = None    # the cgroup it was found in, for a cgroup target
+    left: bool = False           # it left the followed cgroups (``exited`` is then False)
 
     def as_dict(self) -> dict:
+        cgroup = {"cgroup": self.cgroup, "left": self.left} if self.cgroup is not None else {}
         return {"pid": self.pid, "ppid": self.ppid, "comm": self.comm, "exited": self.exited,
-                "exit_code": self.exit_code, "exit_signal": self.exit_signal}
+                "exit_code": self.exit_code, "exit_signal": self.exit_signal, **cgroup}
 
 
 def _stat_fields(pid: int) -> tuple[str, list[str]] | None:
@@ -140,6 +150,21 @@ def descendants(roots: Iterable[int]) -> dict[int, TargetInfo]:
     return found
 
 
+def pids_by_comm(names: Iterable[str]) -> set[int]:
+    """Live processes whose command name (``/proc/PID/comm``, 15 characters at most) is one of
+    ``names``, as ``pgrep -x`` matches; ours are never among them."""
+    wanted = {name[:15] for name in names}
+    if not wanted:
+        return set()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None and fields[0] in wanted:
+                found.add(int(entry.name))
+    return found
+
+
 def thread_count(pid: int) -> int:
     """Threads of process ``pid`` now (0 once it is gone)."""
     try:
@@ -148,20 +173,21 @@ def thread_count(pid: int) -> int:
         return 0
 
 
-def _stderr(message: str) -> None:
-    print(f"damon-bpf: {message}", file=sys.stderr)
-
-
 class Targets:
     """The set of monitored processes and how they came to be."""
 
     def __init__(self, pids: Sequence[int] = (), command: Sequence[str] = (), follow_children: bool = False,
-                 command_output: str | None = None, notify: Callable[[str], None] = _stderr) -> None:
-        if bool(pids) == bool(command):
-            raise TargetError("give either -p PID or a command after --, not both and not neither")
+                 command_output: str | None = None, notify: Callable[[str], None] = warn_stderr,
+                 standing: bool = False, cgroups: Sequence[Cgroup | str] = ()) -> None:
+        # standing (the long-running monitor): processes found later are adopted, so none at the start is fine
+        if bool(pids or cgroups) == bool(command) and not (standing and not command):
+            raise TargetError("give either -p PID (and/or --cgroup PATH) or a command after --, not both and not "
+                              "neither")
         if command_output and not command:
             raise TargetError("--command-output is for a command started after --, not for -p PID")
         self.follow_children = follow_children
+        self.cgroups = [cgroup if isinstance(cgroup, Cgroup) else resolve(cgroup) for cgroup in cgroups]
+        self._cgroup_names = CgroupNames(self.cgroups)
         self.command = list(command)
         self.command_output = command_output
         self.notify = notify
@@ -170,7 +196,8 @@ class Targets:
         self.info: dict[int, TargetInfo] = {}                            # every target the run had
         self.exited: list[int] = []
         self._subscribers: list[Callable[[TargetEvent], None]] = []
-        self._exits: list[tuple[int, int]] = []   # (pid, time_ns) known, not yet published (publish_exits)
+        self._exits: list[tuple[int, int, str]] = []   # (pid, time_ns, exit|leave) not yet published
+        self._rejoins: dict[int, TargetEvent] = {}      # joins held back until the pid's leave is told
         self._lost_seen = 0
         self._events: ProcEvents | None = None
         self._group_dead = True                   # the kernel's exit record is the whole process's
@@ -203,15 +230,18 @@ class Targets:
         self._drop_dead(tracer)
         if self.follow_children and self.pids:
             self._take_existing_children(tracer)
+        if self.cgroups:
+            self._take_cgroup_members(tracer)
         if self.command:
             self._launch(tracer)
 
-    def _take_existing_children(self, tracer) -> None:
+    def _take_existing_children(self, tracer, roots: Iterable[int] | None = None) -> None:
         # The roots are in the kernel map already, so every child forked from now on joins there; scanning
         # until nothing new turns up also catches children forked by a descendant while we added it.
-        roots = set(self.pids)
+        roots = set(self.pids if roots is None else roots)
         found: dict[int, TargetInfo] = {}
-        while new := {pid: info for pid, info in descendants(roots).items() if pid not in found}:
+        while new := {pid: info for pid, info in descendants(roots).items()
+                      if pid not in found and pid not in self.pids}:
             for pid, info in new.items():
                 tracer.add_target(pid)
                 found[pid] = info
@@ -224,6 +254,51 @@ class Targets:
         threads = sum(thread_count(pid) for pid in found)
         self.notify(f"following {len(found)} existing descendant process(es) of PID "
                     f"{', '.join(map(str, sorted(roots)))} ({threads} threads)")
+
+    def adopt(self, pids: Iterable[int], tracer) -> list[int]:
+        """Make running processes targets from now on (the long-running monitor's newly found ``--comm``
+        matches), with their existing descendants when following; each is told as a fork at this instant,
+        so its aggregations start now. Returns the pids taken (not those already targets or gone)."""
+        now, taken = time.monotonic_ns(), []
+        for pid in pids:
+            if pid in self.pids:
+                continue
+            tracer.add_target(pid)   # before the look at /proc: an exit after it is in the lifecycle ring
+            info = process_info(pid)
+            if info is None:
+                tracer.remove_target(pid)
+                continue
+            self.pids.add(pid)
+            self.info[pid] = info
+            taken.append(pid)
+            self._publish(TargetEvent("fork", pid, info.ppid, info.comm, now))
+        if self.follow_children and taken:
+            self._take_existing_children(tracer, taken)
+        return taken
+
+    def _take_cgroup_members(self, tracer) -> None:
+        # Followed first, then listed: a process that joins meanwhile is in the kernel map already (its
+        # join record is then ignored), one born after the listing joins at its first report.
+        tracer.follow_cgroups([(cgroup.id, cgroup.level) for cgroup in self.cgroups])
+        now = time.monotonic_ns()
+        for cgroup in self.cgroups:
+            found = {pid: name for pid, name in members(cgroup).items() if pid not in self.pids}
+            if found.pop(os.getpid(), None) is not None:   # our own faults would feed on themselves
+                tracer.exclude(os.getpid())
+                self.notify(f"note: damon-bpf itself runs in cgroup {cgroup.name}: its own process is left out")
+            for pid, name in found.items():
+                tracer.add_target(pid, by_cgroup=True)
+                info = process_info(pid)
+                if info is None:   # gone since the listing
+                    tracer.remove_target(pid)
+                    continue
+                info.cgroup = name
+                self.pids.add(pid)
+                self.info[pid] = info
+                self._publish(TargetEvent("fork", pid, info.ppid, info.comm, now, cgroup=name))
+            self.notify(f"following cgroup {cgroup.name} and its descendants: {len(found)} process(es) now"
+                        if found else f"cgroup {cgroup.name} has no process yet: waiting for processes to join it")
+        self._drop_dead(tracer)
 
     def _open_proc_events(self) -> ProcEvents | None:
         try:
@@ -295,7 +370,7 @@ class Targets:
         overruns = self._events.overruns
         early, self._early_exits = self._early_exits, []
         # Without following, only the exits of known targets matter: the rest is skipped unparsed.
-        fresh = self._events.read() if self.follow_children else self._events.read(False, self.info.__contains__)
+        fresh = self._events.read() if self._following else self._events.read(False, self.info.__contains__)
         for event in early + fresh:
             if event.kind == "exit":
                 self._note_exit(event)
@@ -309,7 +384,7 @@ class Targets:
         """A thread exited: its status is its process's status (the last thread's is the last to come)."""
         info = self.info.get(event.tgid)
         if info is None:   # not a target, or one whose records are still behind one being written
-            if self.follow_children:
+            if self._following:
                 self._early_exits.append(event)
             return
         if info.exited and abs(event.time_ns - (info.exit_ns or 0)) > STATUS_WINDOW_NS:
@@ -357,6 +432,7 @@ class Targets:
                 self._gone(tgid, self._removed_ns[tgid])
 
     def _launcher_gone(self, tracer) -> None:
+        assert self.process is not None   # called only for the command we launched
         pid, returncode = self.process.pid, self.process.returncode
         tracer.remove_target(pid)   # reaped: its pid is free for reuse from now on
         self._leaderless.pop(pid, None)
@@ -377,14 +453,24 @@ class Targets:
     def _is_launcher(self, pid: int) -> bool:
         return self.process is not None and pid == self.process.pid
 
+    @property
+    def _following(self) -> bool:
+        """Processes join the run as it goes (children, cgroup members): cn_proc tells of unknown ones."""
+        return self.follow_children or bool(self.cgroups)
+
     def _apply(self, record: np.void) -> None:
         kind, pid, time_ns = LIFECYCLE_KINDS.get(int(record["kind"])), int(record["pid"]), int(record["time_ns"])
         comm = bytes(record["comm"]).decode(errors="replace")
+        if kind in ("join", "leave"):
+            self._apply_cgroup(kind, pid, comm, time_ns, int(record["cgroup_id"]))
+            return
         if kind == "fork":
             if pid in self.pids:   # cn_proc told of it first (repair_forks)
                 return
+            ppid = int(record["ppid"])
+            parent = self.info.get(ppid)
             self.pids.add(pid)
-            self.info[pid] = TargetInfo(pid, int(record["ppid"]), comm)
+            self.info[pid] = TargetInfo(pid, ppid, comm, cgroup=parent.cgroup if parent else None)
         elif kind == "exec":
             self.info.setdefault(pid, TargetInfo(pid, 0, comm)).comm = comm
             self._leaderless.pop(pid, None)   # exec'd from another thread: the process lives on
@@ -398,16 +484,36 @@ class Targets:
         else:
             return
         info = self.info[pid]
-        self._publish(TargetEvent(kind, pid, info.ppid, info.comm, time_ns))
+        self._publish(TargetEvent(kind, pid, info.ppid, info.comm, time_ns, cgroup=info.cgroup))
 
-    def _gone(self, pid: int, time_ns: int | None = None) -> None:
-        """``pid`` exited at ``time_ns`` (None: the kernel did not tell, it is known only now)."""
+    def _apply_cgroup(self, kind: str, pid: int, comm: str, time_ns: int, cgroup_id: int) -> None:
+        """A process joined a followed cgroup (at its first report there) or left them all."""
+        if kind == "leave":
+            if pid in self.pids:
+                self._gone(pid, time_ns, "leave")
+            return
+        if pid in self.pids:   # listed at attach time, or a followed child
+            return
+        found = process_info(pid)
+        # the cgroup it reported from; if that is removed already, the one /proc shows, else the id
+        cgroup = self._cgroup_names.name(cgroup_id) or cgroup_of(pid) or f"(cgroup id {cgroup_id})"
+        self.pids.add(pid)
+        self.info[pid] = TargetInfo(pid, found.ppid if found else 0, comm, cgroup=cgroup)
+        event = TargetEvent("join", pid, self.info[pid].ppid, comm, time_ns, cgroup=cgroup)
+        if any(gone == pid for gone, _, _ in self._exits):   # it left and came back: its leave is told first
+            self._rejoins[pid] = event
+        else:
+            self._publish(event)
+
+    def _gone(self, pid: int, time_ns: int | None = None, kind: str = "exit") -> None:
+        """``pid`` exited (or left the followed cgroups) at ``time_ns`` (None: the kernel did not tell, it
+        is known only now)."""
         self.pids.discard(pid)
         self.exited.append(pid)
         info = self.info.setdefault(pid, TargetInfo(pid, 0, ""))
-        info.exited = True
+        info.exited, info.left = kind == "exit", kind == "leave"
         info.exit_ns = time.monotonic_ns() if time_ns is None else time_ns
-        self._exits.append((pid, info.exit_ns))
+        self._exits.append((pid, info.exit_ns, kind))
 
     def publish_exits(self, before_ns: int | None = None) -> None:
         """Publish the exits that happened before ``before_ns`` (None: all). The session passes the time
@@ -417,15 +523,19 @@ class Targets:
             self._await_statuses()
         due = [exit for exit in self._exits if before_ns is None or exit[1] < before_ns]
         self._exits = [exit for exit in self._exits if not (before_ns is None or exit[1] < before_ns)]
-        for pid, time_ns in due:
+        for pid, time_ns, kind in due:
             info = self.info[pid]   # its status may have come from cn_proc after the exit record
-            self._publish(TargetEvent("exit", pid, info.ppid, info.comm, time_ns, info.exit_code, info.exit_signal))
+            self._publish(TargetEvent(kind, pid, info.ppid, info.comm, time_ns, info.exit_code, info.exit_signal,
+                                      info.cgroup))
+            if pid in self._rejoins and not any(gone == pid for gone, _, _ in self._exits):
+                self._publish(self._rejoins.pop(pid))
 
     def _await_statuses(self, timeout_s: float = STATUS_WAIT_S) -> None:
         """At the end, give the exit messages of the last processes a moment: a thread's cn_proc
         message is sent just after /proc shows it gone."""
         deadline = time.monotonic() + timeout_s
-        while any(self._status_unknown(pid) for pid, _ in self._exits) and time.monotonic() < deadline:
+        while any(self._status_unknown(pid) for pid, _, kind in self._exits if kind == "exit") \
+                and time.monotonic() < deadline:
             time.sleep(0.002)
             self._read_proc_events()
 
@@ -435,7 +545,8 @@ class Targets:
 
     @property
     def alive(self) -> bool:
-        return bool(self.pids)
+        """A target process lives, or a followed cgroup still exists (an empty one waits for processes)."""
+        return bool(self.pids) or any(cgroup.exists() for cgroup in self.cgroups)
 
     def describe(self) -> list[dict]:
         """Every target of the run: pid, ppid, comm and whether it exited."""

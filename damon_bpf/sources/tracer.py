@@ -17,7 +17,7 @@ from damon_bpf.sources import host, program
 from damon_bpf.sources.program import LoadError, compile_program, ring_pages
 from damon_bpf.sources.ringbuf import RingReader
 
-DEFAULT_RING_BYTES = 64 << 20  # 1 s of reader pause at 1M events/s is 40 MB of records
+DEFAULT_RING_BYTES = 64 << 20  # 1 s of reader pause at 1M events/s is 48 MB of records (40 + 8-byte header)
 _C = constants()
 # A lifecycle record still being written when the ring is read holds back the committed ones behind
 # it; BPF programs cannot sleep, so it commits within microseconds: wait for it, at most this long.
@@ -60,13 +60,14 @@ class Tracer:
     """One access source loaded in the kernel, with its target set, filters and ring reader."""
 
     def __init__(self, source: str = "auto", filters: Sequence[SampleFilter] = (),
-                 follow_children: bool = False, ring_bytes: int = DEFAULT_RING_BYTES) -> None:
+                 follow_children: bool = False, ring_bytes: int = DEFAULT_RING_BYTES,
+                 follow_cgroups: bool = False) -> None:
         host.require_privileges()
         self.source = host.choose_source(source)
         self.follow_children = follow_children
         self._check_filters(filters)
         try:
-            self.bpf = compile_program(self.source, ring_bytes, follow_children)
+            self.bpf = compile_program(self.source, ring_bytes, follow_children, follow_cgroups)
         except LoadError as err:
             others = host.usable_sources(exclude=self.source)
             raise HostError(f"{err}; try --source {others[0] if others else 'auto'}") from None
@@ -117,8 +118,26 @@ class Tracer:
         for tid in sample_filter.tids:
             tids[ct.c_uint64(index << 32 | tid)] = ct.c_uint8(1)
 
-    def add_target(self, pid: int) -> None:
-        self._targets[ct.c_uint32(pid)] = ct.c_uint8(1)
+    def add_target(self, pid: int, by_cgroup: bool = False) -> None:
+        """Make ``pid`` a target; ``by_cgroup``: only while it is in a followed cgroup (--cgroup)."""
+        self._targets[ct.c_uint32(pid)] = ct.c_uint8(_C["TARGET_BY_CGROUP"] if by_cgroup else _C["TARGET_BY_PID"])
+
+    def exclude(self, pid: int) -> None:
+        """Never trace ``pid`` (damon-bpf itself inside a followed cgroup)."""
+        self._targets[ct.c_uint32(pid)] = ct.c_uint8(_C["TARGET_NEVER"])
+
+    def follow_cgroups(self, cgroups: Sequence[tuple[int, int]]) -> None:
+        """Follow the processes of these cgroups, ``(id, level)`` each (a program compiled with
+        ``follow_cgroups``): each becomes a target at its first report from inside one."""
+        levels = sorted({level for _id, level in cgroups})
+        if len(levels) > _C["MAX_CGROUP_LEVELS"]:
+            raise UsageError(f"--cgroup: the cgroups given lie at {len(levels)} depths of the hierarchy; at most "
+                             f"{_C['MAX_CGROUP_LEVELS']} are supported")
+        table = self.bpf["cgroup_levels"]
+        for index, level in enumerate(levels):
+            table[ct.c_int(index)] = ct.c_uint32(level + 1)
+        for cgroup_id, _level in cgroups:
+            self.bpf["cgroups"][ct.c_uint64(cgroup_id)] = ct.c_uint8(1)
 
     def add_on_exec(self, pid: int) -> None:
         """Make ``pid`` a target from its next exec on (for commands we launch)."""
@@ -172,6 +191,7 @@ class Tracer:
         """Stop taking reports (empty the target set), let running programs finish, and return the
         last records, so the accounting read afterwards is exact."""
         self._pending.clear()
+        self.bpf["cgroup_levels"].clear()   # first: no cgroup member joins or leaves from now on
         self._targets.clear()
         time.sleep(grace_s)
         return self.drain()

@@ -74,7 +74,8 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=12)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--reports", nargs="+", type=str.split,
-                        default=[["access"], ["wss"], ["breakdown"], ["heatmap", "--output", "raw"]],
+                        default=[["access", "--snapshot", "last"], ["access"], ["wss"], ["breakdown"],
+                                 ["heatmap", "--output", "raw"]],
                         help="reports to run, each quoted ('heatmap --output raw')")
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

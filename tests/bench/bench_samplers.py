@@ -216,36 +216,43 @@ def run_damo(binary: str, seconds: float, args, tmp: Path) -> dict:
             f"wall until trace-cmd recorded) and trace conversion; {len(snaps)} snapshots", "touch_rate": rate}
 
 
-def run_kernel_sysfs(tracer, binary: str, seconds: float, args) -> dict:
-    """Kernel DAMON through damon-bpf's own --source damon companion (the same sysfs kdamond damo makes)."""
-    from damon_bpf.core.attrs import MonitoringAttrs
+def run_companion(tracer, binary: str, seconds: float, args, kernel) -> dict:
+    """The workload under a kernel-DAMON companion (its fault view traced alongside): the snapshots as
+    (start, end, nr_accesses), the kdamond's CPU seconds in the run, the touch rate and the run result."""
     from damon_bpf.samplers.base import Sampler
     from damon_bpf.session import Session
-    from damon_bpf.sources.kdamond import KernelDamon
     from damon_bpf.sources.targets import Targets
 
     proc, pid, ranges = start_workload(binary, seconds, args.hot_kib, args.cold_kib)
-    kernel = KernelDamon(MonitoringAttrs(), warn=lambda _m: None)
     snaps, cpu = [], {}
     kernel.add_snapshot_sink(lambda _p, s: snaps.append((s.start, s.end, s.nr_accesses)))
 
     class Go(Sampler):
         def start(self, targets):
+            cpu["start"] = cpu_of(kernel.kdamond_pid)
             go(proc)
 
         def tick(self, now_ns):
-            if kernel.kdamond_pid:
-                cpu["kdamond"] = max(cpu.get("kdamond", 0.0), cpu_of(kernel.kdamond_pid))
+            cpu["end"] = max(cpu.get("end", 0.0), cpu_of(kernel.kdamond_pid))
 
         def summary(self):
             return {}
 
     tracer.set_filters([])
-    Session(tracer, Targets([pid]), seconds + 30, samplers=[kernel, Go()]).run(lambda b: None)
-    rate = finish(proc)
-    return {"method": "kernel DAMON (sysfs kdamond, damon_aggregated via BPF)", **scores(snaps, ranges),
-            "monitor_cpu_s": cpu.get("kdamond", 0.0),
-            "extra": f"kdamond only; {len(snaps)} snapshots", "touch_rate": rate}
+    result = Session(tracer, Targets([pid]), seconds + 30, samplers=[kernel, Go()]).run(lambda b: None)
+    return {"snapshots": snaps, "ranges": ranges, "kdamond_cpu_s": cpu.get("end", 0.0) - cpu.get("start", 0.0),
+            "touch_rate": finish(proc), "result": result}
+
+
+def run_kernel_sysfs(tracer, binary: str, seconds: float, args) -> dict:
+    """Kernel DAMON through damon-bpf's own --source damon companion (the same sysfs kdamond damo makes)."""
+    from damon_bpf.core.attrs import MonitoringAttrs
+    from damon_bpf.sources.kdamond import KernelDamon
+
+    run = run_companion(tracer, binary, seconds, args, KernelDamon(MonitoringAttrs(), warn=lambda _m: None))
+    return {"method": "kernel DAMON (sysfs kdamond, damon_aggregated via BPF)",
+            **scores(run["snapshots"], run["ranges"]), "monitor_cpu_s": run["kdamond_cpu_s"],
+            "extra": f"kdamond only; {len(run['snapshots'])} snapshots", "touch_rate": run["touch_rate"]}
 
 
 def run_ours(tracer, binary: str, seconds: float, sampler_spec: str, args, tmp: Path) -> dict:

@@ -17,13 +17,16 @@ the live view reuses ``render``'s cells and legend.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 from damon_bpf.errors import UsageError
 from damon_bpf.recordfile import TargetRecord
 from damon_bpf.reports.heatmap.axis import AddressAxis
 from damon_bpf.reports.heatmap.grid import Heatmap, mean_heatmaps
 from damon_bpf.reports.heatmap.pooling import pool_rows
-from damon_bpf.reports.heatmap.render import (LOG_DECADES, PALETTE, PLAIN_RAMP, cell, levels, raw_text, render,
-                                              shared_max, swatches, write_png)
+from damon_bpf.reports.heatmap.render import (LOG_DECADES, MAPPING_COLS, PALETTE, PLAIN_RAMP, cell, levels, raw_text,
+                                              render, shared_max, swatches, write_png)
 
 CELLS = ("mean", "max")
 OVERSAMPLE = 8  # --cell max: finer rows computed per shown row, the hottest of them shown
@@ -69,5 +72,21 @@ def to_png(records: list[TargetRecord], path: str, by: str | None = None,
     write_png(heatmaps(records, by, resol, address_range, time_range, target_id, cell), path, scale, image_format)
 
 
-__all__ = ["CELLS", "LOG_DECADES", "PALETTE", "PLAIN_RAMP", "AddressAxis", "Heatmap", "cell", "heatmap", "heatmaps",
-           "levels", "pool_rows", "raw_text", "render", "shared_max", "swatches", "to_png"]
+def to_json(maps: list[Heatmap]) -> dict:
+    """The heatmaps as plain numbers: rows (address bounds, mapping), column edges (ns from the record's start),
+    and per panel its grid (rows x columns, lowest address first; null = not monitored)."""
+    first = maps[0]
+    axis = first.axis
+    names: Sequence[str | None] = axis.names or [None] * axis.rows
+    return {"target_id": first.target_id, "pid": first.pid, "comm": first.comm, "ppid": first.ppid,
+            "unit": first.unit,
+            "rows": [{"start": lo, "end": hi, "mapping": name} for lo, hi, name in zip(axis.lo, axis.hi, names)],
+            "gap_before_rows": list(axis.breaks),
+            "time_edges_ns": [int(t) - first.origin_ns for t in first.time_edges_ns],
+            "panels": [{"name": m.name, "unit": m.unit,
+                        "grid": [[None if math.isnan(v) else v for v in row] for row in m.grid.tolist()]}
+                       for m in maps]}
+
+
+__all__ = ["CELLS", "LOG_DECADES", "MAPPING_COLS", "PALETTE", "PLAIN_RAMP", "AddressAxis", "Heatmap", "cell", "heatmap",
+           "heatmaps", "levels", "pool_rows", "raw_text", "render", "shared_max", "swatches", "to_json", "to_png"]

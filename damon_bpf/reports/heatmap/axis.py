@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 
+from damon_bpf.core.mappings import region_label
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import UsageError
 from damon_bpf.recordfile import TargetRecord
@@ -26,6 +27,7 @@ class AddressAxis:
     lo: list[int]
     hi: list[int]
     breaks: list[int]
+    names: list[str] | None = None   # per row, the mapping at its middle (mapping_names); None: not known
 
     @property
     def rows(self) -> int:
@@ -58,6 +60,38 @@ def _touched_spans(snaps: list[Snapshot]) -> list[tuple[int, int]]:
     first = np.concatenate([[True], starts[1:] > ends[:-1]])  # a new span starts past the reach
     last = np.concatenate([first[1:], [True]])
     return list(zip(starts[first].tolist(), ends[last].tolist()))
+
+
+def mapping_names(snaps: list[Snapshot], axis: AddressAxis) -> list[str] | None:
+    """Per row, the short name of the mappings of the region at the row's middle, from the latest snapshot
+    that has a region there ("" when none does); None when no snapshot names its regions (older records)."""
+    named = [s for s in snaps if s.mappings is not None and s.nr_regions]
+    if not named:
+        return None
+    mids = np.array([(lo + hi) // 2 for lo, hi in zip(axis.lo, axis.hi)], dtype=np.uint64)
+    names: list[str | None] = [None] * axis.rows
+    for s in reversed(named):
+        mappings = s.mappings
+        assert mappings is not None   # only snapshots that name their regions are in named
+        index = np.searchsorted(s.start, mids, side="right") - 1
+        inside = (index >= 0) & (mids < s.end[np.clip(index, 0, None)])
+        for r in np.nonzero(inside)[0].tolist():
+            if names[r] is None:
+                names[r] = region_label(mappings[int(index[r])])
+        if all(n is not None for n in names):
+            break
+    return [n or "" for n in names]
+
+
+def mapping_spans(names: list[str]) -> list[tuple[int, int, str]]:
+    """Runs of rows with the same mapping name: ``(first, stop, name)``, unnamed runs left out."""
+    spans: list[tuple[int, int, str]] = []
+    for r, name in enumerate(names):
+        if spans and spans[-1][2] == name and spans[-1][1] == r:
+            spans[-1] = (spans[-1][0], r + 1, name)
+        else:
+            spans.append((r, r + 1, name))
+    return [s for s in spans if s[2] and s[2] != "-"]
 
 
 def _keep_gaps(spans: list[tuple[int, int]], max_segments: int) -> list[tuple[int, int]]:
@@ -100,7 +134,8 @@ def _share_rows(sizes: list[int], rows: int) -> list[int]:
 
 def auto_axis(snaps: list[Snapshot], rows: int) -> AddressAxis:
     """Rows over the spans ever accessed, padded; the widest cold gaps between them skipped."""
-    segments = _pad(_keep_gaps(_touched_spans(snaps), max(1, rows // 6)))
+    # a few rows still skip the big gaps (a process's three areas: image and heap, mmap, stack)
+    segments = _pad(_keep_gaps(_touched_spans(snaps), max(1, min(rows, max(3, rows // 6)))))
     lo: list[int] = []
     hi: list[int] = []
     breaks = []

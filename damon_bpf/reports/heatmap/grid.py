@@ -12,8 +12,8 @@ import numpy as np
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import UsageError
 from damon_bpf.recordfile import TargetRecord
-from damon_bpf.reports.common import bin_masses, in_time, select_target
-from damon_bpf.reports.heatmap.axis import AddressAxis, auto_axis, linear_axis, time_edges
+from damon_bpf.reports.common import bin_masses, comm_of, in_time, ppid_of, process_line, select_target
+from damon_bpf.reports.heatmap.axis import AddressAxis, auto_axis, linear_axis, mapping_names, time_edges
 
 MAX_PANELS = 8  # --by cpu/tid: the busiest ones; more would be unreadable side by side
 
@@ -31,6 +31,12 @@ class Heatmap:
     origin_ns: int  # the record's first snapshot start; times are shown relative to it
     target_id: int
     pid: int | None
+    comm: str | None = None
+    ppid: int | None = None
+
+    @property
+    def who(self) -> str:
+        return process_line(self.target_id, self.pid, self.comm, self.ppid)
 
 
 @dataclass
@@ -40,13 +46,23 @@ class _Panel:
     rate: Callable[[Snapshot], np.ndarray]  # per-region rate per second in one snapshot
 
 
+def _share_of(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    return np.divide(part, whole, out=np.zeros(len(whole)), where=whole > 0)
+
+
 def _panels(rec: TargetRecord, snaps: list[Snapshot], by: str | None) -> list[_Panel]:
+    """Every panel in one unit, DAMON's access rate (Hz): a CPU's, thread's or kind's panel is each region's
+    rate times that source's share of the region's reports, so the panels of a view add up to the whole."""
     per_s = 1e6 / rec.aggr_us
+
+    def hz(s: Snapshot) -> np.ndarray:
+        return s.nr_accesses * per_s
+
     if by is None:
-        return [_Panel("accesses", "Hz", lambda s: s.nr_accesses * per_s)]
+        return [_Panel("accesses", "Hz", hz)]
     if by == "rw":
-        return [_Panel("reads", "reports/s", lambda s: s.reads * per_s),
-                _Panel("writes", "reports/s", lambda s: s.writes * per_s)]
+        return [_Panel("reads", "Hz", lambda s: hz(s) * _share_of(s.reads, s.nr_reports)),
+                _Panel("writes", "Hz", lambda s: hz(s) * _share_of(s.writes, s.nr_reports))]
     if by not in ("cpu", "tid"):
         raise UsageError(f"cannot break a heatmap down by {by!r}; use cpu, tid or rw")
     totals: dict[int, int] = {}
@@ -60,11 +76,11 @@ def _panels(rec: TargetRecord, snaps: list[Snapshot], by: str | None) -> list[_P
     def rate(ident: int) -> Callable[[Snapshot], np.ndarray]:
         def per_region(s: Snapshot) -> np.ndarray:
             counts = (s.by_cpu if by == "cpu" else s.by_tid).get(ident)
-            return np.zeros(s.nr_regions) if counts is None else counts * per_s
+            return np.zeros(s.nr_regions) if counts is None else hz(s) * _share_of(counts, s.nr_reports)
         return per_region
 
     label = "cpu" if by == "cpu" else "thread"
-    return [_Panel(f"{label} {i}", "reports/s", rate(i)) for i in busiest]
+    return [_Panel(f"{label} {i}", "Hz", rate(i)) for i in busiest]
 
 
 def _grids(snaps: list[Snapshot], panels: list[_Panel], axis: AddressAxis,
@@ -103,6 +119,7 @@ def mean_heatmaps(records: list[TargetRecord], by: str | None, resol: tuple[int,
     snaps = in_time(rec, rel)
     axis = (linear_axis(*address_range, rows) if address_range is not None
             else auto_axis(snaps, rows))
+    axis.names = mapping_names(snaps, axis)
     panels = _panels(rec, snaps, by)
     return [Heatmap(p.name, p.unit, grid, axis, edges, rec.snapshots[0].start_ns, rec.target_id,
-                    rec.pid) for p, grid in zip(panels, _grids(snaps, panels, axis, edges))]
+                    rec.pid, comm_of(rec), ppid_of(rec)) for p, grid in zip(panels, _grids(snaps, panels, axis, edges))]

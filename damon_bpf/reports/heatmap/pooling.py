@@ -52,7 +52,8 @@ def pool_rows(maps: list[Heatmap], rows: int, recent_cols: int | None = None) ->
             breaks.append(len(groups))
         cuts = [s + (k * n) // m for k in range(m + 1)]
         groups.extend(zip(cuts[:-1], cuts[1:]))
-    pooled = AddressAxis([axis.lo[a] for a, _ in groups], [axis.hi[b - 1] for _, b in groups], breaks)
+    names = None if axis.names is None else [axis.names[(a + b - 1) // 2] for a, b in groups]
+    pooled = AddressAxis([axis.lo[a] for a, _ in groups], [axis.hi[b - 1] for _, b in groups], breaks, names)
 
     def pool(grid: np.ndarray) -> np.ndarray:
         return np.stack([np.fmax.reduce(grid[a:b], axis=0) for a, b in groups])  # fmax skips NaN

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from damon_bpf.errors import UsageError
 from damon_bpf.reports.common import fmt_addr, fmt_ns, fmt_size
-from damon_bpf.reports.heatmap.axis import AddressAxis
+from damon_bpf.reports.heatmap.axis import AddressAxis, mapping_spans
 from damon_bpf.reports.heatmap.grid import Heatmap
 
 LOG_DECADES = 3  # the log colour scale spans max/1000 .. max
@@ -98,14 +98,30 @@ def _row_labels(axis: AddressAxis) -> list[str]:
     return labels
 
 
+MAPPING_COLS = 13   # the terminal's mapping label column (with its space), when the record names mappings
+
+
+def _mapping_labels(axis: AddressAxis) -> list[str] | None:
+    """Per row, the mapping's name on the first (highest) row of each span of rows it covers, else ""."""
+    if axis.names is None:
+        return None
+    labels = [""] * axis.rows
+    for _, stop, name in mapping_spans(axis.names):
+        text = name if len(name) < MAPPING_COLS else name[:MAPPING_COLS - 2] + "…"
+        labels[stop - 1] = text   # rows are drawn highest first: the span's top row
+    return labels
+
+
 def _render_one(hm: Heatmap, vmax: float, color: bool, scale: str) -> Text:
     lv = levels(hm.grid, vmax, scale)
     labels = _row_labels(hm.axis)
+    names = _mapping_labels(hm.axis)
+    if names is not None:
+        labels = [f"{name:<{MAPPING_COLS - 1}} {label}" for name, label in zip(names, labels)]
     width = max(len(x) for x in labels) + 1
     breaks = set(hm.axis.breaks)
     out = Text()
-    out.append(f"{hm.name} ({hm.unit}), target {hm.target_id}"
-               + (f" (pid {hm.pid})" if hm.pid is not None else "") + "\n", style="bold")
+    out.append(f"{hm.name} ({hm.unit}), {hm.who}\n", style="bold")
     for r in range(hm.axis.rows - 1, -1, -1):  # highest address at the top, like a plot
         out.append(labels[r].rjust(width) + " ")
         for level, run in itertools.groupby(lv[r].tolist()):  # one style per run: shorter output
@@ -155,7 +171,8 @@ def write_png(maps: Sequence[Heatmap], path, scale: str = "log", image_format: s
     from matplotlib.figure import Figure
 
     vmax = shared_max(maps) or 1.0
-    norm = (LogNorm(vmin=vmax / 10 ** LOG_DECADES, vmax=vmax) if scale == "log"
+    vmin = vmax / 10 ** LOG_DECADES
+    norm = (LogNorm(vmin=vmin, vmax=vmax) if scale == "log"
             else Normalize(vmin=0, vmax=vmax))
     inferno = colormaps["inferno"]
     # zero heat (under a log norm) darkest, not blank; not monitored light grey
@@ -166,7 +183,7 @@ def write_png(maps: Sequence[Heatmap], path, scale: str = "log", image_format: s
     for ax, hm in zip(axes, maps):
         t = (hm.time_edges_ns - hm.origin_ns) / 1e9
         # LogNorm treats 0 as invalid (drawn like "not monitored"); push it under vmin instead.
-        shown = np.where(hm.grid == 0, norm.vmin / 10 if scale == "log" else 0, hm.grid)
+        shown = np.where(hm.grid == 0, vmin / 10 if scale == "log" else 0, hm.grid)
         image = ax.imshow(np.ma.masked_invalid(shown), origin="lower", aspect="auto",
                           cmap=cmap, norm=norm, interpolation="nearest",
                           extent=(t[0], t[-1], 0, hm.axis.rows))
@@ -178,9 +195,23 @@ def write_png(maps: Sequence[Heatmap], path, scale: str = "log", image_format: s
     axes[0].set_yticks([r for r, _ in ticks], [label for _, label in ticks])
     axes[0].set_ylabel("address (dashed: cold gap skipped)" if maps[0].axis.breaks else "address")
     fig.colorbar(image, ax=list(axes), label=f"{maps[0].unit} ({scale} scale)", extend="min")
-    fig.suptitle(f"target {maps[0].target_id}" +
-                 (f" (pid {maps[0].pid})" if maps[0].pid is not None else ""))
+    _png_mapping_ticks(axes[-1], maps[0].axis)
+    fig.suptitle(maps[0].who)
     fig.savefig(path, dpi=100, format=image_format)   # path may be an open stream (damon_bpf.outputs)
+
+
+def _png_mapping_ticks(ax, axis: AddressAxis) -> None:
+    """The mappings on a right-hand axis: each span of rows labelled at its middle, bounded by a faint line."""
+    if axis.names is None:
+        return
+    spans = mapping_spans(axis.names)
+    right = ax.twinx()
+    right.set_ylim(0, axis.rows)
+    right.set_yticks([(first + stop) / 2 for first, stop, _ in spans], [name for _, _, name in spans],
+                     fontsize="small")
+    for _, stop, _ in spans:
+        ax.axhline(stop, color="white", linewidth=0.3, alpha=0.5)
+    right.set_ylabel("mapping")
 
 
 def _png_ticks(axis: AddressAxis) -> list[tuple[float, str]]:

@@ -1,0 +1,195 @@
+"""Source ``damon`` where the kernel's DAMON has ``paddr`` but not ``vaddr`` (docs/design.md §16).
+
+The physical frames backing each target are read from /proc/PID/pagemap (root sees frame numbers),
+their runs are coalesced into at most ``max_nr_regions`` ranges (the smallest gaps bridged), and a
+kdamond with the paddr operations monitors those ranges, one DAMON target per process. Each of its
+aggregations is mapped back to the process's virtual pages (core.physmap) and filed like vaddr's
+snapshots. Every update interval the page maps are read again; when a target has resident pages
+outside the monitored ranges (it faulted in new memory), the ranges are recomputed and committed to
+the running kdamond, which keeps the counters of the regions that still intersect them.
+
+When DAMON's sysfs already has a paddr kdamond on that is not ours (a host's own reclaim, as on the
+CI machine), no second one can be added beside it: its aggregations are read instead, without
+writing anything to it, and mapped back the same way, at its own intervals.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable
+
+import numpy as np
+
+from damon_bpf.core.attrs import MonitoringAttrs
+from damon_bpf.core.layout import page_size
+from damon_bpf.core.physmap import PageMap, to_virtual
+from damon_bpf.core.regions import page_ranges
+from damon_bpf.errors import DamonBpfError, HostError, warn_stderr
+from damon_bpf.sources import host
+from damon_bpf.sources import kdamond as kd
+from damon_bpf.sources.vaddr import read_maps
+
+PRESENT = np.uint64(1 << 63)
+PFN_MASK = np.uint64((1 << 55) - 1)
+CHUNK_PAGES = 1 << 17    # pagemap entries read at a time (1 MiB)
+
+
+def read_pagemap(pid: int) -> PageMap:
+    """The resident pages of ``pid`` and their frames (swapped-out and never-touched pages left out)."""
+    page = page_size()
+    vpages, pfns = [], []
+    try:
+        with open(f"/proc/{pid}/pagemap", "rb", buffering=0) as f:
+            for start, end, _name in read_maps(pid):
+                for first in range(start // page, end // page, CHUNK_PAGES):
+                    count = min(CHUNK_PAGES, end // page - first)
+                    raw = np.frombuffer(os.pread(f.fileno(), count * 8, first * 8), dtype=np.uint64)
+                    present = np.flatnonzero((raw & PRESENT) != 0)
+                    vpages.append(present + first)
+                    pfns.append((raw[present] & PFN_MASK).astype(np.int64))
+    except OSError as err:
+        raise HostError(f"cannot read /proc/{pid}/pagemap: {err.strerror}") from None
+    got = PageMap(np.concatenate(vpages or [np.zeros(0, np.int64)]), np.concatenate(pfns or [np.zeros(0, np.int64)]))
+    if len(got.pfns) and not got.pfns.any():
+        raise HostError(f"/proc/{pid}/pagemap hides frame numbers (needs CAP_SYS_ADMIN)")
+    return got
+
+
+def borrowable(index: int, sysfs: kd.DamonSysfs) -> tuple[int, MonitoringAttrs] | None:
+    """kdamond ``index``'s pid and intervals if it is a running paddr kdamond of one context and one target
+    (each aggregation one set of rows), else None. Only reads its sysfs files."""
+    folder = kd._kdamonds() / str(index)
+    c0 = folder / "contexts" / "0"
+    try:
+        if sysfs.read(folder / "contexts" / "nr_contexts") != "1" or sysfs.read(c0 / "operations") != "paddr" or \
+                sysfs.read(c0 / "targets" / "nr_targets") != "1":
+            return None
+        intervals, nr_regions = c0 / "monitoring_attrs" / "intervals", c0 / "monitoring_attrs" / "nr_regions"
+        attrs = MonitoringAttrs(*(int(sysfs.read(intervals / n)) for n in ("sample_us", "aggr_us", "update_us")),
+                                *(int(sysfs.read(nr_regions / n)) for n in ("min", "max")))
+        return int(sysfs.read(folder / "pid")), attrs
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+class PaddrDamon(kd.KernelDamon):
+    """Kernel DAMON on the frames backing the targets, mapped back to their virtual pages."""
+
+    ops = "paddr"
+    snapshot_meta = {"view": "kernel-damon", "source": "damon",
+                     "tool": "kernel DAMON (paddr on the target's frames, mapped back through pagemap) "
+                             "via damon:damon_aggregated"}
+
+    def __init__(self, attrs: MonitoringAttrs, warn: Callable[[str], None] = warn_stderr) -> None:
+        self.borrowed: int | None = None   # index of another's kdamond whose aggregations we read
+        self.own_attrs = attrs
+        self.maps: dict[int, PageMap] = {}
+        self.ranges: dict[int, list[tuple[int, int]]] = {}
+        self.last_refresh = 0.0
+        self.counts = {"refreshes": 0, "commits": 0, "pages_seen": 0, "pages_unseen": 0, "map_s": 0.0}
+        super().__init__(attrs, warn)
+
+    def _claim(self, running: list[int]) -> None:
+        for index in running:
+            found = borrowable(index, self.sysfs)
+            if found is not None:
+                self.borrowed, self.borrowed_pid = index, found[0]
+                self.attrs = found[1]   # snapshots are filed at its intervals, not ours
+                self.snapshot_meta = {**self.snapshot_meta, "kdamond": "not ours (held DAMON's sysfs): read only"}
+                self.warn(f"damon: kernel DAMON's sysfs is held by kdamond {index} (PID {found[0]}, paddr, not "
+                          f"ours; sample {found[1].sample_interval_us} us, aggregation {found[1].aggr_interval_us}"
+                          " us): its aggregations are read, nothing of it is changed")
+                return
+        super()._claim(running)
+
+    def _launch(self) -> int:
+        self._refresh_maps()
+        if self.borrowed is not None:
+            return self.borrowed_pid
+        for pid in self.pids:
+            if not len(self.maps[pid].pfns):
+                raise HostError(f"--source damon: process {pid} has no resident pages to monitor")
+        self._choose_ranges()
+        return kd.start_kdamond(self.pids, self.attrs, self.sysfs, "paddr", [self.ranges[p] for p in self.pids])
+
+    def _refresh_maps(self) -> None:
+        for pid in self.pids:
+            try:
+                self.maps[pid] = read_pagemap(pid)
+            except DamonBpfError:   # gone since: keep its last map for rows still in the ring
+                if pid not in self.maps:
+                    raise
+        self.last_refresh = time.monotonic()
+        self.counts["refreshes"] += 1
+
+    def _choose_ranges(self) -> None:
+        page = page_size()
+        for pid in self.pids:
+            self.ranges[pid] = page_ranges(self.maps[pid].frame_addrs(page), page, self.attrs.max_nr_regions)
+
+    def _uncovered(self) -> bool:
+        page = page_size()
+        for pid in self.pids:
+            bounds = np.asarray(self.ranges.get(pid, []), np.uint64).reshape(-1, 2)
+            addrs = self.maps[pid].frame_addrs(page)
+            idx = np.searchsorted(bounds[:, 0], addrs, side="right").astype(np.int64) - 1
+            if (idx < 0).any() or (addrs >= bounds[np.maximum(idx, 0), 1]).any():
+                return True
+        return False
+
+    def tick(self, now_ns: int) -> None:
+        super().tick(now_ns)
+        if self.kdamond_pid is None or time.monotonic() - self.last_refresh < self.own_attrs.update_interval_us / 1e6:
+            return
+        self._refresh_maps()
+        if self.borrowed is None and self._uncovered():
+            self._choose_ranges()
+            try:
+                kd.commit_regions(self.sysfs, [self.ranges[p] for p in self.pids])
+                self.counts["commits"] += 1
+            except OSError as err:
+                self.error = f"cannot hand the kdamond new regions: {err.strerror}"
+
+    def _emit(self, index: int, rows: np.ndarray) -> None:
+        if self.borrowed is None:
+            owners = [self.pids[index]] if index < len(self.pids) else []
+        else:
+            owners = self.pids   # another's kdamond: every target's frames are looked up in its regions
+        began = time.monotonic()
+        for pid in owners:
+            seen = to_virtual(self.maps[pid], rows["start"], rows["end"], rows["nr_accesses"], rows["age"],
+                              page_size(), self.own_attrs.max_nr_regions)
+            self.counts["pages_seen"] += seen.pages_seen
+            self.counts["pages_unseen"] += seen.pages_unseen
+            self._file(pid, kd.kernel_snapshot(seen.start, seen.end, seen.nr_accesses, seen.age,
+                                               int(rows["time_ns"].max()), self.attrs))
+        self.counts["map_s"] += time.monotonic() - began
+
+    def _release(self) -> None:
+        if self.borrowed is None:
+            super()._release()
+
+    @property
+    def end_note(self) -> str:
+        return "switched off" if self.borrowed is None else "left running as found (not ours)"
+
+    def close(self) -> None:
+        super().close()
+        seen, unseen = self.counts["pages_seen"], self.counts["pages_unseen"]
+        share = f"{100 * seen / (seen + unseen):.1f}%" if seen + unseen else "none"
+        self.warn(f"damon: paddr on the targets' frames: {share} of their resident pages lay in monitored "
+                  f"regions, page maps read {self.counts['refreshes']} times, regions recommitted "
+                  f"{self.counts['commits']} times")
+
+    def summary(self) -> dict:
+        return {**super().summary(), "operations": "paddr", "borrowed_kdamond": self.borrowed,
+                "nr_ranges": {str(p): len(r) for p, r in self.ranges.items()}, **self.counts}
+
+
+def kernel_damon(attrs: MonitoringAttrs, warn: Callable[[str], None] = warn_stderr) -> kd.KernelDamon:
+    """Kernel DAMON for --source damon: vaddr where the kernel has it, else paddr on the targets' frames."""
+    if host.damon_info()["vaddr"]:
+        return kd.KernelDamon(attrs, warn)
+    return PaddrDamon(attrs, warn)
+
