@@ -74,7 +74,7 @@ def monitor_config(options: dict, recording: RecordingSpec | None = None) -> Mon
     """The typed configuration of the monitor the options describe (``recording``: record and live)."""
     return MonitorConfig(
         TargetSpec(tuple(options["pids"]), tuple(options["command"]), options["follow_children"],
-                   options.get("command_output"), tuple(options.get("cgroups") or ())),
+                   options.get("command_output"), cgroups=tuple(options.get("cgroups") or ())),
         options["source"],
         FilterSpec(options["cpus"], options["tids"], options["write_only"], options["read_only"],
                    tuple(options["filter_specs"])),

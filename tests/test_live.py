@@ -444,7 +444,7 @@ def test_answer_keys_show_dirty_rate_sharing_and_numa_from_the_live_aggregation(
     run.tmux.key("d")
     screen = wait_screen(run, lambda s: any("dirty rate per target" in line for line in s))
     assert any(f"move first: target 0 (pid {pid})" in line for line in screen), "\n".join(screen)
-    assert any(re.search(rf"│\s+0\s+{pid}\s+\d", line) for line in screen), "\n".join(screen)
+    assert any(re.search(rf"│\s+0\s+{pid}\s+\S+\s+\d", line) for line in screen), "\n".join(screen)
     run.tmux.key("s")
     screen = wait_screen(run, lambda s: any("threads sharing memory" in line for line in s))
     assert any("suggested groups" in line for line in screen)
