@@ -1,6 +1,6 @@
 """One NUMA node in the 6.12 guest (`tests/vm/run --nodes 1`, no numa=fake), as most cloud VMs have:
 
-    tests/vm/run --kernel backports --nodes 1 -- '.venv/bin/pytest -m vm -q tests/test_vm_one_node.py'
+    tests/vm/run --kernel backports --nodes 1      (selects the one_node tests; .ci/run does this)
 
 numa-hint must work there as on the one-node host (tests/test_numa_hint_host.py, run here as it is), and the
 paddr-backed kernel-DAMON source gets a kdamond of its own (the guest's DAMON sysfs is free, unlike the host's):
@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.one_node]
 
 
 def _one_node_guest() -> None:
