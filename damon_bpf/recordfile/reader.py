@@ -1,9 +1,11 @@
 """Reading a record file (ours, or damo's JSON / compressed JSON) as a stream.
 
-The file is inflated 1 MiB at a time (with a bound on the total) and parsed one snapshot at a time: only the
-record's outer structure is walked here, each snapshot is decoded by json's C scanner on its own and turned
-into numpy arrays at once, so memory follows the snapshots a report keeps, never the inflated text. A report
-that needs one snapshot (``report access``) asks for just that one and the others are scanned, not kept.
+The file is inflated 1 MiB at a time (with a bound on the total) and parsed piece by piece: only the
+record's outer structure is walked here. Snapshots in our writer's compact form are decoded by orjson a run
+at a time (the whole snapshots at hand, about 1 MiB of text), others one value at a time by json's C scanner;
+they are turned into numpy arrays a batch of 1000 at a time (bulk.py), so memory follows the snapshots a
+report keeps, never the inflated text. A report that needs one snapshot (``report access``) asks for just
+that one and the others are scanned, not kept.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Any, BinaryIO, Iterator
 
 try:
     import orjson
-except ImportError:   # the stdlib json alone reads every file too, ~2x slower
-    orjson = None
+except ImportError:   # the stdlib json alone reads every file too, slower
+    orjson = None  # type: ignore[assignment]
 
 import numpy as np
 
