@@ -53,10 +53,13 @@ class _Text:
         self.chunks = chunks
         self.utf8 = codecs.getincrementaldecoder("utf-8")()
         self.buf, self.pos, self.done = "", 0, False
+        self.dropped = 0          # characters consumed and dropped before buf
+        self.one_by_one_to = 0    # the end (from the text's start) of a run orjson could not take
 
     def _pull(self, at_least: int) -> bool:
         """Read until ``at_least`` characters lie past pos (or the text ends); False if nothing was added."""
         if self.pos > len(self.buf) // 2:
+            self.dropped += self.pos
             self.buf, self.pos = self.buf[self.pos:], 0
         parts, have = [self.buf], len(self.buf) - self.pos
         while have < at_least and not self.done:
@@ -124,18 +127,19 @@ class _Text:
         if orjson is None or _reference():
             return None
         self.peek()
-        if not self.buf.startswith(_OURS, self.pos):
+        if not self.buf.startswith(_OURS, self.pos) or self.dropped + self.pos < self.one_by_one_to:
             return None
         self._pull(_WANT_AHEAD)
         end = self.buf.rfind(_NEXT, self.pos + 1)
         if end < 0:
             return None
         run = self.buf[self.pos:end].encode()
-        if _longest_digits(run) >= 19:
-            return None
         try:
+            if _longest_digits(run) >= 19:
+                raise ValueError
             values = orjson.loads(b"[" + run + b"]")
-        except orjson.JSONDecodeError:
+        except ValueError:   # orjson.JSONDecodeError is one: json takes this run, value by value
+            self.one_by_one_to = self.dropped + end
             return None
         self.pos = end
         return values
