@@ -149,3 +149,19 @@ def test_extras_left_out_are_empty_and_the_rest_the_same(tmp_path, monkeypatch, 
         assert (b.by_cpu, b.by_tid) == ({}, {})
         assert b.mappings == (a.mappings if "maps" in extras else None)
         assert all(getattr(a, f).tolist() == getattr(b, f).tolist() for f in FIELDS)
+
+
+def test_twenty_digit_addresses_read_alike(tmp_path, monkeypatch):
+    """Numbers of 19+ digits (orjson would make the largest floats) leave a run to json: same result."""
+    kernel = 0xFFFF_8000_0000_0000
+    region = {"nr_accesses": {"samples": 1}, "age": {"usec": 100, "aggr_intervals": 1},
+              "damon_bpf": {"reports": 2, "writes": 1, "reads": 1, "cpus": {"0": 2}, "tids": {"5": 2}}}
+    snaps = [{"start_time": i * 100, "end_time": i * 100 + 100,
+              "regions": [dict(region, start=kernel + r * 8192, end=kernel + r * 8192 + 4096) for r in range(3)]}
+             for i in range(20)]
+    doc = [{"target_id": 0, "intervals": {"sample_us": 5000, "aggr_us": 100_000}, "snapshots": snaps}]
+    path = tmp_path / "d"
+    path.write_bytes(zlib.compress(json.dumps(doc, separators=(",", ":")).encode()))
+    want = _read(str(path), True, monkeypatch)
+    assert not isinstance(want, str) and int(want[0].snapshots[-1].start[0]) == kernel
+    assert_same(want, _read(str(path), False, monkeypatch))
