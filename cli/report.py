@@ -14,6 +14,7 @@ from cli.types import parse_rate, parse_size, parse_size_bytes, parse_time_ns
 from damon_bpf.errors import DamonBpfError, UsageError
 from damon_bpf.outputs import open_output_stream
 from damon_bpf.recordfile import read_record
+from damon_bpf.recordfile.bulk import EXTRAS
 from damon_bpf.reports import access as access_mod
 from damon_bpf.reports import breakdown as breakdown_mod
 from damon_bpf.reports import dirty_rate as dirty_mod
@@ -124,7 +125,7 @@ def report() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the grid as JSON (rows with their mappings, columns).")
 def heatmap(input_path, target_id, resol, address_range, time_range, output, by, scale, cell, as_json) -> None:
     """When which addresses were how often accessed (time on x, address on y; the mappings beside)."""
-    records = read_record(input_path)
+    records = read_record(input_path, extras=frozenset({"maps"}) if by is None else EXTRAS)
     addr, times = _address_range(address_range), _time_range(time_range)
     if as_json:
         _json_out(heatmap_mod.to_json(heatmap_mod.heatmaps(records, by, resol or (30, 80), addr, times, target_id,
@@ -276,7 +277,7 @@ def access(input_path, target_id, snapshot, group, sort_by, descending, style, s
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def wss(input_path, target_id, write, skip, output, as_json) -> None:
     """Working-set size over time, as percentiles, beside the process's RSS and PSS."""
-    result = wss_mod.wss(read_record(input_path), target_id, write=write, skip=skip)
+    result = wss_mod.wss(read_record(input_path, extras=frozenset()), target_id, write=write, skip=skip)
     if output:
         _image(output, "wss plot", lambda stream, image_format: wss_mod.write_plot(result, stream, image_format))
     _show(wss_mod, result, as_json)

@@ -2,7 +2,9 @@
 
 Writes a record of one target, one hour at DAMON's default 100 ms aggregation (36,000 snapshots) with
 --regions regions each, attributed to 2 CPUs and 3 threads (10 MB compressed at the default, 12), then
-runs each report in a fresh process and prints its wall time and peak RSS (ru_maxrss of the child).
+runs each report in a fresh process and prints its wall time, CPU time and peak RSS (ru_maxrss of the child),
+with the bulk reader and (--reference) with the reader as it was (DAMON_BPF_READER=reference: json and
+numpy arrays snapshot by snapshot).
 
     .venv/bin/python tests/bench/bench_reader.py [--regions 12] [--runs 3]
 """
@@ -77,6 +79,8 @@ def main() -> None:
                         default=[["access", "--snapshot", "last"], ["access"], ["wss"], ["breakdown"],
                                  ["heatmap", "--output", "raw"]],
                         help="reports to run, each quoted ('heatmap --output raw')")
+    parser.add_argument("--no-reference", dest="reference", action="store_false",
+                        help="skip the runs with the reference reader")
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "hour.data")
@@ -87,18 +91,22 @@ def main() -> None:
             print(f"flush after {minute:6s}: CPU median {statistics.median(cpus) * 1e3:6.2f} ms, wall median "
                   f"{statistics.median(walls) * 1e3:6.2f} ms, max {max(walls) * 1e3:6.2f} ms ({len(times)} flushes "
                   "of 20 snapshots)")
+        print(f"load average before the reports: {os.getloadavg()[0]:.1f}")
         for report in opts.reports:
-            walls, cpus, peaks = [], [], []
-            for _ in range(opts.runs):
-                # ru_* of children add up over all of them: measure each from its own process
-                out = subprocess.run([sys.executable, __file__, "--one", path, *report], check=True,
-                                     capture_output=True, text=True).stdout.split()
-                walls.append(float(out[0]))
-                cpus.append(float(out[1]))
-                peaks.append(float(out[2]))
-            print(f"report {' '.join(report):20s} wall {statistics.median(walls):5.2f} s "
-                  f"(runs {min(walls):.2f}-{max(walls):.2f})  CPU {statistics.median(cpus):5.2f} s  "
-                  f"peak RSS {max(peaks):6.0f} MiB")
+            for reader in ("bulk", "reference") if opts.reference else ("bulk",):
+                walls, cpus, peaks = [], [], []
+                env = dict(os.environ, DAMON_BPF_READER=reader)
+                for _ in range(opts.runs):
+                    # ru_* of children add up over all of them: measure each from its own process
+                    out = subprocess.run([sys.executable, __file__, "--one", path, *report], check=True,
+                                         capture_output=True, text=True, env=env).stdout.split()
+                    walls.append(float(out[0]))
+                    cpus.append(float(out[1]))
+                    peaks.append(float(out[2]))
+                print(f"report {' '.join(report):20s} {reader:9s} wall {statistics.median(walls):5.2f} s "
+                      f"(runs {min(walls):.2f}-{max(walls):.2f})  CPU {statistics.median(cpus):5.2f} s  "
+                      f"peak RSS {max(peaks):6.0f} MiB")
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
