@@ -287,3 +287,35 @@ def test_the_command_line_says_one_line(args, says):
     done = subprocess.run([DAMON_BPF, "trace", *args], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and says in done.stderr
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("damon-bpf: error: ")
+
+
+def test_metrics_of_a_cgroup_target_carry_its_cgroup_label(accessgen, cgroup, tmp_path):
+    """record --cgroup --metrics-listen: every target series also names the cgroup the process was found in."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    workload = start_in(cgroup, accessgen, "--duration", "60", "w:-1:w:1024:0")
+    pid = json.loads(workload.stdout.readline())["pid"]
+    monitor = subprocess.Popen([DAMON_BPF, "record", "--cgroup", str(cgroup), "-o", str(tmp_path / "d.data"),
+                                "--metrics-listen", f"127.0.0.1:{port}", "--duration", "300"],
+                               stderr=subprocess.PIPE, text=True)
+    page, label = "", f'cgroup="/{cgroup.name}"'
+    try:
+        wait_for_line(monitor.stderr, "following cgroup")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+                line.startswith("damon_bpf_working_set_bytes{") and label in line for line in page.splitlines()):
+            time.sleep(0.5)
+            page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        monitor.send_signal(signal.SIGTERM)
+        monitor.communicate(timeout=120)
+    finally:
+        for proc in (monitor, workload):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    series = [line for line in page.splitlines() if line.startswith("damon_bpf_working_set_bytes{")]
+    assert any(label in line and f'pid="{pid}"' in line for line in series), series
