@@ -277,10 +277,11 @@ class Recorder:
     def accounting(self) -> dict:
         """Where the reports went: ``in_regions + outside_regions + late + unattributed +
         pending`` is every report routed so far (``pending``: not placed yet; 0 after finish)."""
-        totals = {key: self.forgotten.get(key, 0) + sum(_counts(s.aggregator)[key] for s in self.states())
-                  for key in _COUNTS}
+        states = self.states()
+        counts = [_counts(s.aggregator) for s in states]   # once per target (live asks every frame)
+        totals = {key: self.forgotten.get(key, 0) + sum(c[key] for c in counts) for key in _COUNTS}
         return {**totals, "unattributed": self.unattributed,
-                "pending": sum(s.aggregator.pending + s.aggregator.in_progress for s in self.states())}
+                "pending": sum(s.aggregator.pending + s.aggregator.in_progress for s in states)}
 
     def forget_gone(self) -> int:
         """Drop the closed targets, keeping their counts in ``accounting``: a long-running monitor would
