@@ -145,13 +145,18 @@ def test_restore_failure_is_reported_and_left_for_the_next_start(fake_numa):
 class Counting(PeriodicSampler):
     name = "counting"
 
-    def __init__(self, interval_us, delay_s=0.0, budget=None):
+    def __init__(self, interval_us, delay_s=0.0, budget=None, spin=False):
         super().__init__(interval_us, warn=lambda _: None, budget=budget)
-        self.seen, self.delay_s = [], delay_s
+        self.seen, self.delay_s, self.spin = [], delay_s, spin
 
     def sample(self, pids):
         self.seen.append(list(pids))
-        time.sleep(self.delay_s)
+        if not self.spin:
+            time.sleep(self.delay_s)     # waits: no CPU used
+            return
+        until = time.thread_time() + self.delay_s
+        while time.thread_time() < until:   # uses delay_s of this thread's CPU, as a page-table walk does
+            pass
 
 
 def test_periodic_sampler_keeps_its_interval_and_counts_overruns():
@@ -170,22 +175,37 @@ def test_periodic_sampler_keeps_its_interval_and_counts_overruns():
 
 
 def test_periodic_sampler_stays_within_its_cpu_budget():
-    """20 ms calls every 10 ms asked, at most 20% of a CPU: one call per ~100 ms, on the interval grid."""
+    """Calls using 20 ms of CPU every 10 ms asked, at most 20% of a CPU: one call per ~100 ms, on the
+    interval grid."""
     targets = type("T", (), {"pids": {7}})()
-    capped = Counting(10_000, delay_s=0.02, budget=0.2)
+    capped = Counting(10_000, delay_s=0.02, budget=0.2, spin=True)
     capped.start(targets)
     time.sleep(1.0)
     capped.stop_thread()
     info = capped.summary()
     assert 8 <= capped.calls <= 12 and capped.stretched >= 7 * capped.calls - 8
-    # the cap (cpu_share) is the contract; the interval follows each call's measured length, and on a loaded
-    # 2-CPU machine a 20 ms sleep itself overruns by a few ms (115.7 ms seen), so its bound has 30% headroom
+    # the cap (cpu_share) is the contract; the interval follows each call's measured CPU; on a loaded 2-CPU
+    # machine the spinning thread is preempted, so a call's wall time exceeds its 20 ms of CPU and calls end
+    # late (the pause after one is counted from its start): the interval bound has 30% headroom
     assert 0.15 <= info["cpu_share"] <= 0.22 and 90_000 <= info["effective_interval_us"] <= 130_000
-    uncapped = Counting(10_000, delay_s=0.02)
+    uncapped = Counting(10_000, delay_s=0.02, spin=True)
     uncapped.start(targets)
     time.sleep(0.5)
     uncapped.stop_thread()
     assert uncapped.stretched == 0 and uncapped.summary()["cpu_share"] > 0.9
+
+
+def test_a_sampler_budget_charges_cpu_not_waiting():
+    """A call that waits 20 ms (for the GIL, for a CPU the target keeps busy: here a sleep) uses almost
+    no CPU, so a 20% budget does not stretch a 30 ms interval: the wall-time budget did, fivefold."""
+    targets = type("T", (), {"pids": {7}})()
+    waiting = Counting(30_000, delay_s=0.02, budget=0.2)
+    waiting.start(targets)
+    time.sleep(0.6)
+    waiting.stop_thread()
+    info = waiting.summary()
+    assert waiting.stretched == 0 and info["cpu_share"] < 0.05, info
+    assert info["mean_call_us"] >= 20_000 and info["mean_call_cpu_us"] < 5_000, info
 
 
 def test_a_sampler_budget_must_be_a_fraction_of_a_cpu():

@@ -43,7 +43,7 @@ def _guest_has_damon() -> bool:
     return DAMON_VADDR[kernel]
 
 
-def monitor(tracer, accessgen, specs, sampler, seconds=5.0):
+def monitor(tracer, accessgen, specs, sampler, seconds=5.0, attrs=None):
     """Run accessgen (steady threads) under ``tracer`` and ``sampler`` through a real Session and
     Recorder for ``seconds``; returns (threads, events, snapshots, run result). Each thread's
     [go_ns, done_ns] is the monitored span: the workload is let go once the session runs and is
@@ -67,7 +67,7 @@ def monitor(tracer, accessgen, specs, sampler, seconds=5.0):
         seconds under TCG). The region core starts here too, and the run lasts ``seconds`` from here."""
 
         def start(self, targets):
-            state["recorder"] = recorder = Recorder(MonitoringAttrs(), "all-mappings")
+            state["recorder"] = recorder = Recorder(attrs or MonitoringAttrs(), "all-mappings")
             recorder.listeners.append(lambda _tid, _pid, snap: snapshots.append(snap))
             recorder.add_targets([info["pid"]])
             state["go_ns"] = time.monotonic_ns()
@@ -163,26 +163,31 @@ def test_samplers_soft_dirty_keeps_a_steady_writer_hot(tracer, accessgen):
 
 
 def test_samplers_soft_dirty_stays_within_its_cpu_budget_on_a_big_target(tracer, accessgen):
-    """256 MiB resident: one clear_refs walk costs more than 20% of a 5 ms interval here, so the budget
-    stretches the interval, and the steady writer must still be seen in every bin and every snapshot.
-    20%, not the CLI's default 10%: with the writer faulting, a call takes up to ~10 ms under TCG, and at
-    10% the interval reaches the 100 ms aggregation, so an aggregation can pass with no re-arm at all."""
+    """256 MiB resident: one clear_refs walk uses more than 20% of a 5 ms interval of CPU here (10-15 ms
+    under TCG), so the budget stretches the interval, and the steady writer must still be seen in every bin
+    and be hot in every aggregation. The budget counts the sampler thread's CPU, not its wall time (which
+    doubles when the collector and the writer keep both vCPUs busy: 27 ms per call against 14 ms of CPU)."""
+    from damon_bpf.core.attrs import MonitoringAttrs
     from damon_bpf.samplers.soft_dirty import SoftDirtySampler
 
     sampler = SoftDirtySampler(5_000, warn=lambda _m: None, budget=0.2)
+    # The intervals the sampler's own advice gives for a stretched re-arm (stretch_advice): a sample no
+    # shorter than a re-arm's pass and an aggregation of 20 samples. A page written nonstop then faults in
+    # about one sample per re-arm, 1 s / T_eff of the 20 (T_eff 50-75 ms measured, ~150 ms under load: 6-20),
+    # far above DAMON's merge threshold (2), so the writer's region never folds into its cold neighbour.
+    # At DAMON's default 5 ms / 100 ms the same run gives 0-3 of 20 and a hot share of 0.5-0.7, which says
+    # nothing about the sampler: the advice is what a user of a stretched sampler is told to do.
+    attrs = MonitoringAttrs(sample_interval_us=50_000, aggr_interval_us=1_000_000)
     with numa_balancing_off():
         threads, events, snapshots, result = monitor(
-            tracer, accessgen, [f"writer:0:W:{HOT_KIB}:0", f"cold:1:c:{256 << 10}:0"], sampler)
+            tracer, accessgen, [f"writer:0:W:{HOT_KIB}:0", f"cold:1:c:{256 << 10}:0"], sampler, seconds=8.0,
+            attrs=attrs)
     writer = threads["writer"]
     bins = reports_per_bin(events, writer)
     assert (bins > 0).all(), f"the steady writer went dark in some bins: {bins.tolist()}"
-    # Why 0.7 and not the unstretched test's 0.8 (0.775 was seen under load): here the budget stretches the
-    # re-arm interval with the walk's cost, which grows when the 2 vCPUs are busy; a page written nonstop
-    # then faults in fewer of an aggregation's 20 samples, and DAMON's merge threshold (a tenth of them)
-    # folds some hot regions into the huge cold neighbour (see the README's soft-dirty notes). Without a
-    # sampler the share is 0.02-0.04, so 0.7 still tells a working sampler from a broken one; that the
-    # writer is never dark (every bin above) is the exact check.
-    assert hot_share(snapshots, writer["start"], writer["end"]) >= 0.7
+    assert len(snapshots) >= 7, len(snapshots)
+    # every aggregation after the first (which holds the first-touch warm-up) keeps the writer's range hot
+    assert hot_share(snapshots, writer["start"], writer["end"], skip=1) >= 0.95
     summary = result.samplers[0]
     assert summary["mean_rss_mib"] >= 256 and summary["stretched"] > 0, summary
     assert summary["cpu_share"] <= 0.24 and summary["effective_interval_us"] > 5_000, summary
