@@ -31,6 +31,11 @@ from damon_bpf.sources.vaddr import Footprint, layout_for
 # except one a producer was still writing at that instant (microseconds): a small margin covers it.
 CLOSE_LAG_NS = 2_000_000
 PROCESS_PERIOD_NS = 50_000_000   # half of DAMON's default aggregation interval
+# A collector that falls behind (a slow CPU: a TCG guest took 0.17 s per snapshot) catches up in steps of
+# CATCH_UP_STEP_NS of monitored time and returns to the session's loop once a tick has used TICK_BUDGET_S, so
+# the ring keeps being drained and a stop is honoured within about that long; finish() closes what is left.
+CATCH_UP_STEP_NS = 1_000_000_000
+TICK_BUDGET_S = 0.2
 TOP_FUNCTIONS = 5                # functions kept per region in a snapshot
 
 SnapshotListener = Callable[[int, int, Snapshot], None]   # (target_id, pid, snapshot)
@@ -228,13 +233,14 @@ class Recorder:
             batches, self._batches = self._batches, []
             self._route(np.concatenate(batches) if len(batches) > 1 else batches[0])
         until_ns = now_ns - lag_ns
+        deadline = float("inf") if force else time.monotonic() + TICK_BUDGET_S
         for state in self.states():
             if state.gone:
                 continue
             if state.close_at_ns is not None and until_ns >= state.close_at_ns:
                 self._close(state, state.close_at_ns)
                 continue
-            self._advance(state, until_ns)
+            self._advance(state, until_ns, deadline)
             if state.close_at_ns is None and (state.aggregator.exited or not is_alive(state.pid)):
                 # The process is gone (no exit event told us): close it at the next tick, once
                 # the reports it made before it died have been drained and routed.
@@ -244,10 +250,15 @@ class Recorder:
         if self.writer is not None:
             self.writer.maybe_flush()
 
-    def _advance(self, state: TargetState, until_ns: int) -> None:
+    def _advance(self, state: TargetState, until_ns: int, deadline: float) -> None:
+        """Close the target's intervals up to ``until_ns``, at least one step, more while time is left."""
         aggregator = state.aggregator
         rereads, report_ranges = aggregator.rereads, aggregator.report_ranges
-        self._emit(state, aggregator.advance(until_ns))
+        while True:
+            step_ns = min(until_ns, aggregator.closed_until_ns + CATCH_UP_STEP_NS)
+            self._emit(state, aggregator.advance(step_ns))
+            if step_ns >= until_ns or time.monotonic() >= deadline:
+                break
         if log.verbose() and (aggregator.rereads, aggregator.report_ranges) != (rereads, report_ranges):
             log.detail(f"pid {state.pid}: reports outside its regions: layout re-read ({aggregator.rereads} "
                        f"so far), {aggregator.report_ranges - report_ranges} ranges made of the reports' own pages")

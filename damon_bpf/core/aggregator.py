@@ -95,6 +95,11 @@ class Aggregator:
         return self._closed
 
     @property
+    def closed_until_ns(self) -> int:
+        """End of the last closed sample interval: reports before it have been placed."""
+        return self.start_ns + self._closed * self._sample_ns
+
+    @property
     def pending(self) -> int:
         """Reports buffered for sample intervals not closed yet."""
         return len(self._pending)
