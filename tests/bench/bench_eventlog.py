@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""`trace -o` JSON lines: events/s of the per-record formatter, the previous vectorised writer (a byte matrix,
-kept here for comparison) and the current one (4-byte cells), same batches.
+"""`trace -o` JSON lines: events/s of the per-record formatter and of the vectorised writer (4-byte cells), same
+batches. (The byte-matrix writer this replaced was compared here until the access record gained the ip.)
 
     bench_eventlog.py [--events 2000000] [--batch 65536] [--runs 3]
 
@@ -17,67 +17,8 @@ import time
 
 import numpy as np
 
-from damon_bpf.access import ACCESS_DTYPE, ACCESS_READ, ACCESS_WRITE
+from damon_bpf.access import ACCESS_DTYPE
 from damon_bpf.eventlog import jsonl_bytes, jsonl_lines_per_event
-
-
-# jsonl_bytes lays each record out in a fixed-width row: every number right-aligned in as many digits as its
-# type can hold, its leading zeros as NUL bytes, the write word NUL-padded. The rows back to back, with the NULs
-# deleted by bytes.translate (one C pass; JSON text never holds a NUL), are the lines. Whole columns at a time: no
-# Python per record.
-_LAYOUT = ((b'{"addr":', "addr", 20), (b',"time_ns":', "time_ns", 20), (b',"cpu":', "cpu", 10),
-           (b',"pid":', "pid", 10), (b',"tid":', "tid", 10))
-_POW10 = 10 ** np.arange(19, -1, -1, dtype=np.uint64)           # 10**19 .. 1: a u64 has at most 20 digits
-_POSITIONS = {width: np.arange(width, dtype=np.int8) for width in (10, 20)}
-_WORDS = np.frombuffer(b"false" b"true\0" b"null\0", np.uint8).reshape(3, 5)
-_WORD_OF = np.full(256, 2, np.intp)                             # any other write code: null
-_WORD_OF[ACCESS_READ], _WORD_OF[ACCESS_WRITE] = 0, 1
-_CHUNK = 1 << 16   # rows per pass: the fixed-width matrix (~130 bytes a row) stays small
-
-
-def _decimal_u32(values: np.ndarray, out: np.ndarray) -> None:
-    """Digits of ``values`` (each below 10**len(out), at most 10 digits) into the rows of ``out``, most
-    significant first."""
-    quotient = values.astype(np.uint32)
-    for row in range(len(out) - 1, -1, -1):   # scalar divisors: numpy divides by them with SIMD
-        next_quotient = quotient // np.uint32(10)
-        out[row] = quotient - next_quotient * np.uint32(10)
-        quotient = next_quotient
-
-
-def _digits(column: np.ndarray, width: int) -> np.ndarray:
-    """Each value's ASCII digits right-aligned in ``width`` columns, leading zeros as NUL."""
-    column = np.ascontiguousarray(column)
-    digits = np.empty((width, len(column)), np.uint8)   # a digit position per row: contiguous writes
-    if width == 20:   # u64: 32-bit pieces of 2, 9 and 9 digits
-        billion = np.uint64(10**9)
-        high = column // billion
-        top = high // billion
-        _decimal_u32(top, digits[:2])
-        _decimal_u32(high - top * billion, digits[2:11])
-        _decimal_u32(column - high * billion, digits[11:])
-    else:
-        _decimal_u32(column, digits)
-    count = np.searchsorted(_POW10[::-1], column, side="right").astype(np.int8)   # digits printed (0 has none)
-    printed = _POSITIONS[width][:, None] >= (width - np.maximum(count, 1))[None, :]
-    digits += np.uint8(ord("0"))
-    digits *= printed
-    return digits.T
-
-
-def _jsonl_chunk(batch: np.ndarray) -> bytes:
-    rows = len(batch)
-    parts = []
-    for text, name, width in _LAYOUT:
-        parts += [np.broadcast_to(np.frombuffer(text, np.uint8), (rows, len(text))), _digits(batch[name], width)]
-    parts += [np.broadcast_to(np.frombuffer(b',"write":', np.uint8), (rows, 9)), _WORDS[_WORD_OF[batch["write"]]],
-              np.broadcast_to(np.frombuffer(b"}\n", np.uint8), (rows, 2))]
-    return np.concatenate(parts, axis=1).tobytes().translate(None, b"\0")
-
-
-def previous_jsonl_bytes(batch: np.ndarray) -> bytes:
-    """The writer before this one (one byte per matrix element)."""
-    return b"".join(_jsonl_chunk(batch[start:start + _CHUNK]) for start in range(0, len(batch), _CHUNK))
 
 
 def batches(events: int, batch: int) -> list[np.ndarray]:
@@ -115,9 +56,8 @@ def main() -> None:
     args = parser.parse_args()
     work = batches(args.events, args.batch)
     assert all(jsonl_bytes(batch) == jsonl_lines_per_event(batch).encode() for batch in work[:3])
-    assert all(previous_jsonl_bytes(batch) == jsonl_bytes(batch) for batch in work[:3])
     figures = measure({"per-record f-strings": lambda batch: jsonl_lines_per_event(batch).encode(),
-                       "previous byte matrix": previous_jsonl_bytes, "4-byte cells (numpy)": jsonl_bytes},
+                       "4-byte cells (numpy)": jsonl_bytes},
                       work, args.runs)
     print(f"{args.events} events in batches of {args.batch}, best of {args.runs}; "
           f"{figures['4-byte cells (numpy)'][2] / args.events:.1f} bytes/event; load average "
