@@ -208,6 +208,35 @@ def test_a_sampler_budget_charges_cpu_not_waiting():
     assert info["mean_call_us"] >= 20_000 and info["mean_call_cpu_us"] < 5_000, info
 
 
+class OneSlowCall(Counting):
+    """Calls of 4 ms of CPU, the fifth of 100 ms (a walk that met the target's own faults)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.spans: list[tuple[float, float]] = []
+
+    def sample(self, pids):
+        self.delay_s = 0.1 if len(self.spans) == 4 else 0.004
+        began = time.monotonic()
+        super().sample(pids)
+        self.spans.append((began, time.monotonic()))
+
+
+def test_one_slow_call_does_not_stop_the_sampler_for_its_whole_budget_pause():
+    """At a 20% budget a 100 ms call used to be followed by a 400 ms pause, a whole aggregation or more
+    without re-arming; paced by the smoothed cost the pause is much shorter and the long-run share the same."""
+    targets = type("T", (), {"pids": {7}})()
+    sampler = OneSlowCall(10_000, budget=0.2, spin=True)
+    sampler.start(targets)
+    time.sleep(1.2)
+    sampler.stop_thread()
+    spans = sampler.spans
+    assert len(spans) >= 7, spans
+    pause_after_slow = spans[5][0] - spans[4][1]
+    assert pause_after_slow < 0.25, pause_after_slow   # 0.4 s paced by the raw cost
+    assert sampler.summary()["cpu_share"] <= 0.3
+
+
 def test_a_sampler_budget_must_be_a_fraction_of_a_cpu():
     for budget in (0, -0.1, 1.5):
         with pytest.raises(ValueError, match="fraction of one CPU"):
