@@ -31,10 +31,10 @@ from damon_bpf.sources.vaddr import Footprint, layout_for
 # except one a producer was still writing at that instant (microseconds): a small margin covers it.
 CLOSE_LAG_NS = 2_000_000
 PROCESS_PERIOD_NS = 50_000_000   # half of DAMON's default aggregation interval
-# A collector that falls behind (a slow CPU: a TCG guest took 0.17 s per snapshot) catches up in steps of
-# CATCH_UP_STEP_NS of monitored time and returns to the session's loop once a tick has used TICK_BUDGET_S, so
-# the ring keeps being drained and a stop is honoured within about that long; finish() closes what is left.
-CATCH_UP_STEP_NS = 1_000_000_000
+# A collector that falls behind (a slow CPU: a TCG guest took 0.17 s per snapshot, over 1 s when its host was
+# loaded) catches up one aggregation at a time and returns to the session's loop once a tick has used
+# TICK_BUDGET_S, so the ring keeps being drained and a stop is honoured within about a snapshot's work;
+# finish() closes what is left.
 TICK_BUDGET_S = 0.2
 TOP_FUNCTIONS = 5                # functions kept per region in a snapshot
 
@@ -254,8 +254,9 @@ class Recorder:
         """Close the target's intervals up to ``until_ns``, at least one step, more while time is left."""
         aggregator = state.aggregator
         rereads, report_ranges = aggregator.rereads, aggregator.report_ranges
+        aggregation_ns = self.attrs.aggr_interval_us * 1000
         while True:
-            step_ns = min(until_ns, aggregator.closed_until_ns + CATCH_UP_STEP_NS)
+            step_ns = min(until_ns, aggregator.closed_until_ns + aggregation_ns)
             self._emit(state, aggregator.advance(step_ns))
             if step_ns >= until_ns or time.monotonic() >= deadline:
                 break

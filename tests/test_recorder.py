@@ -257,13 +257,14 @@ def test_a_recorder_that_falls_behind_returns_to_the_loop_and_catches_up(tmp_pat
         began = time.monotonic()
         recorder.on_tick(t0)
         took = time.monotonic() - began
-        # a step is one second (10 snapshots, >= 0.2 s here): the tick stops after the step that crossed the
-        # budget, so it holds the loop for the budget plus at most one step, not for the 100 snapshots
-        assert took < recorder_module.TICK_BUDGET_S + 0.2 * 3, took
-        assert 10 <= len(seen) < 100, len(seen)
+        # a step is one aggregation (one snapshot, 20 ms here): the tick stops after the step that crossed
+        # the budget, so it holds the loop for the budget and a snapshot or so, not for the 100 snapshots
+        assert took < recorder_module.TICK_BUDGET_S + 0.3, took
+        first = len(seen)
+        assert 5 <= first < 50, first
         assert recorder.accounting()["pending"] > 0
         recorder.on_tick(t0 + 60 * MS)
-        assert len(seen) >= 20   # the next tick goes on where this one stopped
+        assert len(seen) > first   # the next tick goes on where this one stopped
         child.kill()
         child.wait()
         finished(recorder, len(times))
