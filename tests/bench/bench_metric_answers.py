@@ -7,7 +7,8 @@ reports in a random third of the regions in each window, on CPU 0 or 1.
     bench_metric_answers.py [--threads 2 16 64 200] [--regions 100] [--windows 150] [--repeat 3]
 
 A scrape computes this once per target with new snapshots, on the collector's thread. Prints, per thread
-count, the best wall time of a call and of its two parts; asserts nothing.
+count, the best wall time of a call and of its two parts (sharing*: report sharing over every thread; the
+answers compare the MAX_THREADS busiest only); asserts nothing.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def main() -> None:
     buffer = np.ones((args.regions + 1) * REGION_PAGES * PAGE, dtype=np.uint8)   # written: every page present
     print(f"{args.regions} regions of {REGION_PAGES} pages, {args.windows} windows, best of {args.repeat}; "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"{'threads':>8} {'answers':>10} {'sharing':>10} {'numa':>10} {'pairs':>7}")
+    print(f"{'threads':>8} {'answers':>10} {'sharing*':>10} {'numa':>10} {'pairs':>7}")
     for threads in args.threads:
         rec = make_record(buffer, threads, args.regions, args.windows)
         total = best(args.repeat, target_answers, rec)
