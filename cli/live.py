@@ -59,9 +59,8 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
         metrics.attach(monitor)
     recorder = monitor.recorder
     assert recorder is not None   # a recording was configured
-    recent = RecentRecords(config.attrs)   # the live aggregation the answer keys and --apply read
-    recorder.listeners.append(recent.on_snapshot)
-    applier = numa_applier(quota, recorder, recent)
+    recent = RecentRecords.listening(recorder)   # the live aggregation the answer keys and --apply read
+    applier = numa_applier(quota, recorder, recent, metrics)
     console = Console()
     display: LiveScreen | SnapshotPrinter
     if console.is_terminal and not console.is_dumb_terminal:
@@ -70,7 +69,7 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
                              refresh_hz, output, placement=recorder.accounting, recent=recent)
         recorder.listeners.append(model.on_snapshot)
     else:
-        display = SnapshotPrinter(recorder.start_ns, monitor.request_stop)
+        display = SnapshotPrinter(recorder.start_ns, monitor.request_stop, comm_of=recent.comm)
         recorder.listeners.append(display.on_snapshot)
     notes: list[str] = []   # said after the screen is given back
     sampler = config.sampler.name if config.sampler.name != "none" else None

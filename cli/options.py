@@ -124,15 +124,18 @@ def apply_quota(options: dict) -> float | None:
     return quota if options["do_apply"] else None
 
 
-def numa_applier(quota: float | None, recorder: Recorder, recent: RecentRecords | None = None) -> NumaApplier | None:
-    """With --apply: the applier, fed by ``recorder``'s snapshots (through ``recent``, made when not given)."""
+def numa_applier(quota: float | None, recorder: Recorder, recent: RecentRecords | None = None,
+                 metrics: MetricsExporter | None = None) -> NumaApplier | None:
+    """With --apply: the applier, fed by ``recorder``'s snapshots (through ``recent``, made when not given);
+    ``metrics`` (--metrics-listen) then serves the bytes it moves."""
     if quota is None:
         return None
     if recent is None:
-        recent = RecentRecords(recorder.attrs)
-        recorder.listeners.append(recent.on_snapshot)
+        recent = RecentRecords.listening(recorder)
     applier = NumaApplier(recent, quota)
     recorder.listeners.append(applier.on_snapshot)
+    if metrics is not None:
+        metrics.follow_moves(applier)
     return applier
 
 

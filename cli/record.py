@@ -43,7 +43,7 @@ def record(output: str, **options) -> None:
         metrics.attach(monitor)
     recorder = monitor.recorder
     assert recorder is not None   # a recording was configured
-    applier = numa_applier(quota, recorder)
+    applier = numa_applier(quota, recorder, metrics=metrics)
     progress = Progress(recorder, monitor.tracer, output)
     progress.say_start(f"recording {' '.join(config.targets.describe())} with source {monitor.tracer.source} "
                        f"into {output} (Ctrl-C ends it, the file complete)")

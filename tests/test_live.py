@@ -443,14 +443,16 @@ def test_answer_keys_show_dirty_rate_sharing_and_numa_from_the_live_aggregation(
     pid = run.info()["pid"]
     run.tmux.key("d")
     screen = wait_screen(run, lambda s: any("dirty rate per target" in line for line in s))
-    assert any(f"move first: target 0 (pid {pid})" in line for line in screen), "\n".join(screen)
+    assert any(f"move first: target 0 (pid {pid} " in line for line in screen), "\n".join(screen)
     assert any(re.search(rf"│\s+0\s+{pid}\s+\S+\s+\d", line) for line in screen), "\n".join(screen)
     run.tmux.key("s")
     screen = wait_screen(run, lambda s: any("threads sharing memory" in line for line in s))
     assert any("suggested groups" in line for line in screen)
     run.tmux.key("m")
     screen = wait_screen(run, lambda s: any("NUMA placement" in line for line in s))
-    assert any(f"target 0 (pid {pid}): nothing to move: this host has one NUMA node" in line for line in screen)
+    # the title wraps at the table's width
+    assert any(re.search(rf"target 0 \(pid {pid} accessgen, parent \d+\): nothing to move: this host has one", line)
+               for line in screen), "\n".join(screen)
     run.tmux.key("m")
     wait_screen(run, lambda s: any(" hottest regions · last" in line for line in s))
     run.tmux.key("q")
@@ -479,3 +481,43 @@ def test_footer_fits_80_and_120_columns_and_keeps_lost_and_the_share():
         assert "late 7" in line, line
     wide = meter.footer(1234, 56789, "damon.data", placement, 200).plain
     assert "snapshots 56789" in wide and "rec damon.data" in wide and "collector CPU 16%" in wide
+
+
+# ---------------------------------------------------------------------------------------------
+# The process's name wherever live shows a target (issue 13): snapshot lines and the answers.
+
+
+def test_snapshot_lines_name_the_process(accessgen):
+    """Not a terminal: each snapshot line says the target's comm, as the recorder knows it (after its exec)."""
+    result = subprocess.run([DAMON_BPF, "live", "--", accessgen, "--duration", "2", f"hot:0:w:{HOT_KIB}:0"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = [dict(f.split("=", 1) for f in line.split()) for line in result.stdout.splitlines()
+             if line.startswith("t=")]
+    assert len(lines) >= 10 and {f["comm"] for f in lines} == {"accessgen"}, lines[:3]
+
+
+def test_a_snapshot_line_keeps_one_field_per_word():
+    from damon_bpf.live.lines import snapshot_line
+
+    (snap,) = _snapshots(1, 4)
+    line = snapshot_line(0, 42, snap, 0, "Web Content\tx")
+    assert " comm=Web_Content_x " in line and dict(f.split("=", 1) for f in line.split())["pid"] == "42"
+    assert " comm=- " in snapshot_line(0, 42, snap, 0)
+
+
+def test_answer_keys_name_the_process(live_in_tmux):
+    """d and s name the target as the recorder knows it: comm and parent, not "-"."""
+    run = live_in_tmux(120, 40)
+    wait_screen(run, lambda s: elapsed(s) >= 3, timeout=12)
+    pid = run.info()["pid"]
+    run.tmux.key("d")
+    screen = wait_screen(run, lambda s: any("dirty rate per target" in line for line in s))
+    assert any(re.search(rf"│\s+0\s+{pid}\s+accessgen\s+\d", line) for line in screen), "\n".join(screen)
+    assert any(re.search(rf"move first: target 0 \(pid {pid} accessgen, parent \d+\)", line) for line in screen)
+    run.tmux.key("s")
+    screen = wait_screen(run, lambda s: any("threads sharing memory" in line for line in s))
+    assert any(f"of target 0 (pid {pid} accessgen" in line for line in screen), "\n".join(screen)
+    run.tmux.key("q")
+    rc, stty, stderr = run.finish()
+    assert_restored(run, rc, stty)

@@ -4,7 +4,9 @@ its labels and values the workload's ground truth bounds, and ``promtool check m
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -81,7 +83,9 @@ def test_prometheus_scrapes_record(tmp_path, accessgen, prometheus_for):
         assert one(prom.query("damon_bpf_targets")) == 1
         for expr in dashboard_queries():   # every panel's query is valid PromQL over what was scraped
             answer = prom.query(as_instant_query(expr))
-            assert answer or "sampler" in expr or "filtered" in expr, expr   # no sampler, no filter here
+            # no sampler, no filter, no --apply here, and no two threads share memory (the next test has those)
+            assert answer or any(word in expr for word in ("sampler", "filtered", "numa_moved", "thread_pair_")), expr
+        assert not prom.query("damon_bpf_numa_moved_bytes_total")   # served only with --apply
         last_written = one(prom.query(f"max_over_time(damon_bpf_written_bytes_total{{{target}}}[1m])"))
 
         result = json.loads(record.stdout.readline())
@@ -92,3 +96,60 @@ def test_prometheus_scrapes_record(tmp_path, accessgen, prometheus_for):
     writer = next(t for t in result["threads"] if t["tid"] == int(next(k for k, v in tids.items() if v == "wr")))
     # a window counts a page once, and each write report is one write fault: never more than the writes made
     assert 4 * MiB <= last_written <= (writer["touches"] + 4096) * info["page_size"]
+
+
+def test_prometheus_scrapes_the_sharing_and_numa_answers(tmp_path, accessgen, prometheus_for):
+    """Two threads write one shared range, a third its own: once the answers' 15 s window has left the first
+    windows behind (DAMON's first regions span the gaps between mappings, so every thread then shares
+    gigabytes of them), the top pair is the two writers with about the range's size and the third shares
+    nothing; one group is suggested; on this one-node host the accessed pages are accessed from and live on
+    node 0, nothing is worth moving, and --apply's moved bytes are served, 0."""
+    port = free_port()
+    prom = prometheus_for([f"127.0.0.1:{port}"])
+    record = subprocess.Popen(
+        [DAMON_BPF, "record", "-o", str(tmp_path / "r.data"), "--apply", "--metrics-listen", f"127.0.0.1:{port}",
+         "--", accessgen, "--duration", "120", "one:0:s:4096:0", "two:1:s:4096:0", "own:-1:w:4096:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(record.stdout.readline())
+        tids = {t["name"]: str(t["tid"]) for t in info["threads"]}
+        target = f'pid="{info["pid"]}",comm="accessgen"'
+        writers = tuple(sorted((tids["one"], tids["two"]), key=int))
+        page = wait_for_page(f"http://127.0.0.1:{port}/metrics")
+        while "damon_bpf_thread_pair_shared_bytes{" not in page:   # BPF built, the first answers made
+            page = wait_for_page(f"http://127.0.0.1:{port}/metrics")
+        check = subprocess.run(["promtool", "check", "metrics"], input=page, capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+
+        deadline = time.monotonic() + 90
+        while True:
+            pairs = {(s["metric"]["a"], s["metric"]["b"]): float(s["value"][1])
+                     for s in prom.query(f"damon_bpf_thread_pair_shared_bytes{{{target}}}")}
+            shared = pairs.get(writers, 0.0)
+            with_own = [size for pair, size in pairs.items() if tids["own"] in pair]
+            if 2 * MiB <= shared <= 64 * MiB and all(size <= 0.05 * shared for size in with_own):
+                break   # the 4 MiB range, at region granularity, per window; the own writer (almost) nothing
+            assert time.monotonic() < deadline, pairs
+            time.sleep(1)
+        assert max(pairs, key=pairs.get) == writers and len(pairs) <= 5, pairs
+        assert len(pairs) <= one(prom.query(f"max_over_time(damon_bpf_thread_pairs{{{target}}}[1m])"))
+        assert one(prom.query(f"max_over_time(damon_bpf_thread_groups{{{target}}}[1m])")) >= 1
+
+        accessed = prom.query(f"damon_bpf_numa_accessed_bytes{{{target}}}")
+        home = prom.query(f"damon_bpf_numa_home_bytes{{{target}}}")
+        assert [s["metric"]["node"] for s in accessed] == [s["metric"]["node"] for s in home] == ["0"]
+        assert float(home[0]["value"][1]) > 0   # present pages (sampled): the writers drop theirs after each pass
+        assert float(accessed[0]["value"][1]) == pytest.approx(float(home[0]["value"][1]))   # same pages, one node
+        movable = prom.query(f"damon_bpf_numa_movable_bytes{{{target}}}")
+        assert [(s["metric"]["node"], float(s["value"][1])) for s in movable] == [("0", 0.0)]
+        moved = prom.query(f"damon_bpf_numa_moved_bytes_total{{{target}}}")
+        assert [(s["metric"]["node"], float(s["value"][1])) for s in moved] == [("0", 0.0)]
+        for expr in dashboard_queries():   # the sharing and NUMA panels have data here
+            if "thread_pair" in expr or "numa_" in expr:
+                assert prom.query(as_instant_query(expr)), expr
+
+        record.send_signal(signal.SIGTERM)
+        assert record.wait(timeout=60) == 0, record.stderr.read()
+    finally:
+        if record.poll() is None:
+            record.kill()

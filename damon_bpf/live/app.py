@@ -188,10 +188,13 @@ class LiveScreen:
 
 
 class SnapshotPrinter:
-    """Prints each snapshot as it closes; stops the run quietly if the reader goes away."""
+    """Prints each snapshot as it closes; stops the run quietly if the reader goes away. ``comm_of(target_id)``
+    names the target's process (``RecentRecords.comm``: the recorder's meta, which outlives the process)."""
 
-    def __init__(self, origin_ns: int, stop: Callable[[str], None], stream: TextIO = sys.stdout) -> None:
+    def __init__(self, origin_ns: int, stop: Callable[[str], None], stream: TextIO = sys.stdout,
+                 comm_of: Callable[[int], str | None] | None = None) -> None:
         self.origin_ns, self.stop, self.stream = origin_ns, stop, stream
+        self.comm_of = comm_of
         self.closed = False
 
     def __enter__(self) -> "SnapshotPrinter":
@@ -204,7 +207,8 @@ class SnapshotPrinter:
         if self.closed:
             return
         try:
-            self.stream.write(snapshot_line(target_id, pid, snapshot, self.origin_ns) + "\n")
+            comm = self.comm_of(target_id) if self.comm_of is not None else None
+            self.stream.write(snapshot_line(target_id, pid, snapshot, self.origin_ns, comm) + "\n")
             self.stream.flush()  # a reader (tail -f, a test) sees each snapshot as it closes
         except BrokenPipeError:
             self.closed = True

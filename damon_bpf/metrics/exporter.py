@@ -1,9 +1,10 @@
 """The Prometheus collector of a running monitor.
 
 Nothing is computed between scrapes: a snapshot listener only keeps the closed snapshots, and a
-scrape asks the monitor's own thread (at its next tick, within tens of ms) to fold them and to read
-the kernel's counters and the recorder's placement, so every piece of monitor state is read by the
-thread that changes it. When no monitor runs (before the first, between two of ``monitor``'s reloads,
+scrape asks the monitor's own thread (at its next tick, within tens of ms) to fold them, to answer
+report sharing and report numa over each target's last 15 s (``metrics.answers``, for the targets with new
+snapshots) and to read the kernel's counters and the recorder's placement, so every piece of monitor state
+is read by the thread that changes it. When no monitor runs (before the first, between two of ``monitor``'s reloads,
 after the end) a scrape gets the last values at once. Counters carry over from one attached Monitor
 to the next (reloads), so ``rate()`` and ``increase()`` see no reset."""
 
@@ -18,13 +19,18 @@ from typing import TYPE_CHECKING, Callable, Iterable, Union
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from damon_bpf.metrics.fold import TargetTotals, fold, hot_threshold, thread_shares
+from damon_bpf.core.attrs import MonitoringAttrs
+from damon_bpf.errors import DamonBpfError
+from damon_bpf.metrics.answers import TOP_PAIRS, target_answers
+from damon_bpf.metrics.fold import TargetTotals, fold, fold_moves, hot_threshold, thread_shares
+from damon_bpf.reports.recent import RecentRecords, recorder_meta
 from damon_bpf.session import RunResult, cpu_seconds
-from damon_bpf.sources.numa import cpu_nodes
+from damon_bpf.sources.numa import cpu_nodes, memory_nodes
 
 if TYPE_CHECKING:
     from damon_bpf.monitor import Monitor
     from damon_bpf.recorder import Recorder
+    from damon_bpf.reports.numa_live import NumaApplier
 
 PREFIX = "damon_bpf_"
 TOP_THREADS = 5                 # thread-share series per target: these and "other"
@@ -32,6 +38,8 @@ SHARE_WINDOW_NS = 15 * 10**9    # thread shares over this much of recent snapsho
 GONE_KEEP_NS = 300 * 10**9      # an exited target's series stay this long (its last values), then go
 SCRAPE_WAIT_S = 2.0             # longest a scrape waits for the monitor's thread before serving the last values
 PENDING_LIMIT = 10_000          # snapshots kept between scrapes before they are folded without one
+ANSWER_PERIOD_S = 5.0           # the sharing and NUMA answers are recomputed at most this often
+ANSWER_BUDGET = 0.01            # and take at most this share of a core on the collector's thread, on average
 PLACES = ("in_regions", "outside_regions", "late", "unattributed")
 # a run counter: "seen", "delivered", "lost", ("filter", spec, index) or ("placed", place)
 CounterKey = Union[str, tuple[str, str], tuple[str, str, int]]
@@ -83,13 +91,18 @@ class MetricsExporter(Collector):
     label too."""
 
     def __init__(self, top_threads: int = TOP_THREADS, cgroup_of: Callable[[int], str] | None = None,
-                 scrape_wait_s: float = SCRAPE_WAIT_S) -> None:
-        self.top_threads = top_threads
+                 scrape_wait_s: float = SCRAPE_WAIT_S, top_pairs: int = TOP_PAIRS) -> None:
+        self.top_threads, self.top_pairs = top_threads, top_pairs
         self.cgroup_of = cgroup_of
         self.scrape_wait_s = scrape_wait_s
         self.page = os.sysconf("SC_PAGESIZE")
         self.cpu_nodes = cpu_nodes()
+        self.nodes = sorted({*self.cpu_nodes.values(), *memory_nodes()})
         self.targets: dict[int, TargetTotals] = {}
+        self.recent: RecentRecords | None = None   # each target's snapshots of the share window, by pid
+        self.applier: NumaApplier | None = None    # --apply's, whose moves are served
+        self._moves_done = 0
+        self._answers_due = 0.0   # time.monotonic() of the next answers
         self.counters = RunCounters()
         self.monitor: Monitor | None = None
         self.hot_from = hot_threshold(20)
@@ -105,13 +118,20 @@ class MetricsExporter(Collector):
         """Serve ``monitor``'s state from now on (a recording monitor: its snapshots are the source)."""
         self.monitor = monitor
         self.hot_from = hot_threshold(monitor.config.attrs.max_nr_accesses)
+        if self.recent is None or self.recent.attrs != monitor.config.attrs:
+            self.recent = RecentRecords(monitor.config.attrs, _window_snapshots(monitor.config.attrs))
         _recorder(monitor).listeners.append(self.on_snapshot)
         monitor.tick_hooks.append(self.on_tick)
         monitor.end_hooks.append(self.on_end)
 
-    def on_snapshot(self, _target_id: int, pid: int, snapshot) -> None:
-        state = _recorder(self.monitor).targets.get(pid)   # its comm now: a standing monitor forgets gone targets
-        self._pending.append((pid, state.meta.get("comm") if state is not None else None, snapshot))
+    def follow_moves(self, applier: NumaApplier) -> None:
+        """Serve the bytes ``applier`` (record/live --apply) moves, by target and node."""
+        self.applier = applier
+
+    def on_snapshot(self, target_id: int, pid: int, snapshot) -> None:
+        # its comm now: a standing monitor forgets gone targets
+        meta = recorder_meta(_recorder(self.monitor))(target_id, pid) or {}
+        self._pending.append((pid, meta.get("comm"), snapshot))
         if len(self._pending) > PENDING_LIMIT:   # nobody scrapes: fold now rather than grow
             self._fold()
 
@@ -137,9 +157,35 @@ class MetricsExporter(Collector):
                 totals = self.targets[pid] = TargetTotals(pid)
             totals.comm = comm or totals.comm or _comm_of(pid)
             fold(totals, snapshot, self.page, self.hot_from, self.cpu_nodes, SHARE_WINDOW_NS)
+            if self.recent is not None:
+                self.recent.on_snapshot(pid, pid, snapshot)   # by pid: target ids restart at a reload
+
+    def _answer(self) -> None:
+        """When due, the sharing and NUMA answers of every target with snapshots since its last answer (a gone
+        target keeps its last); then --apply's new moves. The answers are paced by their own cost (they run on
+        the collector's thread): after a round that took ``t`` of CPU the next waits ``t / ANSWER_BUDGET``."""
+        now = time.monotonic()
+        if now >= self._answers_due:
+            began, answered = time.thread_time(), 0
+            for pid, totals in self.targets.items():
+                rec = self.recent.record(pid) if self.recent is not None else None
+                if rec is None or totals.answered_at == totals.snapshots:
+                    continue
+                try:
+                    totals.answers = target_answers(rec, self.top_pairs)
+                except DamonBpfError:   # e.g. move_pages refused: nothing to say
+                    totals.answers = None
+                totals.answered_at, answered = totals.snapshots, answered + 1
+            if answered:   # a target's first snapshots are answered at the first scrape after them
+                self._answers_due = now + max(ANSWER_PERIOD_S, (time.thread_time() - began) / ANSWER_BUDGET)
+        if self.applier is not None:
+            moves = self.applier.moves
+            fold_moves(self.targets, moves[self._moves_done:], self.applier.recent.pids)
+            self._moves_done = len(moves)
 
     def _refresh(self, read_monitor: bool = True) -> None:
         self._fold()
+        self._answer()
         monitor = self.monitor
         if monitor is not None and read_monitor:
             self.counters.read(monitor.tracer.accounting(), _recorder(monitor).accounting())
@@ -161,6 +207,8 @@ class MetricsExporter(Collector):
                 totals.gone_ns = now
             elif now - totals.gone_ns > GONE_KEEP_NS:
                 del self.targets[pid]
+                if self.recent is not None:
+                    self.recent.forget(pid)
 
     # -- the HTTP server's thread ----------------------------------------------------------------
 
@@ -183,7 +231,8 @@ class MetricsExporter(Collector):
 
     def _build(self, samplers) -> list[Metric]:
         names = ["pid", "comm"] + (["cgroup"] if self.cgroup_of is not None else [])
-        return [*self._target_families(names), *self._run_families(), *_sampler_families(samplers)]
+        return [*self._target_families(names), *self._answer_families(names), *self._run_families(),
+                *_sampler_families(samplers)]
 
     def _target_families(self, names: list[str]) -> list[Metric]:
         gauges = {
@@ -224,6 +273,44 @@ class MetricsExporter(Collector):
                 shares.add_metric(labels + [tid], share)
         return families + [written, by_cpu, by_node, shares]
 
+    def _answer_families(self, names: list[str]) -> list[Metric]:
+        """report sharing's and report numa's answers (metrics.answers) and --apply's moves."""
+        pair_bytes = GaugeMetricFamily(
+            PREFIX + "thread_pair_shared_bytes",
+            f"Bytes of hot regions both threads accessed in the same aggregation window, mean over the windows of "
+            f"the last {SHARE_WINDOW_NS // 10**9} s (report sharing): the top {self.top_pairs} pairs",
+            labels=names + ["a", "b"])
+        pairs = GaugeMetricFamily(PREFIX + "thread_pairs", "Thread pairs that shared hot memory in that time "
+                                  "(exported or not)", labels=names)
+        groups = GaugeMetricFamily(PREFIX + "thread_groups", "Groups of two threads or more report sharing "
+                                   "suggests placing together (on one LLC or node)", labels=names)
+        accessed = GaugeMetricFamily(PREFIX + "numa_accessed_bytes", "Bytes of the pages of the regions accessed "
+                                     "in that time, by the node of the CPUs that accessed them (report shares)",
+                                     labels=names + ["node"])
+        home = GaugeMetricFamily(PREFIX + "numa_home_bytes", "Bytes of those pages by the node they live on "
+                                 "(sampled with move_pages)", labels=names + ["node"])
+        movable = GaugeMetricFamily(PREFIX + "numa_movable_bytes", "Bytes report numa would move, by the node it "
+                                    "would move them to (hot, old, mostly accessed from there)",
+                                    labels=names + ["node"])
+        moved = CounterMetricFamily(PREFIX + "numa_moved_bytes", "Bytes --apply moved, by the node moved to",
+                                    labels=names + ["node"])
+        for totals in self.targets.values():
+            labels, answers = self._labels(totals), totals.answers
+            if self.applier is not None:
+                for node in sorted({*self.nodes, *totals.moved_bytes_by_node}):
+                    moved.add_metric(labels + [str(node)], totals.moved_bytes_by_node[node])
+            if answers is None:
+                continue
+            for a, b, size in answers.pairs:
+                pair_bytes.add_metric(labels + [str(a), str(b)], size)
+            pairs.add_metric(labels, answers.nr_pairs)
+            groups.add_metric(labels, answers.nr_groups)
+            for family, by_node in ((accessed, answers.accessed_by_node), (home, answers.home_by_node),
+                                    (movable, answers.movable_by_node)):
+                for node, size in sorted(by_node.items()):
+                    family.add_metric(labels + [str(node)], size)
+        return [pair_bytes, pairs, groups, accessed, home, movable, moved]
+
     def _run_families(self) -> list[Metric]:
         total = self.counters.total()
         families = [CounterMetricFamily(PREFIX + f"reports_{key}", doc, value=total[key]) for key, doc in (
@@ -246,6 +333,11 @@ class MetricsExporter(Collector):
         live = GaugeMetricFamily(PREFIX + "targets", "Target processes being monitored now",
                                  value=sum(t.gone_ns is None for t in self.targets.values()))
         return families + [filtered, placed, cpu, live]
+
+
+def _window_snapshots(attrs: MonitoringAttrs) -> int:
+    """Snapshots a target closes in the share window (the answers' window), and the one it straddles."""
+    return max(2, SHARE_WINDOW_NS // (attrs.aggr_interval_us * 1000) + 1)
 
 
 def _sampler_families(samplers) -> list[Metric]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from damon_bpf.core.snapshot import Snapshot
+from damon_bpf.metrics.answers import TargetAnswers
 from damon_bpf.reports.dirty_rate import dirty_bytes
 
 OTHER = "other"   # the label of every thread outside the top N
@@ -32,6 +33,9 @@ class TargetTotals:
     dirty_bytes_per_s: float = 0.0      # the latest window's dirtied bytes over its length
     recent_tids: deque = field(default_factory=deque)   # (end_ns, {tid: reports}) of the last window_ns
     gone_ns: int | None = None          # monotonic time it was last seen gone (its series go later)
+    answers: TargetAnswers | None = None   # sharing and NUMA over the recent snapshots, as of ``answered_at``
+    answered_at: int = 0                # ``snapshots`` when the answers were computed
+    moved_bytes_by_node: Counter = field(default_factory=Counter)   # --apply's moves, by the node moved to
 
 
 def hot_threshold(max_nr_accesses: int) -> int:
@@ -75,3 +79,14 @@ def thread_shares(recent: deque, top: int) -> list[tuple[str, float]]:
     ranked = counts.most_common(top)
     shares = [(str(tid), n / total) for tid, n in ranked]
     return shares + [(OTHER, (total - sum(n for _tid, n in ranked)) / total)]
+
+
+def fold_moves(targets: dict[int, TargetTotals], moves: list, pids: dict[int, int]) -> None:
+    """Add ``record --apply``'s moves (``reports.numa_live.Move``: target id, node, bytes) to the totals of
+    their processes (``pids``: target id -> pid)."""
+    for move in moves:
+        pid = pids[move.target_id]
+        totals = targets.get(pid)
+        if totals is None:
+            totals = targets[pid] = TargetTotals(pid)
+        totals.moved_bytes_by_node[move.to_node] += move.moved_bytes

@@ -19,7 +19,6 @@ LLC or node.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -100,44 +99,62 @@ def sharing(records: list[TargetRecord], by: str = "thread", target_id: int | No
     if by == "process" and target_id is not None:
         raise UsageError("--by process compares every target: leave out --target")
     windows = _windows(records, by, target_id, skip, min_accesses)
-    totals: dict[tuple[int, int], float] = {}
-    for pieces in windows.values():
-        if not pieces:
-            continue
-        ids, member, sizes = _cut(pieces)
-        weighted = member * sizes
-        shared = weighted @ member.T.astype(np.float64)
-        for i, j in itertools.combinations_with_replacement(range(len(ids)), 2):
-            if shared[i, j] > 0:
-                key = (min(ids[i], ids[j]), max(ids[i], ids[j]))
-                totals[key] = totals.get(key, 0.0) + float(shared[i, j])
-    accessed = {a: int(v) for (a, b), v in totals.items() if a == b}
-    pairs = sorted((Pair(a, b, int(v), v / (accessed[a] + accessed[b] - v))
-                    for (a, b), v in totals.items() if a != b), key=lambda p: (-p.shared_bytes, p.a, p.b))
+    accessed, pairs = _totals(windows)
     shown = records if by == "process" else [select_target(records, target_id)]
     processes = {rec.target_id: {"pid": rec.pid, "comm": comm_of(rec), "ppid": ppid_of(rec)} for rec in shown}
     return Sharing(by, len(windows), accessed, pairs, group(accessed, pairs, min_jaccard, max_group), processes)
 
 
+def _totals(windows: dict[int, list]) -> tuple[dict[int, int], list[Pair]]:
+    """Each entity's accessed bytes and each pair's shared bytes, summed over the windows: one matrix of
+    every entity, so a window costs numpy work, not a Python loop over its pairs (hundreds of threads)."""
+    ids = sorted({ident for pieces in windows.values() for ident, _, _ in pieces})
+    index = {ident: k for k, ident in enumerate(ids)}
+    totals = np.zeros((len(ids), len(ids)))
+    for pieces in windows.values():
+        if not pieces:
+            continue
+        who, member, sizes = _cut(pieces)
+        shared = (member * sizes) @ member.T.astype(np.float64)
+        rows = np.array([index[ident] for ident in who])
+        upper = np.triu_indices(len(who))   # each pair of pieces once (an entity can have two in a window)
+        a, b = rows[upper[0]], rows[upper[1]]
+        np.add.at(totals, (np.minimum(a, b), np.maximum(a, b)), shared[upper])
+    accessed = {ident: int(totals[k, k]) for k, ident in enumerate(ids) if totals[k, k] > 0}
+    i, j = np.nonzero(np.triu(totals, 1))
+    pairs = sorted((Pair(ids[a], ids[b], int(totals[a, b]),
+                         float(totals[a, b] / (totals[a, a] + totals[b, b] - totals[a, b]))) for a, b in zip(i, j)),
+                   key=lambda p: (-p.shared_bytes, p.a, p.b))
+    return accessed, pairs
+
+
 def group(accessed: dict[int, int], pairs: list[Pair], min_jaccard: float = DEFAULT_MIN_JACCARD,
           max_group: int | None = None) -> list[list[int]]:
-    """Greedy agglomerative grouping, average linkage on Jaccard (see the module's docstring)."""
-    jac = {(p.a, p.b): p.jaccard for p in pairs}
-    groups = [[e] for e in sorted(accessed)]
+    """Greedy agglomerative grouping, average linkage on Jaccard (see the module's docstring).
 
-    def link(g: list[int], h: list[int]) -> float:
-        return sum(jac.get((min(a, b), max(a, b)), 0.0) for a in g for b in h) / (len(g) * len(h))
-
-    while len(groups) > 1:
-        candidates = [(link(g, h), i, j) for (i, g), (j, h) in itertools.combinations(enumerate(groups), 2)
-                      if max_group is None or len(g) + len(h) <= max_group]
-        best = max(candidates, default=None, key=lambda c: (c[0], -c[1], -c[2]))
-        if best is None or best[0] < min_jaccard or best[0] <= 0:
+    ``linked[g, h]`` holds the sum of the Jaccard of every pair across groups g and h (a merged group's
+    row and column are the sums of its parts'), so a merge costs O(groups^2) numpy work, not a Python loop
+    over every pair of members. Ties go to the first pair in the groups' order, as a scan would find it."""
+    ids = sorted(accessed)
+    index = {ident: k for k, ident in enumerate(ids)}
+    linked = np.zeros((len(ids), len(ids)))
+    for p in pairs:
+        linked[index[p.a], index[p.b]] = linked[index[p.b], index[p.a]] = p.jaccard
+    members = [[ident] for ident in ids]
+    sizes = np.ones(len(ids))
+    alive = np.ones(len(ids), dtype=bool)
+    while alive.sum() > 1:
+        allowed = np.triu(np.outer(alive, alive), 1)
+        if max_group is not None:
+            allowed &= np.add.outer(sizes, sizes) <= max_group
+        mean = np.where(allowed, linked / np.outer(sizes, sizes), -np.inf)
+        g, h = divmod(int(np.argmax(mean)), len(ids))   # the first maximum: lowest g, then lowest h
+        if not allowed[g, h] or mean[g, h] < min_jaccard or mean[g, h] <= 0:
             break
-        _, i, j = best
-        groups[i] = sorted(groups[i] + groups[j])
-        del groups[j]
-    return sorted(groups, key=lambda g: (-len(g), g))
+        linked[g] += linked[h]
+        linked[:, g] = linked[g]
+        members[g], sizes[g], alive[h] = sorted(members[g] + members[h]), sizes[g] + sizes[h], False
+    return sorted((members[k] for k in np.flatnonzero(alive)), key=lambda m: (-len(m), m))
 
 
 def to_json(report: Sharing) -> dict:
