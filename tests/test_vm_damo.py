@@ -21,7 +21,8 @@ import pytest
 from conftest import DAMON_BPF
 from test_vm_samplers import _guest_has_damon, _in_guest
 
-pytestmark = pytest.mark.vm
+# known_failing until it has been seen passing: written without a VM run (none was free)
+pytestmark = [pytest.mark.vm, pytest.mark.known_failing]
 
 DAMO = str(Path(sys.executable).parent / "damo")
 ADMIN = Path("/sys/kernel/mm/damon/admin")
