@@ -29,6 +29,7 @@ from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import RecordFileError
 from damon_bpf.recordfile.bulk import EXTRAS, snapshots_in_bulk
 from damon_bpf.recordfile.model import MAX_US, BadRecord, TargetRecord
+from damon_bpf.recordfile.perf_script import read_perf_script
 from damon_bpf.recordfile.schema import _int, _is_damo_fake, _key, _list, _obj, _snapshot
 from damon_bpf.recordfile.stream import inflate
 
@@ -392,7 +393,8 @@ def _records(text: _Text, snapshot: int | None, extras: frozenset[str]) -> list[
 
 
 def read_record(path: str, snapshot: int | None = None, extras: frozenset[str] = EXTRAS) -> list[TargetRecord]:
-    """Read a record file (ours or damo's JSON/compressed JSON). Any problem -> RecordFileError.
+    """Read a record file (ours or damo's JSON/compressed JSON/perf_script/perf_data). Any problem ->
+    RecordFileError.
 
     ``snapshot`` keeps only that snapshot of each record (negative counts from the end; a record without it
     keeps none); None keeps all. A report that needs no per-region ``cpus``, ``tids``, ``maps`` or ``funcs``
@@ -402,7 +404,8 @@ def read_record(path: str, snapshot: int | None = None, extras: frozenset[str] =
     collecting = gc.isenabled()
     gc.disable()   # the reader makes no reference cycles; collections over its growing heap cost ~20%
     try:
-        return _records(_Text(_chunks(path)), snapshot, extras)
+        traced = read_perf_script(path, snapshot)   # damo's perf_script / perf_data formats, or None
+        return traced if traced is not None else _records(_Text(_chunks(path)), snapshot, extras)
     except BadRecord as err:
         raise RecordFileError(f"record file {path}: {err}") from None
     except MemoryError:

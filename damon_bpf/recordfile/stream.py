@@ -125,8 +125,8 @@ def inflate(stream: BinaryIO, first: bytes, limit: int = MAX_INFLATED) -> Iterat
         try:
             out = dec.decompress(data, _OUT_BYTES)
         except zlib.error:
-            raise BadRecord("is not a record file (neither zlib-compressed nor plain JSON), or its "
-                            "compressed data is damaged") from None
+            raise BadRecord("is not a record file (neither zlib-compressed JSON, plain JSON, nor damo's "
+                            "perf_script text or perf.data), or its compressed data is damaged") from None
         data = dec.unconsumed_tail
         total += len(out)
         if total > limit:
