@@ -19,6 +19,7 @@ from damon_bpf.reports.recent import RecentRecords
 from damon_bpf.samplers import SAMPLER_NAMES
 from damon_bpf.session import RunResult
 from damon_bpf.sources.host import SOURCE_ORDER
+from damon_bpf.sources.kdamond_paddr import DAMON_OPS
 from damon_bpf.sources.perf_mem import DEFAULT_SAMPLE_PERIOD
 from damon_bpf.sources.tracer import DEFAULT_RING_BYTES
 
@@ -35,6 +36,9 @@ _OPTIONS = [
                  help="Where access reports come from (see `damon-bpf probe`); perf-mem samples loads/stores with the "
                       "PMU (Intel PEBS, AMD IBS); damon (record/live) adds kernel DAMON's own view to the record, next "
                       "to the page-fault view of --source auto."),
+    click.option("--damon-ops", type=click.Choice(DAMON_OPS), default="auto", show_default=True,
+                 help="With --source damon: kernel DAMON's operations, vaddr (the target's page tables) or paddr "
+                      "(the frames backing it, mapped back through pagemap); auto: vaddr where the kernel has it."),
     click.option("--sample-period", type=click.IntRange(1, 2**32), default=DEFAULT_SAMPLE_PERIOD, show_default=True,
                  help="perf-mem: one sample per this many loads/stores (IBS: ops, rounded to 16)."),
     click.option("--cpus", metavar="CPULIST", help="Keep only reports from these CPUs (e.g. 0-3,8)."),
@@ -80,7 +84,7 @@ def monitor_config(options: dict, recording: RecordingSpec | None = None) -> Mon
                    tuple(options["filter_specs"])),
         SamplerSpec(options.get("sampler") or "none", options.get("sampler_us"), options.get("sampler_budget")),
         options["ring_mb"] << 20, options.get("sample_period") or DEFAULT_SAMPLE_PERIOD, options["duration"],
-        recording, options.get("collector_priority") or "normal")
+        recording, options.get("collector_priority") or "normal", damon_ops=options.get("damon_ops") or "auto")
 
 
 _REGION_OPTIONS = [

@@ -116,6 +116,12 @@ class MonitorConfig:
     recording: RecordingSpec | None = None       # None: reports only (trace); else DAMON snapshots
     collector_priority: str = "normal"           # damon_bpf.priority.PRIORITIES; record/live ask for "rt"
     standing: bool = False                       # `monitor`: runs on with no target left; targets can be adopted
+    damon_ops: str = "auto"                      # source "damon": kernel DAMON's operations (kdamond_paddr.DAMON_OPS)
+
+    def __post_init__(self) -> None:
+        if self.damon_ops != "auto" and self.source != "damon":   # said before anything starts, in every command
+            raise UsageError(f"--damon-ops {self.damon_ops} chooses kernel DAMON's operations: use it with "
+                             "--source damon")
 
     @property
     def attrs(self) -> MonitoringAttrs:
@@ -197,7 +203,7 @@ class Monitor:
         if self.config.targets.cgroups:
             raise UsageError("--source damon watches the processes known when it starts and cannot follow a "
                              "cgroup's: use --cgroup with a page-fault source (--source auto)")
-        return [kernel_damon(self.config.attrs)]
+        return [kernel_damon(self.config.attrs, ops=self.config.damon_ops)]
 
     def _tracer(self, filters: list[SampleFilter]) -> Tracer:
         config = self.config

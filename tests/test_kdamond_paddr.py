@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,6 +19,7 @@ from hypothesis import strategies as st
 from damon_bpf.core.physmap import PageMap, to_virtual
 
 P = 4096
+DAMON_BPF = str(Path(sys.executable).parent / "damon-bpf")
 
 
 def test_each_page_takes_its_frames_region():
@@ -137,3 +140,80 @@ def test_a_dark_target_is_pointed_to_kernel_damon_on_this_host():
     assert "targets from id 1000" in running[0] and "--source damon runs" not in running[0], running
     with_sampler = _dark_notes(sampler="numa-hint", kernel_view=True)
     assert "targets from id 1000" in with_sampler[0], with_sampler
+
+
+# ------------------------------------------------------------------------------------------------ --damon-ops
+
+def _one_error_line(run: subprocess.CompletedProcess) -> str:
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode != 0 and len(lines) == 1 and lines[0].startswith("damon-bpf: error: "), run.stderr
+    return lines[0]
+
+
+def test_damon_ops_vaddr_is_refused_in_one_line_naming_paddr(tmp_path):
+    """This host's DAMON has paddr only: asking for vaddr is one line that says what to use instead, and no
+    record file is left behind."""
+    from damon_bpf.sources.host import damon_info
+
+    info = damon_info()
+    assert info["paddr"] and not info["vaddr"], info   # what this CI host is; the guest case is test_vm_paddr.py
+    out = tmp_path / "d"
+    run = subprocess.run([DAMON_BPF, "record", "--source", "damon", "--damon-ops", "vaddr", "--duration", "1",
+                          "-o", str(out), "--", "true"], capture_output=True, text=True, timeout=120)
+    line = _one_error_line(run)
+    assert "--damon-ops vaddr" in line and "CONFIG_DAMON_VADDR" in line and "use --damon-ops paddr" in line, line
+    assert not out.exists()
+
+
+def test_damon_ops_without_source_damon_is_one_usage_line(tmp_path):
+    out = str(tmp_path / "d")
+    for args in (["record", "-o", out, "--", "true"], ["live", "-o", out, "--", "true"], ["trace", "--", "true"],
+                 ["monitor", "-p", "1", "--metrics-listen", "127.0.0.1:0"]):
+        run = subprocess.run([DAMON_BPF, args[0], "--damon-ops", "paddr", "--duration", "1", *args[1:]],
+                             capture_output=True, text=True, timeout=120)
+        assert "--damon-ops paddr" in _one_error_line(run) and "use it with --source damon" in run.stderr, args
+        assert run.returncode == 2, (args, run.returncode)
+    assert not (tmp_path / "d").exists()
+
+
+def test_kernel_damon_paddr_is_what_auto_picks_here():
+    from damon_bpf.core.attrs import MonitoringAttrs
+    from damon_bpf.errors import UsageError
+    from damon_bpf.sources.kdamond_paddr import PaddrDamon, kernel_damon
+
+    for ops in ("auto", "paddr"):
+        kernel = kernel_damon(MonitoringAttrs(), warn=lambda _m: None, ops=ops)
+        try:
+            assert type(kernel) is PaddrDamon, (ops, kernel)
+        finally:
+            kernel.bpf.cleanup()
+    try:
+        kernel_damon(MonitoringAttrs(), ops="page")
+    except UsageError as err:
+        assert "must be one of auto, vaddr, paddr" in str(err)
+    else:
+        raise AssertionError("--damon-ops page was accepted")
+
+
+def test_record_with_damon_ops_paddr_files_the_kernel_view_of_the_hot_range(tmp_path, accessgen):
+    """record --source damon --damon-ops paddr end to end: the kernel-damon target, mapped back, covers the
+    target's resident hot range (how hot it looks is judged by the in-process test above)."""
+    from damon_bpf.recordfile import read_record
+
+    out = tmp_path / "d"
+    # a borrowed platform kdamond aggregates every 5 s: 14 s give at least two aggregations
+    run = subprocess.run([DAMON_BPF, "record", "--source", "damon", "--damon-ops", "paddr", "--duration", "14",
+                          "-o", str(out), "--", accessgen, "--duration", "60", f"hot:-1:W:{64 << 10}:0"],
+                         capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0 and "damon: paddr on the targets' frames" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+    kernel = [r for r in read_record(str(out)) if r.meta.get("view") == "kernel-damon"]
+    assert len(kernel) == 1 and kernel[0].target_id >= 1000 and "paddr" in kernel[0].meta["tool"], kernel
+    assert kernel[0].snapshots, "no aggregation of kernel DAMON reached the record"
+    hot = json.loads(run.stdout.splitlines()[0])["threads"][0]
+    overlap = [int(np.clip(np.minimum(s.end, hot["end"]).astype(np.int64)
+                           - np.maximum(s.start, hot["start"]).astype(np.int64), 0, None).sum())
+               for s in kernel[0].snapshots]
+    # a borrowed kdamond watches only part of physical memory (4-11 GiB here), so some of the range's frames
+    # may lie outside its regions; what lies inside is mapped back onto the range's own pages
+    assert max(overlap) > 0, "no mapped-back region covers the hot range"

@@ -25,7 +25,7 @@ from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.layout import page_size
 from damon_bpf.core.physmap import PageMap, to_virtual
 from damon_bpf.core.regions import page_ranges
-from damon_bpf.errors import DamonBpfError, HostError, warn_stderr
+from damon_bpf.errors import DamonBpfError, HostError, UsageError, warn_stderr
 from damon_bpf.sources import host
 from damon_bpf.sources import kdamond as kd
 from damon_bpf.sources.vaddr import read_maps
@@ -87,7 +87,9 @@ class PaddrDamon(kd.KernelDamon):
         self.maps: dict[int, PageMap] = {}
         self.ranges: dict[int, list[tuple[int, int]]] = {}
         self.last_refresh = 0.0
-        self.counts = {"refreshes": 0, "commits": 0, "pages_seen": 0, "pages_unseen": 0, "map_s": 0.0}
+        # pagemap_s, map_s: CPU seconds (this thread's) reading page maps and mapping aggregations back
+        self.counts = {"refreshes": 0, "commits": 0, "pages_seen": 0, "pages_unseen": 0, "pagemap_s": 0.0,
+                       "map_s": 0.0}
         super().__init__(attrs, warn)
 
     def _claim(self, running: list[int]) -> None:
@@ -114,6 +116,7 @@ class PaddrDamon(kd.KernelDamon):
         return kd.start_kdamond(self.pids, self.attrs, self.sysfs, "paddr", [self.ranges[p] for p in self.pids])
 
     def _refresh_maps(self) -> None:
+        began = time.thread_time()
         for pid in self.pids:
             try:
                 self.maps[pid] = read_pagemap(pid)
@@ -122,6 +125,7 @@ class PaddrDamon(kd.KernelDamon):
                     raise
         self.last_refresh = time.monotonic()
         self.counts["refreshes"] += 1
+        self.counts["pagemap_s"] += time.thread_time() - began
 
     def _choose_ranges(self) -> None:
         page = page_size()
@@ -156,7 +160,7 @@ class PaddrDamon(kd.KernelDamon):
             owners = [self.pids[index]] if index < len(self.pids) else []
         else:
             owners = self.pids   # another's kdamond: every target's frames are looked up in its regions
-        began = time.monotonic()
+        began = time.thread_time()
         for pid in owners:
             seen = to_virtual(self.maps[pid], rows["start"], rows["end"], rows["nr_accesses"], rows["age"],
                               page_size(), self.own_attrs.max_nr_regions)
@@ -164,7 +168,7 @@ class PaddrDamon(kd.KernelDamon):
             self.counts["pages_unseen"] += seen.pages_unseen
             self._file(pid, kd.kernel_snapshot(seen.start, seen.end, seen.nr_accesses, seen.age,
                                                int(rows["time_ns"].max()), self.attrs))
-        self.counts["map_s"] += time.monotonic() - began
+        self.counts["map_s"] += time.thread_time() - began
 
     def _release(self) -> None:
         if self.borrowed is None:
@@ -187,9 +191,21 @@ class PaddrDamon(kd.KernelDamon):
                 "nr_ranges": {str(p): len(r) for p, r in self.ranges.items()}, **self.counts}
 
 
-def kernel_damon(attrs: MonitoringAttrs, warn: Callable[[str], None] = warn_stderr) -> kd.KernelDamon:
-    """Kernel DAMON for --source damon: vaddr where the kernel has it, else paddr on the targets' frames."""
-    if host.damon_info()["vaddr"]:
-        return kd.KernelDamon(attrs, warn)
-    return PaddrDamon(attrs, warn)
+DAMON_OPS = ("auto", "vaddr", "paddr")   # --damon-ops: auto is vaddr where the kernel has it, else paddr
 
+
+def kernel_damon(attrs: MonitoringAttrs, warn: Callable[[str], None] = warn_stderr,
+                 ops: str = "auto") -> kd.KernelDamon:
+    """Kernel DAMON for --source damon with the ``ops`` operations (DAMON_OPS). An asked-for ops the kernel
+    lacks is refused in one line that names the one it has."""
+    if ops not in DAMON_OPS:
+        raise UsageError(f"--damon-ops must be one of {', '.join(DAMON_OPS)}, not {ops!r}")
+    info = host.damon_info()
+    if ops == "auto":
+        ops = "vaddr" if info["vaddr"] else "paddr"
+    elif info["sysfs"] and not info[ops]:
+        other = "paddr" if ops == "vaddr" else "vaddr"
+        instead = f": use --damon-ops {other} (or auto)" if info[other] else ""
+        raise HostError(f"--damon-ops {ops}: this kernel's DAMON lacks the {kd.OPS_NAMES[ops]} operations "
+                        f"(CONFIG_DAMON_{ops.upper()}){instead}")
+    return kd.KernelDamon(attrs, warn) if ops == "vaddr" else PaddrDamon(attrs, warn)

@@ -22,25 +22,14 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_samplers import build_accessgen, finish, go, run_companion, run_ours, scores, start_workload  # noqa: E402
+from bench_samplers import build_accessgen, finish, go, run_kernel, run_ours, start_workload  # noqa: E402
 
 
 def run_paddr(tracer, binary: str, seconds: float, args) -> dict:
-    """--source damon's paddr companion on the workload (the fault view is traced alongside, as record does)."""
-    from damon_bpf.core.attrs import MonitoringAttrs
-    from damon_bpf.sources.kdamond_paddr import PaddrDamon
-
-    kernel = PaddrDamon(MonitoringAttrs(), warn=lambda _m: None)
-    run = run_companion(tracer, binary, seconds, args, kernel)
-    s = kernel.summary()
-    whose = "borrowed (a host kdamond, runs anyway)" if s["borrowed_kdamond"] is not None else "ours"
-    seen = s["pages_seen"] / max(1, s["pages_seen"] + s["pages_unseen"])
-    return {"method": "kernel DAMON paddr, mapped back (--source damon)", **scores(run["snapshots"], run["ranges"]),
-            "monitor_cpu_s": run["result"].cpu_s, "touch_rate": run["touch_rate"],
-            "extra": f"kdamond {whose}: {run['kdamond_cpu_s']:.2f} s CPU at {kernel.attrs.sample_interval_us} us "
-                     f"samples, {kernel.attrs.aggr_interval_us} us aggregations; {len(run['snapshots'])} snapshots; "
-                     f"{100 * seen:.1f}% of resident pages in monitored regions; page maps read {s['refreshes']} "
-                     f"times, mapping back {s['map_s']:.2f} s"}
+    """--source damon's paddr companion on the workload (the fault view is traced alongside, as record does);
+    monitor CPU here is the damon-bpf session's (the kdamond's is in the notes)."""
+    row = run_kernel(tracer, binary, seconds, args, "paddr")
+    return {**row, "method": "kernel DAMON paddr, mapped back (--source damon)", "monitor_cpu_s": row["session_cpu_s"]}
 
 
 def main() -> None:

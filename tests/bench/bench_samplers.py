@@ -14,6 +14,14 @@ is what the monitor itself spends: kdamond plus damo and trace-cmd for kernel DA
 process (ring reader, region core, sampler thread) for damon-bpf. Work the kernel does in the target's
 own context (BPF programs on its faults, the NUMA scanner's task_numa_work) is not monitor CPU; the
 workload's touch rate shows it as slowdown instead.
+
+Kernel DAMON also runs through damon-bpf's own `--source damon` (--kernel-ops, each --rounds times):
+`vaddr` (the kdamond on the target's page tables) and `paddr` (a kdamond on the frames backing the target,
+read from /proc/PID/pagemap, its regions mapped back to the target's pages; its monitor CPU adds this
+process's page-map reads and mapping back to the kdamond's). To compare only those two:
+
+    tests/vm/run --kernel backports -- '.venv/bin/python tests/bench/bench_samplers.py --seconds 10
+        --no-damo --no-clear-refs --samplers "" --rounds 3'
 """
 
 from __future__ import annotations
@@ -244,15 +252,35 @@ def run_companion(tracer, binary: str, seconds: float, args, kernel) -> dict:
             "touch_rate": finish(proc), "result": result}
 
 
-def run_kernel_sysfs(tracer, binary: str, seconds: float, args) -> dict:
-    """Kernel DAMON through damon-bpf's own --source damon companion (the same sysfs kdamond damo makes)."""
-    from damon_bpf.core.attrs import MonitoringAttrs
-    from damon_bpf.sources.kdamond import KernelDamon
+KERNEL_METHODS = {
+    "vaddr": "kernel DAMON vaddr, kdamond via sysfs (`--source damon --damon-ops vaddr`)",
+    "paddr": "kernel DAMON paddr on the target's frames, mapped back (`--source damon --damon-ops paddr`)"}
 
-    run = run_companion(tracer, binary, seconds, args, KernelDamon(MonitoringAttrs(), warn=lambda _m: None))
-    return {"method": "kernel DAMON (sysfs kdamond, damon_aggregated via BPF)",
-            **scores(run["snapshots"], run["ranges"]), "monitor_cpu_s": run["kdamond_cpu_s"],
-            "extra": f"kdamond only; {len(run['snapshots'])} snapshots", "touch_rate": run["touch_rate"]}
+
+def run_kernel(tracer, binary: str, seconds: float, args, ops: str) -> dict:
+    """Kernel DAMON through damon-bpf's own --source damon companion with the ``ops`` operations (vaddr: the
+    same sysfs kdamond damo makes; paddr: a kdamond on the frames backing the target, mapped back). Monitor CPU
+    is the kdamond's, plus for paddr this process's page-map reads and mapping back (CPU time of that work)."""
+    from damon_bpf.core.attrs import MonitoringAttrs
+    from damon_bpf.sources.kdamond_paddr import kernel_damon
+
+    kernel = kernel_damon(MonitoringAttrs(), warn=lambda _m: None, ops=ops)
+    run = run_companion(tracer, binary, seconds, args, kernel)
+    s = kernel.summary()
+    extra = f"kdamond {run['kdamond_cpu_s']:.2f} s"
+    cpu = run["kdamond_cpu_s"]
+    if ops == "paddr":
+        cpu += s["pagemap_s"] + s["map_s"]
+        whose = "borrowed (a host kdamond, runs anyway)" if s["borrowed_kdamond"] is not None else "ours"
+        seen = s["pages_seen"] / max(1, s["pages_seen"] + s["pages_unseen"])
+        ranges = f", {sum(s['nr_ranges'].values())} physical ranges" if s["borrowed_kdamond"] is None else ""
+        extra += (f" ({whose}, {kernel.attrs.sample_interval_us} us samples, {kernel.attrs.aggr_interval_us} us "
+                  f"aggregations{ranges}); page maps read {s['refreshes']} "
+                  f"times {s['pagemap_s']:.2f} s, mapping back {s['map_s']:.2f} s; {100 * seen:.1f}% of resident "
+                  f"pages in monitored regions")
+    extra += f"; {len(run['snapshots'])} snapshots; damon-bpf session (fault view too) {run['result'].cpu_s:.2f} s"
+    return {"method": KERNEL_METHODS[ops], **scores(run["snapshots"], run["ranges"]), "monitor_cpu_s": cpu,
+            "extra": extra, "touch_rate": run["touch_rate"], "session_cpu_s": run["result"].cpu_s}
 
 
 def run_ours(tracer, binary: str, seconds: float, sampler_spec: str, args, tmp: Path) -> dict:
@@ -331,14 +359,19 @@ def main() -> None:
     ap.add_argument("--cold-kib", type=int, default=32768)
     ap.add_argument("--samplers", default="none,soft-dirty:100,soft-dirty:10,numa-hint",
                     help="damon-bpf rows: sampler names, soft-dirty:PCT for its CPU budget (100: no cap)")
+    ap.add_argument("--kernel-ops", default="vaddr,paddr",
+                    help="kernel DAMON rows through damon-bpf's --source damon, by --damon-ops (empty: none)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the kernel DAMON rows this many times, their ops alternating")
     ap.add_argument("--no-damo", action="store_true")
+    ap.add_argument("--no-clear-refs", action="store_true", help="skip the clear_refs cost table")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
     from damon_bpf.sources.tracer import Tracer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-samplers-"))
     binary = build_accessgen(tmp)
-    costs = clear_refs_costs(binary)
+    costs = [] if args.no_clear_refs else clear_refs_costs(binary)
     rows = [] if args.no_damo else [r for r in [run_damo(binary, args.seconds, args, tmp)] if r]
     print("untraced touch rate:", end=" ", flush=True)
     proc, _, _ = start_workload(binary, args.seconds / 2, args.hot_kib, args.cold_kib)
@@ -346,9 +379,11 @@ def main() -> None:
     baseline = finish(proc)
     print(f"{baseline / 1e6:.1f}M touches/s", flush=True)
     tracer = Tracer("auto")
-    rows.append(run_kernel_sysfs(tracer, binary, args.seconds, args))
-    print(rows[-1], flush=True)
-    for name in args.samplers.split(","):
+    for _round in range(args.rounds):
+        for ops in filter(None, args.kernel_ops.split(",")):
+            rows.append(run_kernel(tracer, binary, args.seconds, args, ops))
+            print(rows[-1], flush=True)
+    for name in filter(None, args.samplers.split(",")):
         rows.append(run_ours(tracer, binary, args.seconds, name, args, tmp))
         print(rows[-1], flush=True)
     tracer.close()
@@ -361,7 +396,8 @@ def main() -> None:
         print(f"| {r['method']} | {r['precision']:.2f} | {r['recall']:.2f} | {r['dirty_precision']:.2f} | "
               f"{r['dirty_recall']:.2f} | {r['monitor_cpu_s']:.2f} | {100 * r['monitor_cpu_s'] / args.seconds:.1f} | "
               f"{r['touch_rate'] / baseline:.2f}x | {r['extra']} |")
-    print("\n| target RSS (MiB) | clear_refs 4, median per call (us) | us per MiB |\n| --- | --- | --- |")
+    if costs:
+        print("\n| target RSS (MiB) | clear_refs 4, median per call (us) | us per MiB |\n| --- | --- | --- |")
     for rss, median, per_mib in costs:
         print(f"| {rss} | {median:.0f} | {per_mib:.1f} |")
     if args.json:

@@ -1,0 +1,86 @@
+"""--damon-ops in the 6.12 guest (two fake nodes; DAMON with both vaddr and paddr, and no kdamond of anyone else):
+
+    tests/vm/run --kernel backports -- '.venv/bin/pytest -m vm -q tests/test_vm_paddr.py'   (known_failing for now)
+
+`--damon-ops paddr` runs a kdamond of its own on the frames backing the target and maps its regions back to
+the target's pages: a range written nonstop must show hot there, a range written once before must not, and the
+kdamond must be gone at the end. The host (paddr only, its sysfs held by a platform kdamond) checks the
+refusals and the borrowed case (tests/test_kdamond_paddr.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Not yet seen passing: its first guest run (2026-11-30, host load 13-19) ended before it started (README,
+# "Samplers against kernel DAMON"); left out of tests/vm/run's default run until it passes there.
+pytestmark = [pytest.mark.vm, pytest.mark.known_failing]
+
+DAMON_BPF = str(Path(sys.executable).parent / "damon-bpf")
+RANGE_KIB = 16 << 10
+
+
+def _in_backports_guest() -> None:
+    assert os.environ.get("DAMON_BPF_VM") == "1", "the vm tests run only inside a guest started by tests/vm/run"
+    assert os.environ.get("DAMON_BPF_VM_KERNEL") == "backports", "only the 6.12 guest has DAMON (vaddr and paddr)"
+
+
+def test_damon_ops_picks_the_operations_asked_for():
+    from damon_bpf.core.attrs import MonitoringAttrs
+    from damon_bpf.sources.kdamond import KernelDamon
+    from damon_bpf.sources.kdamond_paddr import PaddrDamon, kernel_damon
+
+    _in_backports_guest()
+    for ops, kind in (("auto", KernelDamon), ("vaddr", KernelDamon), ("paddr", PaddrDamon)):
+        kernel = kernel_damon(MonitoringAttrs(), warn=lambda _m: None, ops=ops)
+        try:
+            assert type(kernel) is kind, (ops, kernel)
+        finally:
+            kernel.bpf.cleanup()
+
+
+def _shares(snapshots, span: dict) -> tuple[float, float]:
+    """Over the snapshots after the first quarter: the mean share of ``span`` shown with nr_accesses > 0, and
+    its mean nr_accesses per byte."""
+    size, shares, heats = span["end"] - span["start"], [], []
+    for s in snapshots[len(snapshots) // 4:]:
+        covered = np.clip(np.minimum(s.end, span["end"]).astype(np.int64)
+                          - np.maximum(s.start, span["start"]).astype(np.int64), 0, None)
+        shares.append(float(covered[s.nr_accesses > 0].sum()) / size)
+        heats.append(float((covered * s.nr_accesses.astype(np.float64)).sum()) / size)
+    return float(np.mean(shares)), float(np.mean(heats))
+
+
+def test_damon_ops_paddr_shows_the_written_range_hot_on_the_targets_pages(accessgen, tmp_path):
+    from damon_bpf.recordfile import read_record
+    from damon_bpf.sources.kdamond import ADMIN, STATE
+
+    _in_backports_guest()
+    proc = subprocess.Popen([accessgen, "--duration", "600", f"hot:0:W:{RANGE_KIB}:0", f"cold:1:c:{RANGE_KIB}:0"],
+                            stdout=subprocess.PIPE, text=True)
+    out = tmp_path / "d"
+    try:
+        info = json.loads(proc.stdout.readline())
+        run = subprocess.run([DAMON_BPF, "record", "-p", str(info["pid"]), "--source", "damon", "--damon-ops",
+                              "paddr", "--duration", "15", "-o", str(out)], capture_output=True, text=True,
+                             timeout=600)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert "not ours" not in run.stderr, run.stderr   # the guest's DAMON is free: the kdamond is ours
+    assert (ADMIN / "kdamonds" / "nr_kdamonds").read_text().strip() == "0" and not STATE.exists()
+    (kernel,) = [r for r in read_record(str(out)) if r.meta.get("view") == "kernel-damon"]
+    assert "paddr" in kernel.meta["tool"] and kernel.pid == info["pid"], kernel.meta
+    assert len(kernel.snapshots) >= 20, (len(kernel.snapshots), run.stderr)
+    threads = {t["name"]: t for t in info["threads"]}
+    (hot_share, hot_heat), (cold_share, cold_heat) = (_shares(kernel.snapshots, threads[n]) for n in ("hot", "cold"))
+    # the written range is hot on most of its bytes, and hotter than the range written once before monitoring
+    assert hot_share >= 0.5 and hot_share > cold_share and hot_heat >= 2 * cold_heat, \
+        (hot_share, cold_share, hot_heat, cold_heat, run.stderr)
