@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from damon_bpf import log
+from damon_bpf.sources import procevents
 from damon_bpf.sources.targets import Targets
 from damon_bpf.sources.tracer import Accounting, Tracer
 
@@ -106,6 +107,9 @@ class Session:
         self.duration_s = duration_s
         self.poll_interval_s = poll_interval_s
         self.stop_reason: str | None = None
+        # Before anything is timed (a recorder's windows, --duration): attach opens the cn_proc socket, whose
+        # import took seconds on a loaded machine while the targets waited, untraced, to be registered.
+        procevents.preload()
 
     def request_stop(self, reason: str = "interrupted") -> None:
         self.stop_reason = self.stop_reason or reason

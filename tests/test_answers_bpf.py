@@ -75,20 +75,26 @@ def test_dirty_rate_ranks_the_slow_writer_first_and_the_estimate_is_the_arithmet
 
 
 def test_sharing_pairs_the_two_writers_of_one_range_and_not_the_third(tmp_path, accessgen):
-    out = tmp_path / "damon.data"
-    result = subprocess.run([DAMON_BPF, "record", "-o", str(out), "--", accessgen, "--duration", "4",
-                             "one:0:s:4096:0", "two:1:s:4096:0", "own:-1:w:4096:0"],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    tids = {t["name"]: t["tid"] for t in json.loads(result.stdout.splitlines()[0])["threads"]}
-    data = report(out, "sharing", "--skip", "5")
+    """Recorded while the threads make their passes only (attached after they started, ended before they
+    stop): their start-up and exit fault in the big regions of the mmap area (stacks, own's range and the
+    gaps between), which made the writers and own share gigabytes there in the windows that held them.
+
+    A window of 500 ms, not DAMON's 100 ms: a writer is seen in a window only if it got the CPU for a pass
+    over its 1024 pages there (a fault is reported only for the first touch after the range is dropped),
+    about 20 ms of CPU with tracing. On the 2-CPU machine at load 10-12 each writer got 5-10 ms of CPU per
+    100 ms (schedstat), so 100 ms windows held partial passes and whole windows without one writer; 500 ms
+    windows hold 25-50 ms of CPU each, a pass or more, even so."""
+    with running(accessgen, "one:0:s:4096:0", "two:1:s:4096:0", "own:-1:w:4096:0", seconds=60) as info:
+        out = record_pids(tmp_path, [info["pid"]], "--aggr-us", "500ms", seconds=4)
+    tids = {t["name"]: t["tid"] for t in info["threads"]}
+    data = report(out, "sharing")
     jaccard = {(p["a"], p["b"]): p["jaccard"] for p in data["pairs"]}
     shared = {(p["a"], p["b"]): p["shared_bytes"] for p in data["pairs"]}
     writers = tuple(sorted((tids["one"], tids["two"])))
     assert jaccard[writers] >= 0.5, data["pairs"]
     assert (data["pairs"][0]["a"], data["pairs"][0]["b"]) == writers
-    # the shared range (4 MiB) in most windows: at least a few dozen MiB over a 4 s record
-    assert shared[writers] >= 10 * 4 * MiB
+    # the shared range (4 MiB) in most windows
+    assert data["nr_windows"] >= 4 and shared[writers] >= data["nr_windows"] / 2 * 4 * MiB, data
     for writer in writers:
         key = tuple(sorted((writer, tids["own"])))
         assert jaccard.get(key, 0.0) <= 0.05, data["pairs"]

@@ -155,8 +155,13 @@ def test_forks_the_lifecycle_ring_lost_are_repaired_from_proc_events(accessgen, 
     (tmp_path / "forker.c").write_text(FORKER)
     subprocess.run(["gcc", "-O1", "-o", str(forker), str(tmp_path / "forker.c")], check=True)
     log, marker = tmp_path / "children.log", tmp_path / "burst-done"
-    spec = f"{accessgen} --duration 20 w:-1:w:16:0"   # still running when they are repaired
-    script = f"{forker} 12000; for i in 1 2 3; do {spec} & done; sleep 1; : > {marker}; wait"
+    # Still running when they are repaired: the test ends them. A 20 s lifetime ran out on a loaded machine
+    # before the first update had read the burst (~24,000 cn_proc events and 18,700 lifecycle records).
+    spec = f"{accessgen} --duration 300 w:-1:w:16:0"
+    # the marker once the three have printed their ground truth (they run): a fixed wait was too short for
+    # three starts on a loaded machine
+    started = f"until [ $(grep -c '\"pid\"' {log}) -ge 3 ]; do sleep 0.05; done"
+    script = f"{forker} 12000; for i in 1 2 3; do {spec} & done; {started}; : > {marker}; wait"
     tracer = Tracer("tracepoint", follow_children=True)
     try:
         targets = Targets(command=["/bin/bash", "-c", script], follow_children=True, command_output=str(log))

@@ -66,6 +66,13 @@ def _decode(msg) -> ProcEvent | None:
     return None
 
 
+def preload() -> None:
+    """Import pyroute2's cn_proc now. The import is most of what opening the socket costs (0.06 s quiet, 4-8 s
+    of a starved CPU on a loaded 2-CPU machine, where ProcEvents() took that long): a run imports it before
+    it starts timing, so that cost delays neither its targets' attach nor its first aggregation."""
+    from pyroute2.netlink.connector import cn_proc  # noqa: F401, PLC0415 - netlink only when tracing
+
+
 class ProcEvents:
     """A listening cn_proc socket. ``read`` drains it completely; ENOBUFS (the kernel dropped events
     because the socket was full) is counted in ``overruns``, and the caller then asks /proc."""
