@@ -12,7 +12,7 @@ from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import UsageError
 from damon_bpf.recordfile import TargetRecord
 from damon_bpf.reports.breakdown import Breakdown, RegionShare, _share
-from damon_bpf.reports.common import bin_masses, comm_of, fmt_ns, percentile, pick_snapshot, ppid_of, select_target
+from damon_bpf.reports.common import bin_masses, comm_of, percentile, pick_snapshot, ppid_of, select_target
 from damon_bpf.reports.dirty_rate import dirty_bytes
 from damon_bpf.reports.heatmap.axis import AddressAxis
 from damon_bpf.reports.heatmap.grid import MAX_PANELS, _Panel, _share_of
@@ -225,26 +225,6 @@ def mapping_names(snaps: list[Snapshot], axis: AddressAxis) -> list[str] | None:
             break
     return [n or "" for n in names]
 
-
-
-def time_edges(rec: TargetRecord, cols: int, time_range: tuple[int, int] | None) -> np.ndarray:
-    """``cols + 1`` column edges (absolute ns) over ``time_range`` (relative to the first snapshot)."""
-    origin = rec.snapshots[0].start_ns
-    last = max(s.end_ns for s in rec.snapshots)
-    if time_range is None:
-        t0, t1 = origin, last
-    else:
-        t0, t1 = origin + int(time_range[0]), origin + int(time_range[1])
-        if t0 >= last and t1 > t0:
-            raise UsageError(f"time range starts at {fmt_ns(t0 - origin)}, after the record ends "
-                             f"({fmt_ns(last - origin)})")
-        t1 = min(t1, last)  # columns past the end would only be blank
-    if t1 <= t0:
-        raise UsageError(f"time range end ({fmt_ns(t1 - origin)}) is not after its start "
-                         f"({fmt_ns(t0 - origin)})")
-    cols = min(cols, t1 - t0)
-    unit = (t1 - t0) // cols  # damo's arithmetic again
-    return np.array([t0 + k * unit for k in range(cols + 1)], dtype=np.int64)
 
 
 def dirty_rates(rec: TargetRecord, page: int, skip: int) -> tuple[list[int], list[float]]:

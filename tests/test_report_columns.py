@@ -84,7 +84,7 @@ def per_snapshot_heatmaps():
     stack = ExitStack()
     stack.enter_context(patch.object(grid_mod, "_grids", reference.grids))
     stack.enter_context(patch.object(grid_mod, "_panels", reference.panels))
-    for name in ("in_time", "time_edges", "mapping_names"):
+    for name in ("in_time", "mapping_names"):
         stack.enter_context(patch.object(grid_mod, name, getattr(reference, name)))
     stack.enter_context(patch.object(axis_mod, "_touched_spans", reference.touched_spans))
     return stack
