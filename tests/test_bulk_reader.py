@@ -15,6 +15,7 @@ from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import RecordFileError
 from damon_bpf.recordfile import TargetRecord, read_record, reader, write_record
 from damon_bpf.recordfile.bulk import EXTRAS
+from damon_bpf.recordfile.snapshots import SOURCES, Columns, join, outline
 
 BASE = 0x7F00_0000_0000
 FIELDS = ("start", "end", "nr_accesses", "age", "nr_reports", "writes", "reads")
@@ -165,3 +166,43 @@ def test_twenty_digit_addresses_read_alike(tmp_path, monkeypatch):
     want = _read(str(path), True, monkeypatch)
     assert not isinstance(want, str) and int(want[0].snapshots[-1].start[0]) == kernel
     assert_same(want, _read(str(path), False, monkeypatch))
+
+
+def assert_same_columns(got: Columns, want: Columns) -> None:
+    for name in ("bounds", "start_ns", "end_ns", "start", "end", "nr_accesses", "nr_reports", "writes", "reads"):
+        x, y = getattr(got, name), getattr(want, name)
+        assert x.dtype == y.dtype and x.tolist() == y.tolist(), name
+    assert (got.footprints, got.functions, got.mappings) == (want.footprints, want.functions, want.mappings)
+    for name in SOURCES:
+        x, y = getattr(got, name), getattr(want, name)
+        assert list(x) == list(y) and all(x[k].tolist() == y[k].tolist() for k in x), name
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(record_files(), st.data())
+def test_what_is_read_is_a_sequence_of_its_snapshots(tmp_path_factory, monkeypatch, data, draw):
+    """read_record's Snapshots index, slice and iterate like the list of its snapshots; its columns, outline,
+    ids and per-snapshot extras are those of the snapshots joined, for any selection of them."""
+    path = str(tmp_path_factory.mktemp("s") / "d")
+    with open(path, "wb") as f:
+        f.write(zlib.compress(data))
+    for reference in (False, True):
+        snaps = _read(path, reference, monkeypatch)[0].snapshots
+        every = list(snaps)
+        assert len(snaps) == len(every) and [s.start_ns for s in reversed(snaps)] == [s.start_ns for s in every[::-1]]
+        if every:
+            i = draw.draw(st.integers(-len(every), len(every) - 1))
+            assert_same([TargetRecord(0, 0, 1, 1, 1, [snaps[i]])], [TargetRecord(0, 0, 1, 1, 1, [every[i]])])
+        with pytest.raises(IndexError):
+            snaps[len(every)]
+        mask = np.array(draw.draw(st.lists(st.booleans(), min_size=len(every), max_size=len(every))), dtype=bool)
+        a, b = draw.draw(st.integers(-3, 14)), draw.draw(st.integers(-3, 14))
+        for got, want in ((snaps.select(mask), [s for s, m in zip(every, mask) if m]), (snaps[a:b], every[a:b]),
+                          (snaps.select(mask)[1:], [s for s, m in zip(every, mask) if m][1:])):
+            assert_same([TargetRecord(0, 0, 1, 1, 1, got)], [TargetRecord(0, 0, 1, 1, 1, want)])
+            assert_same_columns(got.columns(SOURCES), join(want, SOURCES))
+            assert all(x.tolist() == y.tolist() for x, y in zip(got.outline(), outline(want)))
+            for name in SOURCES:
+                assert got.source_ids(name) == list(dict.fromkeys(i for s in want for i in getattr(s, name)))
+            for name in ("functions", "mappings", "footprint"):
+                assert got.each(name) == [getattr(s, name) for s in want]

@@ -1,26 +1,29 @@
-"""Turning many well-formed snapshots into Snapshots at once: one numpy array per column for a whole batch
-(sliced into per-snapshot views), instead of a dozen small arrays per snapshot, whose per-call cost was most
-of the reader's time on a long record.
+"""Reading many well-formed snapshots at once: one numpy array per column for a whole batch, instead of a
+dozen small arrays per snapshot, whose per-call cost was most of the reader's time on a long record. A
+Batch keeps them so (a part of snapshots.Snapshots): a Snapshot, its arrays views of the batch's, is made
+only when one is asked for, and reports read the columns themselves.
 
-``snapshots_in_bulk`` raises on anything it does not accept, which is at least everything the careful
-per-snapshot reader (schema) rejects; the caller then reads that batch snapshot by snapshot, which says
-exactly what is wrong and where. The result equals the per-snapshot reader's (tests/test_bulk_reader.py).
+``Batch`` raises on anything it does not accept, which is at least everything the careful per-snapshot
+reader (schema) rejects; the caller then reads that batch snapshot by snapshot, which says exactly what is
+wrong and where. Its snapshots equal the per-snapshot reader's (tests/test_bulk_reader.py).
 """
 
 from __future__ import annotations
 
 from itertools import chain
-from typing import Any
+from operator import itemgetter
+from typing import Any, Sequence
 
 import numpy as np
 
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.recordfile.model import MAX_COUNT, MAX_NS
 from damon_bpf.recordfile.schema import _footprint, _functions, _region_maps, _snapshot_maps
+from damon_bpf.recordfile.snapshots import Columns
 
 _EMPTY: dict = {}
 EXTRAS = frozenset({"cpus", "tids", "maps", "funcs"})   # per-region extras a report may go without
-_COUNTS = ("samples", "age", "reports", "writes", "reads")
+_START_END, _OURS = itemgetter("start", "end"), itemgetter("damon_bpf")
 
 
 def _ints(values: list, dtype: type = np.int64) -> np.ndarray:
@@ -31,46 +34,103 @@ def _ints(values: list, dtype: type = np.int64) -> np.ndarray:
     return np.array(values, dtype=dtype)
 
 
-def snapshots_in_bulk(raw: list[Any], extras: frozenset[str] = EXTRAS) -> list[Snapshot]:
-    """Snapshots (decoded JSON objects, damo's fake one already dropped) as Snapshot objects. Per-region
-    extras not in ``extras`` are neither read nor checked (their fields stay empty / None)."""
-    if set(map(type, raw)) != {dict}:
-        raise TypeError
-    per_snap = [s["regions"] for s in raw]
-    if set(map(type, per_snap)) != {list}:
-        raise TypeError
-    nr_regions = np.fromiter(map(len, per_snap), np.int64, len(raw))
-    regs = list(chain.from_iterable(per_snap))
-    if regs and set(map(type, regs)) != {dict}:
-        raise TypeError
-    bounds = np.concatenate([[0], np.cumsum(nr_regions)])
-    first = _ints([r["start"] for r in regs], np.uint64)
-    last = _ints([r["end"] for r in regs], np.uint64)
-    ours = [r.get("damon_bpf", _EMPTY) for r in regs]
-    counts = np.stack([
-        _ints([r["nr_accesses"]["samples"] for r in regs]), _ints([r["age"]["aggr_intervals"] for r in regs]),
-        _ints([o.get("reports", 0) for o in ours]), _ints([o.get("writes", 0) for o in ours]),
-        _ints([o.get("reads", 0) for o in ours])]).reshape(5, len(regs))
-    times = _ints([s["start_time"] for s in raw] + [s["end_time"] for s in raw]).reshape(2, len(raw))
-    _check(first, last, counts, times, bounds)
-    by_cpu = _by([o.get("cpus", _EMPTY) for o in ours], bounds, 2**20) if "cpus" in extras else _none(raw)
-    by_tid = _by([o.get("tids", _EMPTY) for o in ours], bounds, 2**32) if "tids" in extras else _none(raw)
-    maps = [o.get("maps") for o in ours] if "maps" in extras else []
-    with_maps = any(m is not None for m in maps)
-    with_funcs = "funcs" in extras and any(o.get("funcs") is not None for o in ours)
-    edges = bounds.tolist()
-    out = []
-    for j, (s, lo, hi) in enumerate(zip(raw, edges, edges[1:])):
-        snap = Snapshot(s["start_time"], s["end_time"], first[lo:hi], last[lo:hi], counts[0, lo:hi],
-                        counts[1, lo:hi], counts[2, lo:hi], counts[3, lo:hi], counts[4, lo:hi], by_cpu[j],
-                        by_tid[j], _maps(maps[lo:hi]) if with_maps else None, _footprint(s, "snapshot"))
-        snap.functions = _functions(s["regions"], "snapshot") if with_funcs else None
-        out.append(snap)
-    return out
+def _counts(regs: list[dict]) -> tuple[list, np.ndarray, bool]:
+    """The regions' damon_bpf objects, their nr_accesses, age, reports, writes and reads (5, regions), and
+    whether every region has every key: then they are read in one pass (our writer's), else key by key
+    (damo's have no damon_bpf: no reports)."""
+    try:
+        ours = list(map(_OURS, regs))
+        flat = [x for r, o in zip(regs, ours) for x in
+                (r["nr_accesses"]["samples"], r["age"]["aggr_intervals"], o["reports"], o["writes"], o["reads"])]
+        return ours, np.ascontiguousarray(_ints(flat).reshape(len(regs), 5).T), True
+    except KeyError:
+        ours = [r.get("damon_bpf", _EMPTY) for r in regs]
+        return ours, np.stack([
+            _ints([r["nr_accesses"]["samples"] for r in regs]), _ints([r["age"]["aggr_intervals"] for r in regs]),
+            _ints([o.get("reports", 0) for o in ours]), _ints([o.get("writes", 0) for o in ours]),
+            _ints([o.get("reads", 0) for o in ours])]).reshape(5, len(regs)), False
 
 
-def _none(raw: list) -> list[dict]:
-    return [{} for _ in raw]
+def _each(ours: list[dict], key: str) -> tuple[list, bool]:
+    """Each region's ``key`` of its damon_bpf object ({} where it has none), and whether every one has it."""
+    try:
+        return list(map(itemgetter(key), ours)), True
+    except KeyError:
+        return [o.get(key, _EMPTY) for o in ours], False
+
+
+class Batch:
+    """Well-formed snapshots (decoded JSON objects, damo's fake one already dropped) read at once and kept as
+    columns: a part of snapshots.Snapshots. Per-region extras not in ``extras`` are neither read nor checked
+    (their fields stay empty / None). Raises on anything unusual (the caller then reads them one by one)."""
+
+    def __init__(self, raw: list[Any], extras: frozenset[str] = EXTRAS) -> None:
+        if set(map(type, raw)) != {dict}:
+            raise TypeError
+        per_snap = [s["regions"] for s in raw]
+        if set(map(type, per_snap)) != {list}:
+            raise TypeError
+        nr_regions = np.fromiter(map(len, per_snap), np.int64, len(raw))
+        regs = list(chain.from_iterable(per_snap))
+        if regs and set(map(type, regs)) != {dict}:
+            raise TypeError
+        bounds = np.concatenate([[0], np.cumsum(nr_regions)])
+        pairs = _ints(list(chain.from_iterable(map(_START_END, regs))), np.uint64).reshape(len(regs), 2).T
+        self.first, self.last = np.ascontiguousarray(pairs[0]), np.ascontiguousarray(pairs[1])
+        ours, self.counts, complete = _counts(regs)
+        self.times = _ints([s["start_time"] for s in raw] + [s["end_time"] for s in raw]).reshape(2, len(raw))
+        _check(self.first, self.last, self.counts, self.times, bounds)
+        self.bounds, self.edges = bounds, bounds.tolist()
+        cpus, tids = (_each(ours, key) if key in extras else None for key in ("cpus", "tids"))
+        self.by = {"by_cpu": None if cpus is None else _By(cpus[0], bounds, 2**20),
+                   "by_tid": None if tids is None else _By(tids[0], bounds, 2**32)}
+        # where every region's damon_bpf has reports, writes, reads, cpus and tids, 5 keys are no more
+        plain = complete and cpus is not None and tids is not None and cpus[1] and tids[1] and \
+            set(map(len, ours)) <= {5}
+        maps = [o.get("maps") for o in ours] if "maps" in extras and not plain else []
+        self.maps = ([_maps(maps[lo:hi]) for lo, hi in zip(self.edges, self.edges[1:])]
+                     if maps.count(None) != len(maps) else None)
+        with_funcs = "funcs" in extras and not plain and [o.get("funcs") for o in ours].count(None) != len(ours)
+        self.functions = [_functions(s["regions"], "snapshot") for s in raw] if with_funcs else None
+        self.footprints = [_footprint(s, "snapshot") for s in raw]
+
+    def __len__(self) -> int:
+        return len(self.footprints)
+
+    def snapshot(self, j: int) -> Snapshot:
+        lo, hi = self.edges[j], self.edges[j + 1]
+        by_cpu, by_tid = (by.of(j) if by is not None else {} for by in (self.by["by_cpu"], self.by["by_tid"]))
+        counts = self.counts[:, lo:hi]
+        snap = Snapshot(int(self.times[0, j]), int(self.times[1, j]), self.first[lo:hi], self.last[lo:hi],
+                        counts[0], counts[1], counts[2], counts[3], counts[4], by_cpu, by_tid,
+                        None if self.maps is None else self.maps[j], self.footprints[j])
+        snap.functions = None if self.functions is None else self.functions[j]
+        return snap
+
+    def columns(self, a: int, b: int, sources: Sequence[str]) -> Columns:
+        """Snapshots [a, b) as Columns: views of the batch's arrays."""
+        lo, hi = self.edges[a], self.edges[b]
+        out = Columns(self.bounds[a:b + 1] - lo, self.times[0, a:b], self.times[1, a:b], self.first[lo:hi],
+                      self.last[lo:hi], self.counts[0, lo:hi], self.counts[2, lo:hi], self.counts[3, lo:hi],
+                      self.counts[4, lo:hi], self.each(a, b, "footprint"), self.each(a, b, "functions"),
+                      self.each(a, b, "mappings"))
+        for name in sources:
+            by = self.by[name]
+            if by is not None:
+                setattr(out, name, by.rows_over(a, b, self.bounds))
+        return out
+
+    def outline(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.times[0], self.times[1], np.diff(self.bounds)
+
+    def source_ids(self, a: int, b: int, name: str) -> list[int]:
+        by = self.by[name]
+        return [] if by is None else by.ids[by.first[a]:by.first[b]].tolist()
+
+    def each(self, a: int, b: int, name: str) -> list:
+        """Snapshots [a, b)'s ``functions``, ``mappings`` or ``footprint``."""
+        per_snapshot = {"functions": self.functions, "mappings": self.maps, "footprint": self.footprints}[name]
+        return [None] * (b - a) if per_snapshot is None else per_snapshot[a:b]
 
 
 def _maps(per_region: list) -> list[list[tuple[str, str]]] | None:
@@ -93,35 +153,60 @@ def _check(first: np.ndarray, last: np.ndarray, counts: np.ndarray, times: np.nd
         raise ValueError
 
 
-def _by(per_region: list, bounds: np.ndarray, limit: int) -> list[dict[int, np.ndarray]]:
+class _By:
     """Per snapshot, per cpu/tid (sorted) its count in each of the snapshot's regions; an id is there when
-    any of the snapshot's regions names it, as the per-snapshot reader has it."""
-    nr_snaps = len(bounds) - 1
-    if per_region and set(map(type, per_region)) != {dict}:
-        raise TypeError
-    keys = list(chain.from_iterable(per_region))
-    if not keys:
-        return [{} for _ in range(nr_snaps)]
-    values = _ints(list(chain.from_iterable(map(dict.values, per_region))))
-    ident_of = {k: int(k) for k in set(keys)}
-    if len(set(ident_of.values())) != len(ident_of) or \
-            not all(0 <= i < limit for i in ident_of.values()) or values.min() < 0 or values.max() > MAX_COUNT:
-        raise ValueError   # e.g. "1" and "01" in one file: the per-snapshot reader's rules decide
-    ids = np.fromiter(map(ident_of.__getitem__, keys), np.int64, len(keys))
-    region = np.repeat(np.arange(len(per_region)), np.fromiter(map(len, per_region), np.int64, len(per_region)))
-    snap = np.searchsorted(bounds, region, side="right") - 1
-    order = np.lexsort((ids, snap))
-    ids, region, snap, values = ids[order], region[order], snap[order], values[order]
-    new_group = np.ones(len(ids), dtype=bool)
-    new_group[1:] = (ids[1:] != ids[:-1]) | (snap[1:] != snap[:-1])
-    group = np.cumsum(new_group) - 1
-    group_snap, group_id = snap[new_group], ids[new_group]
-    width = (bounds[1:] - bounds[:-1])[group_snap]   # each group is one row of its snapshot's regions
-    offset = np.concatenate([[0], np.cumsum(width)])
-    rows = np.zeros(int(offset[-1]), dtype=np.int64)
-    rows[offset[group] + region - bounds[snap]] = values
-    out: list[dict[int, np.ndarray]] = [{} for _ in range(nr_snaps)]
-    for s, ident, lo, hi in zip(group_snap.tolist(), group_id.tolist(), offset[:-1].tolist(),
-                                offset[1:].tolist()):
-        out[s][ident] = rows[lo:hi]
-    return out
+    any of the snapshot's regions names it, as the per-snapshot reader has it. Kept as groups (one per
+    snapshot and id, ordered so) of ``rows``: group g is rows[offset[g]:offset[g+1]], snapshot j's groups
+    are [first[j], first[j+1])."""
+
+    def __init__(self, per_region: list, bounds: np.ndarray, limit: int) -> None:
+        nr_snaps = len(bounds) - 1
+        if per_region and set(map(type, per_region)) != {dict}:
+            raise TypeError
+        keys = list(chain.from_iterable(per_region))
+        self.snap, self.ids = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        self.offset, self.rows = np.zeros(1, np.int64), np.zeros(0, np.int64)
+        if keys:
+            self._groups(keys, per_region, bounds, limit)
+        self.first = np.searchsorted(self.snap, np.arange(nr_snaps + 1)).tolist()
+
+    def _groups(self, keys: list, per_region: list, bounds: np.ndarray, limit: int) -> None:
+        values = _ints(list(chain.from_iterable(map(dict.values, per_region))))
+        ident_of = {k: int(k) for k in set(keys)}
+        if len(set(ident_of.values())) != len(ident_of) or \
+                not all(0 <= i < limit for i in ident_of.values()) or values.min() < 0 or values.max() > MAX_COUNT:
+            raise ValueError   # e.g. "1" and "01" in one file: the per-snapshot reader's rules decide
+        ids = np.fromiter(map(ident_of.__getitem__, keys), np.int64, len(keys))
+        region = np.repeat(np.arange(len(per_region)), np.fromiter(map(len, per_region), np.int64, len(per_region)))
+        snap = np.searchsorted(bounds, region, side="right") - 1
+        order = np.lexsort((ids, snap))
+        ids, region, snap, values = ids[order], region[order], snap[order], values[order]
+        new_group = np.ones(len(ids), dtype=bool)
+        new_group[1:] = (ids[1:] != ids[:-1]) | (snap[1:] != snap[:-1])
+        group = np.cumsum(new_group) - 1
+        self.snap, self.ids = snap[new_group], ids[new_group]
+        width = (bounds[1:] - bounds[:-1])[self.snap]   # each group is one row of its snapshot's regions
+        self.offset = np.concatenate([[0], np.cumsum(width)])
+        self.rows = np.zeros(int(self.offset[-1]), dtype=np.int64)
+        self.rows[self.offset[group] + region - bounds[snap]] = values
+
+    def of(self, j: int) -> dict[int, np.ndarray]:
+        """Snapshot j's {id: counts}."""
+        g0, g1 = self.first[j], self.first[j + 1]
+        edges = self.offset[g0:g1 + 1].tolist()
+        return {ident: self.rows[lo:hi] for ident, lo, hi in zip(self.ids[g0:g1].tolist(), edges, edges[1:])}
+
+    def rows_over(self, a: int, b: int, bounds: np.ndarray) -> dict[int, np.ndarray]:
+        """Per id snapshots [a, b) name, in the order they first appear, its count in each of their regions
+        (0 in a snapshot that does not name it)."""
+        g0, g1 = self.first[a], self.first[b]
+        ids = self.ids[g0:g1].tolist()
+        row_of = {ident: k for k, ident in enumerate(dict.fromkeys(ids))}
+        width = np.diff(self.offset[g0:g1 + 1])
+        group = np.repeat(np.arange(g1 - g0), width)
+        region = (bounds[self.snap[g0:g1]] - bounds[a] - self.offset[g0:g1] + self.offset[g0])[group] + \
+            np.arange(len(group))
+        out = np.zeros((len(row_of), int(bounds[b] - bounds[a])), np.int64)
+        out[np.fromiter(map(row_of.__getitem__, ids), np.int64, len(ids))[group], region] = \
+            self.rows[self.offset[g0]:self.offset[g1]]
+        return {ident: out[k] for ident, k in row_of.items()}

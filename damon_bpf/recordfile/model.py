@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from damon_bpf.core.snapshot import Snapshot
 
@@ -21,7 +22,7 @@ class TargetRecord:
     sample_us: int
     aggr_us: int
     update_us: int
-    snapshots: list[Snapshot] = field(default_factory=list)
+    snapshots: Sequence[Snapshot] = field(default_factory=list)   # read_record: a snapshots.Snapshots
     meta: dict = field(default_factory=dict)
     # Set only by read_record(path, snapshot=N), which keeps one snapshot: how many the record held (the kept
     # one is snapshot N of those) and when the first began (a report's time origin).

@@ -3,9 +3,10 @@
 The file is inflated 1 MiB at a time (with a bound on the total) and parsed piece by piece: only the
 record's outer structure is walked here. Snapshots in our writer's compact form are decoded by orjson a run
 at a time (the whole snapshots at hand, about 1 MiB of text), others one value at a time by json's C scanner;
-they are turned into numpy arrays a batch of 1000 at a time (bulk.py), so memory follows the snapshots a
-report keeps, never the inflated text. A report that needs one snapshot (``report access``) asks for just
-that one and the others are scanned, not kept.
+they are turned into numpy arrays a batch of 1000 at a time (bulk.py) and kept so: a record's snapshots
+are a ``snapshots.Snapshots`` sequence, which makes a Snapshot object only when one is asked for. Memory
+follows the numbers a report keeps, never the inflated text. A report that needs one snapshot (``report
+access``) asks for just that one and the others are scanned, not kept.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import gc
 import json
 import os
 import re
+from itertools import repeat
 from typing import Any, BinaryIO, Iterator
 
 try:
@@ -23,14 +25,13 @@ try:
 except ImportError:   # the stdlib json alone reads every file too, slower
     orjson = None  # type: ignore[assignment]
 
-import numpy as np
-
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import RecordFileError
-from damon_bpf.recordfile.bulk import EXTRAS, snapshots_in_bulk
+from damon_bpf.recordfile.bulk import EXTRAS, Batch
 from damon_bpf.recordfile.model import MAX_US, BadRecord, TargetRecord
 from damon_bpf.recordfile.perf_script import read_perf_script
 from damon_bpf.recordfile.schema import _int, _is_damo_fake, _key, _list, _obj, _snapshot
+from damon_bpf.recordfile.snapshots import Loose, Snapshots
 from damon_bpf.recordfile.stream import inflate
 
 MAX_VALUE_CHARS = 64 << 20    # one JSON value (a snapshot) this long is no recording of ours: refuse it
@@ -136,7 +137,7 @@ class _Text:
             return None
         run = self.buf[self.pos:end].encode()
         try:
-            if _longest_digits(run) >= 19:
+            if _has_long_number(run):
                 raise ValueError
             values = orjson.loads(b"[" + run + b"]")
         except ValueError:   # orjson.JSONDecodeError is one: json takes this run, value by value
@@ -176,12 +177,13 @@ def _reference() -> bool:
     return os.environ.get("DAMON_BPF_READER") == "reference"
 
 
-def _longest_digits(text: bytes) -> int:
-    """The longest run of ASCII digits in ``text`` (numpy: a regex took longer than the decoding)."""
-    chars = np.frombuffer(text, dtype=np.uint8)
-    others = np.flatnonzero((chars - ord("0")) > 9)   # uint8 arithmetic: below '0' wraps round
-    edges = np.concatenate([[-1], others, [len(chars)]])
-    return int(np.diff(edges).max()) - 1
+_DIGITS_AS_ONES = bytes(0x31 if 0x30 <= c <= 0x39 else 0x30 for c in range(256))
+
+
+def _has_long_number(text: bytes) -> bool:
+    """Whether ``text`` holds a run of 19 ASCII digits or more (every digit made "1", the rest "0", then one
+    substring search: faster than numpy over the bytes, and a regex took longer than the decoding)."""
+    return b"1" * 19 in text.translate(_DIGITS_AS_ONES)
 
 
 def _decode(text: str, where: str) -> Any:
@@ -222,7 +224,8 @@ class _Keep:
     """Which snapshots of a record are kept: all (None), or one index (negative counts from the end).
 
     With all kept, each is turned into arrays as soon as it is read (once the record's intervals are known,
-    which in our files and damo's come first); one wanted snapshot is kept as parsed JSON until the end."""
+    which in our files and damo's come first), a batch at a time, and the record's snapshots are those
+    batches (snapshots.Snapshots); one wanted snapshot is kept as parsed JSON until the end."""
 
     def __init__(self, index: int | None, extras: frozenset[str]) -> None:
         self.index = index
@@ -231,44 +234,66 @@ class _Keep:
         self.aggr_us: int | None = None
         self.first: Any = None
         size = None if index is None else (-index if index < 0 else 1)
-        self.kept: collections.deque = collections.deque(maxlen=size)
-        self.batch: list[tuple[Any, str]] = []   # decoded snapshots (and where) not yet turned into arrays
+        self.kept: collections.deque = collections.deque(maxlen=size)   # as parsed JSON
+        self.parts: list = []                    # with all kept: Batches and Loose runs, in order
+        self.batch: list[tuple[Any, str, int]] = []   # decoded snapshots (record, index) not yet in arrays
 
     def convert(self) -> None:
-        """Turn the batch into Snapshots, in bulk; snapshot by snapshot (the careful reader says what is
-        wrong and where) if anything in it is unusual."""
+        """Turn the batch into a part, in bulk; snapshot by snapshot (the careful reader says what is wrong
+        and where) if anything in it is unusual."""
         if not self.batch:
             return
         assert self.aggr_us is not None
         try:
             if _reference():
                 raise ValueError
-            self.kept.extend(snapshots_in_bulk([snap for snap, _ in self.batch], self.extras))
+            self.parts.append(Batch([snap for snap, _, _ in self.batch], self.extras))
         except Exception:  # noqa: BLE001 - anything unusual: the per-snapshot reader decides
-            self.kept.extend(_snapshot(snap, where, self.aggr_us) for snap, where in self.batch)
+            self.parts.append(_loose(((snap, f"{where} snapshot {i}") for snap, where, i in self.batch),
+                                     self.aggr_us))
         self.batch = []
 
     def add(self, snap: Any, where: str) -> None:
-        if isinstance(snap, dict) and isinstance(snap.get("regions"), list) and _is_damo_fake(snap["regions"]):
+        """The next snapshot of record ``where``."""
+        if _damo_fake(snap):
             return
         if self.seen == 0:
             self.first = snap
         if self.index is None and self.aggr_us is not None:
-            self.batch.append((snap, where))
+            self.batch.append((snap, where, self.seen))
             if len(self.batch) >= _BATCH:
                 self.convert()
         elif self.index is None or self.index < 0 or self.seen == self.index:
-            self.kept.append(snap)
+            self.kept.append(snap)   # with all kept: a record whose intervals come after its snapshots
         self.seen += 1
 
-    def result(self, where: str, aggr_us: int) -> list:
-        """The kept snapshots as Snapshots."""
+    def add_run(self, run: list, where: str) -> None:
+        """The next snapshots, decoded together: as ``add`` each, without a call each."""
+        if self.index is not None or self.aggr_us is None or self.seen == 0:
+            for snap in run:
+                self.add(snap, where)
+            return
+        fresh = [snap for snap in run if not _damo_fake(snap)]
+        self.batch += zip(fresh, repeat(where), range(self.seen, self.seen + len(fresh)))
+        self.seen += len(fresh)
+        if len(self.batch) >= _BATCH:
+            self.convert()
+
+    def result(self, where: str, aggr_us: int) -> Snapshots | list:
+        """The kept snapshots: all as Snapshots, or the one wanted in a list (empty if there is none)."""
         self.convert()
-        if self.index is not None and self.index < 0 and len(self.kept) < -self.index:
+        if self.index is None:
+            # parts of one target all know their intervals, so kept ones are a record's only snapshots
+            first = self.seen - len(self.kept)
+            self.parts.append(_loose(((s, f"{where} snapshot {first + i}") for i, s in enumerate(self.kept)),
+                                     aggr_us))
+            self.kept.clear()
+            return Snapshots(self.parts)
+        if self.index < 0 and len(self.kept) < -self.index:
             return []
-        raw = list(self.kept)[:1] if self.index is not None else list(self.kept)
-        first = self.seen - len(self.kept) if self.index is None or self.index < 0 else self.index
-        return [self._snapshot(s, f"{where} snapshot {first + i}", aggr_us) for i, s in enumerate(raw)]
+        first = self.seen - len(self.kept) if self.index < 0 else self.index
+        found = self._snapshot(self.kept[0], f"{where} snapshot {first}", aggr_us) if self.kept else None
+        return [] if found is None else [found]
 
     @staticmethod
     def _snapshot(snap: Any, where: str, aggr_us: int) -> Snapshot | None:
@@ -282,6 +307,15 @@ class _Keep:
         return None if first is None else first.start_ns
 
 
+def _damo_fake(snap: Any) -> bool:
+    return isinstance(snap, dict) and isinstance(snap.get("regions"), list) and _is_damo_fake(snap["regions"])
+
+
+def _loose(snaps: Iterator[tuple[Any, str]], aggr_us: int) -> Loose:
+    """Snapshots read one by one by the careful reader (damo's fake closing one left out)."""
+    return Loose([s for s in (_snapshot(snap, where, aggr_us) for snap, where in snaps) if s is not None])
+
+
 def _snapshots(text: _Text, where: str, keep: _Keep) -> None:
     text.expect("[", f"{where} snapshots")
     if text.peek() == "]":
@@ -290,12 +324,10 @@ def _snapshots(text: _Text, where: str, keep: _Keep) -> None:
     while True:
         run = text.snapshots_ahead() if keep.index is None else None
         if run:
-            for snap in run:
-                keep.add(snap, f"{where} snapshot {keep.seen}")
+            keep.add_run(run, where)
         else:
-            at = f"{where} snapshot {keep.seen}"
             raw = text.raw_snapshot() if keep.index is not None else None
-            keep.add(raw if raw is not None else text.value(at), at)
+            keep.add(raw if raw is not None else text.value(f"{where} snapshot {keep.seen}"), where)
         if text.expect(",]", f"{where} snapshots") == "]":
             return
 
@@ -350,7 +382,7 @@ def _build(rec: dict, where: str, keep: _Keep) -> TargetRecord:
         pid = _int(pid, f"{where} damon_bpf.pid", 0, 2**32)
     meta = _obj(ours.get("meta", {}), f"{where} damon_bpf.meta")
     _key(rec, "snapshots", where)
-    snapshots = [s for s in keep.result(where, aggr_us) if s is not None]
+    snapshots = keep.result(where, aggr_us)
     if keep.index is None:
         return TargetRecord(target_id, pid, sample_us, aggr_us, update_us, snapshots, meta)
     return TargetRecord(target_id, pid, sample_us, aggr_us, update_us, snapshots, meta, keep.seen,

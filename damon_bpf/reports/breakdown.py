@@ -10,15 +10,19 @@ access frequency (Hz), computed the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 
+from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.recordfile import TargetRecord
-from damon_bpf.reports.common import (bin_masses, comm_of, fmt_addr, fmt_ns, fmt_size, in_time,
-                                      pick_snapshot, ppid_of, process_line, select_target)
+from damon_bpf.reports.columns import SOURCES, Columns, chunks, columns, each, outline_of, select, source_ids
+from damon_bpf.reports.common import (comm_of, fmt_addr, fmt_ns, fmt_size, in_time, pick_snapshot, ppid_of,
+                                      process_line, select_target)
+from damon_bpf.reports.spread import bin_masses_each, summed
 
 SHOWN_SOURCES = 3  # per region, the busiest CPUs / threads shown in the table
 
@@ -66,29 +70,22 @@ def breakdown(records: list[TargetRecord], top: int = 10, snapshot: int = -1,
     """The ``top`` hottest regions of snapshot ``snapshot``'s layout with their report shares."""
     rec = select_target(records, target_id)
     layout = pick_snapshot(rec, snapshot)
-    snaps = [s for s in in_time(rec, time_range) if s.nr_regions]
+    in_range = in_time(rec, time_range)
+    snaps = select(in_range, outline_of(in_range)[2] > 0)
     lo, hi = layout.start.astype(np.float64), layout.end.astype(np.float64)
-    cpu_ids = sorted({c for s in snaps for c in s.by_cpu})
-    tid_ids = sorted({t for s in snaps for t in s.by_tid})
+    cpu_ids, tid_ids = sorted(source_ids(snaps, "by_cpu")), sorted(source_ids(snaps, "by_tid"))
     row: dict[tuple[str, int | str], int] = {("cpu", c): 4 + i for i, c in enumerate(cpu_ids)}
     row.update({("tid", t): 4 + len(cpu_ids) + i for i, t in enumerate(tid_ids)})
-    names = sorted({name for s in snaps for f in s.functions or () for name in f})
+    names = sorted({name for functions in each(snaps, "functions") for f in functions or () for name in f})
     first_fn = 4 + len(row)
     row.update({("fn", name): first_fn + i for i, name in enumerate(names)})
     moved = np.zeros((4 + len(row), len(lo)))
-    for s in snaps:  # every quantity of a snapshot moved onto the layout in one pass
-        mass = np.zeros((len(moved), s.nr_regions))
-        # nr_accesses is a per-region rate, not a count: spread it as rate x bytes
-        mass[0] = s.nr_accesses * (s.end - s.start).astype(np.float64)
-        mass[1], mass[2], mass[3] = s.nr_reports, s.reads, s.writes
-        for c, v in s.by_cpu.items():
-            mass[row["cpu", c]] = v
-        for t, v in s.by_tid.items():
-            mass[row["tid", t]] = v
-        for i, region_functions in enumerate(s.functions or ()):
-            for name, count in region_functions.items():
-                mass[row["fn", name], i] = count
-        moved += bin_masses(s.start, s.end, mass, lo, hi)
+    total = _Total(snaps)
+    for part in chunks(snaps, 4 * len(moved), 6 * len(moved) * len(lo)):   # what bin_masses_each holds
+        cols = columns(part, SOURCES)
+        total.add(cols)
+        spread = bin_masses_each(cols.start, cols.end, cols.bounds, _masses(cols, row, len(moved)), lo, hi)
+        moved = summed(moved, spread)
     hz = moved[0] / (hi - lo) / max(1, len(snaps)) * 1e6 / rec.aggr_us
     reports, reads, writes = moved[1], moved[2], moved[3]
     cpus = {c: moved[row["cpu", c]] for c in cpu_ids}
@@ -104,27 +101,60 @@ def breakdown(records: list[TargetRecord], top: int = 10, snapshot: int = -1,
         functions=_share({name: float(v[i]) for name, v in functions.items()}, reports[i])) for i in order]
     origin = rec.snapshots[0].start_ns
     span = ((snaps[0].start_ns - origin, snaps[-1].end_ns - origin) if snaps else (0, 0))
-    return Breakdown(rec.target_id, rec.pid, len(snaps), span, regions, _total(snaps), comm_of(rec), ppid_of(rec))
+    return Breakdown(rec.target_id, rec.pid, len(snaps), span, regions, total.share(snaps), comm_of(rec),
+                     ppid_of(rec))
 
 
-def _total(snaps) -> RegionShare:
-    reports = float(sum(int(s.nr_reports.sum()) for s in snaps))
-    cpus: dict[int, float] = {}
-    tids: dict[int, float] = {}
-    functions: dict[str, float] = {}
-    for s in snaps:
-        for f in s.functions or ():
-            for name, count in f.items():
-                functions[name] = functions.get(name, 0.0) + count
-        for c, v in s.by_cpu.items():
-            cpus[c] = cpus.get(c, 0.0) + float(v.sum())
-        for t, v in s.by_tid.items():
-            tids[t] = tids.get(t, 0.0) + float(v.sum())
-    lo = min((int(s.start[0]) for s in snaps), default=0)
-    hi = max((int(s.end[-1]) for s in snaps), default=0)
-    return RegionShare(lo, hi, 0.0, reports, float(sum(int(s.reads.sum()) for s in snaps)),
-                       float(sum(int(s.writes.sum()) for s in snaps)),
-                       _share(cpus, reports), _share(tids, reports), functions=_share(functions, reports))
+def _masses(cols: Columns, row: dict, nr_rows: int) -> np.ndarray:
+    """Every quantity breakdown moves onto the layout, one row each, for the regions of ``cols``; ``row`` says
+    where each cpu, thread and function goes (0 where a snapshot has none)."""
+    mass = np.zeros((nr_rows, cols.nr_regions))
+    # nr_accesses is a per-region rate, not a count: spread it as rate x bytes
+    mass[0] = cols.nr_accesses * (cols.end - cols.start).astype(np.float64)
+    mass[1], mass[2], mass[3] = cols.nr_reports, cols.reads, cols.writes
+    for c, v in cols.by_cpu.items():
+        mass[row["cpu", c]] = v
+    for t, v in cols.by_tid.items():
+        mass[row["tid", t]] = v
+    for functions, first in zip(cols.functions, cols.bounds.tolist()):
+        for i, region_functions in enumerate(functions or (), first):
+            for name, count in region_functions.items():
+                mass[row["fn", name], i] = count
+    return mass
+
+
+class _Total:
+    """Every report of the snapshots, whatever the region, added up part by part. Float totals are running
+    sums snapshot by snapshot, so they round as adding one snapshot at a time does."""
+
+    def __init__(self, snaps: Sequence[Snapshot]) -> None:
+        self.reports = self.reads = self.writes = 0
+        self.lo: int | None = None
+        self.hi: int | None = None
+        # in the order they first appear: it breaks ties between equal shares
+        self.by: dict[str, dict[int, float]] = {name: dict.fromkeys(source_ids(snaps, name), 0.0) for name in SOURCES}
+
+    def add(self, cols: Columns) -> None:
+        self.reports += int(cols.nr_reports.sum())
+        self.reads += int(cols.reads.sum())
+        self.writes += int(cols.writes.sum())
+        lo, hi = int(cols.start[cols.bounds[:-1]].min()), int(cols.end[cols.bounds[1:] - 1].max())
+        self.lo, self.hi = (lo, hi) if self.lo is None or self.hi is None else (min(self.lo, lo), max(self.hi, hi))
+        for name in SOURCES:
+            totals = self.by[name]
+            for ident, counts in getattr(cols, name).items():
+                totals[ident] = float(summed(np.array(totals[ident]), cols.per_snapshot(counts).astype(np.float64)))
+
+    def share(self, snaps: Sequence[Snapshot]) -> RegionShare:
+        reports = float(self.reports)
+        functions: dict[str, float] = {}
+        for per_region in each(snaps, "functions"):
+            for f in per_region or ():
+                for name, count in f.items():
+                    functions[name] = functions.get(name, 0.0) + count
+        return RegionShare(self.lo or 0, self.hi or 0, 0.0, reports, float(self.reads), float(self.writes),
+                           _share(self.by["by_cpu"], reports), _share(self.by["by_tid"], reports),
+                           functions=_share(functions, reports))
 
 
 def to_json(b: Breakdown) -> dict:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import UsageError
 from damon_bpf.recordfile import TargetRecord
+from damon_bpf.reports.columns import outline_of, select
 
 
 def select_target(records: list[TargetRecord], target_id: int | None = None) -> TargetRecord:
@@ -63,13 +66,14 @@ def pick_snapshot(rec: TargetRecord, index: int) -> Snapshot:
     return rec.snapshots[index] if rec.nr_in_file is None else rec.snapshots[0]
 
 
-def in_time(rec: TargetRecord, time_range: tuple[int, int] | None) -> list[Snapshot]:
+def in_time(rec: TargetRecord, time_range: tuple[int, int] | None) -> Sequence[Snapshot]:
     """Snapshots overlapping ``time_range`` (ns relative to the first snapshot's start)."""
     if time_range is None or not rec.snapshots:
-        return list(rec.snapshots)
+        return rec.snapshots
     origin = rec.snapshots[0].start_ns
     lo, hi = origin + time_range[0], origin + time_range[1]
-    return [s for s in rec.snapshots if s.end_ns > lo and s.start_ns < hi]
+    start_ns, end_ns, _ = outline_of(rec.snapshots)
+    return select(rec.snapshots, (end_ns > lo) & (start_ns < hi))
 
 
 def bin_masses(start: np.ndarray, end: np.ndarray, mass: np.ndarray | list[np.ndarray],

@@ -20,6 +20,7 @@ from rich import box
 from rich.table import Table
 
 from damon_bpf.recordfile import TargetRecord
+from damon_bpf.reports.columns import chunks, columns, each, outline_of
 from damon_bpf.reports.common import comm_of, fmt_ns, fmt_size, percentile, ppid_of, process_line, select_target
 
 BAR = 30
@@ -62,20 +63,23 @@ def wss(records: list[TargetRecord], target_id: int | None = None, write: bool =
     snaps = rec.snapshots[skip:]
     origin = rec.snapshots[0].start_ns if rec.snapshots else 0
     per_s = 1e6 / rec.aggr_us
-    sizes, rates = [], []
-    for s in snaps:
-        size = (s.end - s.start).astype(np.int64)
-        member = (s.writes > 0) if write else (s.nr_accesses >= acc_thres)
-        sizes.append(int(size[member & (size >= sz_thres)].sum()))
+    sizes: list[int] = []
+    rates: list[float] = []
+    for part in chunks(snaps, 8):
+        joined = columns(part)
+        size = (joined.end - joined.start).astype(np.int64)
+        member = (joined.writes > 0) if write else (joined.nr_accesses >= acc_thres)
+        sizes += joined.per_snapshot(np.where(member & (size >= sz_thres), size, 0)).tolist()
         if write:
-            rates.append(float(s.writes.sum()) * per_s)
+            rates += (joined.per_snapshot(joined.writes).astype(np.float64) * per_s).tolist()
     ranked, ranked_rates = sorted(sizes), sorted(rates)
+    footprints = each(snaps, "footprint")
     return WssReport(
-        rec.target_id, write, [s.end_ns - origin for s in snaps], sizes, rates,
+        rec.target_id, write, (outline_of(snaps)[1] - origin).tolist(), sizes, rates,
         {p: percentile(ranked, p) for p in percentiles} if sizes else {},
         {p: percentile(ranked_rates, p) for p in percentiles} if rates else {},
-        [s.footprint[0] if s.footprint else None for s in snaps],
-        [s.footprint[1] if s.footprint else None for s in snaps], rec.pid, comm_of(rec), ppid_of(rec))
+        [f[0] if f else None for f in footprints], [f[1] if f else None for f in footprints],
+        rec.pid, comm_of(rec), ppid_of(rec))
 
 
 def to_json(report: WssReport) -> dict:

@@ -3,15 +3,17 @@
 Writes a record of one target, one hour at DAMON's default 100 ms aggregation (36,000 snapshots) with
 --regions regions each, attributed to 2 CPUs and 3 threads (10 MB compressed at the default, 12), then
 runs each report in a fresh process and prints its wall time, CPU time and peak RSS (ru_maxrss of the child),
-with the bulk reader and (--reference) with the reader as it was (DAMON_BPF_READER=reference: json and
-numpy arrays snapshot by snapshot).
+with the bulk reader, with the reader as it was (DAMON_BPF_READER=reference: json and numpy arrays
+snapshot by snapshot; --no-reference leaves it out) and, with --baseline, an earlier version's damon-bpf;
+with more than one, whether every one printed the same.
 
-    .venv/bin/python tests/bench/bench_reader.py [--regions 12] [--runs 3]
+    .venv/bin/python tests/bench/bench_reader.py [--regions 12] [--runs 3] [--baseline PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import resource
 import statistics
@@ -60,15 +62,29 @@ def write_hour(path: str, regions: int) -> dict[str, list[tuple[float, float]]]:
     return cost
 
 
-def run(args: list[str]) -> tuple[float, float, float]:
-    """Wall seconds, CPU seconds (user + system: what a loaded machine does not inflate) and peak RSS (MiB)
-    of one report in a fresh process."""
-    cli = os.path.join(os.path.dirname(sys.executable), "damon-bpf")
+def run(cli: str, args: list[str]) -> tuple[float, float, float, str]:
+    """Wall seconds, CPU seconds (user + system: what a loaded machine does not inflate), peak RSS (MiB) and
+    a digest of the output of one report in a fresh process."""
     begin = time.monotonic()
-    subprocess.run([cli, *args], check=True, stdout=subprocess.DEVNULL)
+    out = subprocess.run([cli, *args], check=True, capture_output=True).stdout
     wall = time.monotonic() - begin
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, hashlib.sha256(out).hexdigest()[:16]
+
+
+def measure(cli: str, path: str, report: list[str], reader: str, runs: int) -> tuple[list[float], list[float],
+                                                                                     list[float], set[str]]:
+    walls, cpus, peaks, outputs = [], [], [], set()
+    env = dict(os.environ, DAMON_BPF_READER=reader)
+    for _ in range(runs):
+        # ru_* of children add up over all of them: measure each from its own process
+        out = subprocess.run([sys.executable, __file__, "--one", cli, path, *report], check=True,
+                             capture_output=True, text=True, env=env).stdout.split()
+        walls.append(float(out[0]))
+        cpus.append(float(out[1]))
+        peaks.append(float(out[2]))
+        outputs.add(out[3])
+    return walls, cpus, peaks, outputs
 
 
 def main() -> None:
@@ -81,7 +97,12 @@ def main() -> None:
                         help="reports to run, each quoted ('heatmap --output raw')")
     parser.add_argument("--no-reference", dest="reference", action="store_false",
                         help="skip the runs with the reference reader")
+    parser.add_argument("--baseline", metavar="PATH",
+                        help="damon-bpf of an earlier version: its reports too, and whether their output is the same")
     opts = parser.parse_args()
+    cli = os.path.join(os.path.dirname(sys.executable), "damon-bpf")
+    versions = [("bulk", cli, "bulk")] + ([("reference", cli, "reference")] if opts.reference else []) + \
+        ([("baseline", opts.baseline, "bulk")] if opts.baseline else [])
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "hour.data")
         cost = write_hour(path, opts.regions)
@@ -93,24 +114,21 @@ def main() -> None:
                   "of 20 snapshots)")
         print(f"load average before the reports: {os.getloadavg()[0]:.1f}")
         for report in opts.reports:
-            for reader in ("bulk", "reference") if opts.reference else ("bulk",):
-                walls, cpus, peaks = [], [], []
-                env = dict(os.environ, DAMON_BPF_READER=reader)
-                for _ in range(opts.runs):
-                    # ru_* of children add up over all of them: measure each from its own process
-                    out = subprocess.run([sys.executable, __file__, "--one", path, *report], check=True,
-                                         capture_output=True, text=True, env=env).stdout.split()
-                    walls.append(float(out[0]))
-                    cpus.append(float(out[1]))
-                    peaks.append(float(out[2]))
-                print(f"report {' '.join(report):20s} {reader:9s} wall {statistics.median(walls):5.2f} s "
+            outputs: dict[str, set[str]] = {}
+            for name, tool, reader in versions:
+                walls, cpus, peaks, outputs[name] = measure(tool, path, report, reader, opts.runs)
+                print(f"report {' '.join(report):20s} {name:9s} wall {statistics.median(walls):5.2f} s "
                       f"(runs {min(walls):.2f}-{max(walls):.2f})  CPU {statistics.median(cpus):5.2f} s  "
                       f"peak RSS {max(peaks):6.0f} MiB")
+            if len(outputs) > 1:
+                same = len(set.union(*outputs.values())) == 1
+                print(f"report {' '.join(report):20s} output the same in every run of every version: "
+                      f"{'yes' if same else 'NO'}")
         print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--one":
-        print(*run(["report", sys.argv[3], "-i", sys.argv[2], *sys.argv[4:]]))
+    if len(sys.argv) > 3 and sys.argv[1] == "--one":
+        print(*run(sys.argv[2], ["report", sys.argv[4], "-i", sys.argv[3], *sys.argv[5:]]))
     else:
         main()

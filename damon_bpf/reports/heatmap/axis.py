@@ -4,7 +4,7 @@ cold gaps between them skipped) and time columns."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Sequence
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from damon_bpf.core.mappings import region_label
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import UsageError
 from damon_bpf.recordfile import TargetRecord
+from damon_bpf.reports.columns import chunks, columns, each, outline_of
 from damon_bpf.reports.common import fmt_ns
 
 PAGE = 4096
@@ -44,15 +45,20 @@ def linear_axis(start: int, end: int, rows: int) -> AddressAxis:
     return AddressAxis(lo, [a + unit for a in lo], [])
 
 
-def _touched_spans(snaps: list[Snapshot]) -> list[tuple[int, int]]:
+def _touched_spans(snaps: Sequence[Snapshot]) -> list[tuple[int, int]]:
     """Union of the regions ever accessed or reported (all regions if none was)."""
-    def spans(pick: Callable[[Snapshot], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        return (np.concatenate([s.start[pick(s)] for s in snaps] or [np.zeros(0, np.uint64)]),
-                np.concatenate([s.end[pick(s)] for s in snaps] or [np.zeros(0, np.uint64)]))
+    def spans(touched: bool) -> tuple[np.ndarray, np.ndarray]:
+        starts, ends = [np.zeros(0, np.uint64)], [np.zeros(0, np.uint64)]
+        for part in chunks(snaps, 8):
+            joined = columns(part)
+            pick = (joined.nr_accesses > 0) | (joined.nr_reports > 0) if touched else slice(None)
+            starts.append(joined.start[pick])
+            ends.append(joined.end[pick])
+        return np.concatenate(starts), np.concatenate(ends)
 
-    starts, ends = spans(lambda s: (s.nr_accesses > 0) | (s.nr_reports > 0))
+    starts, ends = spans(touched=True)
     if len(starts) == 0:
-        starts, ends = spans(lambda s: np.ones(s.nr_regions, dtype=bool))
+        starts, ends = spans(touched=False)
     if len(starts) == 0:
         raise UsageError("no regions were monitored in the chosen time range")
     order = np.argsort(starts, kind="stable")
@@ -62,15 +68,17 @@ def _touched_spans(snaps: list[Snapshot]) -> list[tuple[int, int]]:
     return list(zip(starts[first].tolist(), ends[last].tolist()))
 
 
-def mapping_names(snaps: list[Snapshot], axis: AddressAxis) -> list[str] | None:
+def mapping_names(snaps: Sequence[Snapshot], axis: AddressAxis) -> list[str] | None:
     """Per row, the short name of the mappings of the region at the row's middle, from the latest snapshot
     that has a region there ("" when none does); None when no snapshot names its regions (older records)."""
-    named = [s for s in snaps if s.mappings is not None and s.nr_regions]
+    nr_regions = outline_of(snaps)[2].tolist()
+    named = [i for i, (m, n) in enumerate(zip(each(snaps, "mappings"), nr_regions)) if m is not None and n]
     if not named:
         return None
     mids = np.array([(lo + hi) // 2 for lo, hi in zip(axis.lo, axis.hi)], dtype=np.uint64)
     names: list[str | None] = [None] * axis.rows
-    for s in reversed(named):
+    for i in reversed(named):   # only these are made into Snapshot objects, the latest first
+        s = snaps[i]
         mappings = s.mappings
         assert mappings is not None   # only snapshots that name their regions are in named
         index = np.searchsorted(s.start, mids, side="right") - 1
@@ -132,7 +140,7 @@ def _share_rows(sizes: list[int], rows: int) -> list[int]:
     return (share + 1).tolist()
 
 
-def auto_axis(snaps: list[Snapshot], rows: int) -> AddressAxis:
+def auto_axis(snaps: Sequence[Snapshot], rows: int) -> AddressAxis:
     """Rows over the spans ever accessed, padded; the widest cold gaps between them skipped."""
     # a few rows still skip the big gaps (a process's three areas: image and heap, mmap, stack)
     segments = _pad(_keep_gaps(_touched_spans(snaps), max(1, min(rows, max(3, rows // 6)))))
@@ -153,7 +161,7 @@ def auto_axis(snaps: list[Snapshot], rows: int) -> AddressAxis:
 def time_edges(rec: TargetRecord, cols: int, time_range: tuple[int, int] | None) -> np.ndarray:
     """``cols + 1`` column edges (absolute ns) over ``time_range`` (relative to the first snapshot)."""
     origin = rec.snapshots[0].start_ns
-    last = max(s.end_ns for s in rec.snapshots)
+    last = int(outline_of(rec.snapshots)[1].max())
     if time_range is None:
         t0, t1 = origin, last
     else:
