@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -68,7 +68,7 @@ def _by_node(placement: numa.NumaReport) -> tuple[dict[int, float], dict[int, fl
     return accessed, home, movable
 
 
-def busiest_threads(snapshots: list[Snapshot], keep: int = MAX_THREADS) -> list[Snapshot]:
+def busiest_threads(snapshots: Sequence[Snapshot], keep: int = MAX_THREADS) -> list[Snapshot]:
     """``snapshots`` with the reports by thread of the ``keep`` threads with the most reports only."""
     reports: Counter = Counter()
     for s in snapshots:
