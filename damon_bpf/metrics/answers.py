@@ -68,7 +68,7 @@ def _by_node(placement: numa.NumaReport) -> tuple[dict[int, float], dict[int, fl
     return accessed, home, movable
 
 
-def busiest_threads(snapshots: Sequence[Snapshot], keep: int = MAX_THREADS) -> list[Snapshot]:
+def busiest_threads(snapshots: Sequence[Snapshot], keep: int = MAX_THREADS) -> Sequence[Snapshot]:
     """``snapshots`` with the reports by thread of the ``keep`` threads with the most reports only."""
     reports: Counter = Counter()
     for s in snapshots:
