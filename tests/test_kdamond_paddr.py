@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -217,3 +218,15 @@ def test_record_with_damon_ops_paddr_files_the_kernel_view_of_the_hot_range(tmp_
     # a borrowed kdamond watches only part of physical memory (4-11 GiB here), so some of the range's frames
     # may lie outside its regions; what lies inside is mapped back onto the range's own pages
     assert max(overlap) > 0, "no mapped-back region covers the hot range"
+
+
+def test_a_process_gone_before_its_first_page_map_is_a_gone_target_not_a_host_error():
+    """`record --source damon -- true`: the command can exit before the paddr source reads its page map;
+    that is a target that ended (exit 0 as for any source), not "cannot read pagemap" (it was exit 1)."""
+    from damon_bpf.errors import TargetError
+    from damon_bpf.sources.kdamond_paddr import read_pagemap
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    with pytest.raises(TargetError, match="gone"):
+        read_pagemap(child.pid)

@@ -25,7 +25,7 @@ from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.layout import page_size
 from damon_bpf.core.physmap import PageMap, to_virtual
 from damon_bpf.core.regions import page_ranges
-from damon_bpf.errors import DamonBpfError, HostError, UsageError, warn_stderr
+from damon_bpf.errors import DamonBpfError, HostError, TargetError, UsageError, warn_stderr
 from damon_bpf.sources import host
 from damon_bpf.sources import kdamond as kd
 from damon_bpf.sources.vaddr import read_maps
@@ -48,6 +48,8 @@ def read_pagemap(pid: int) -> PageMap:
                     present = np.flatnonzero((raw & PRESENT) != 0)
                     vpages.append(present + first)
                     pfns.append((raw[present] & PFN_MASK).astype(np.int64))
+    except (FileNotFoundError, ProcessLookupError):
+        raise TargetError(f"process {pid} is gone (no /proc/{pid}/pagemap)") from None
     except OSError as err:
         raise HostError(f"cannot read /proc/{pid}/pagemap: {err.strerror}") from None
     got = PageMap(np.concatenate(vpages or [np.zeros(0, np.int64)]), np.concatenate(pfns or [np.zeros(0, np.int64)]))
@@ -120,7 +122,9 @@ class PaddrDamon(kd.KernelDamon):
         for pid in self.pids:
             try:
                 self.maps[pid] = read_pagemap(pid)
-            except DamonBpfError:   # gone since: keep its last map for rows still in the ring
+            except TargetError:   # gone since (keep its last map for rows still in the ring) or before its first
+                self.maps.setdefault(pid, PageMap(np.zeros(0, np.int64), np.zeros(0, np.int64)))
+            except DamonBpfError:   # cannot be read (permissions): fatal unless it was read before
                 if pid not in self.maps:
                     raise
         self.last_refresh = time.monotonic()
