@@ -23,7 +23,7 @@ from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.errors import DamonBpfError
 from damon_bpf.metrics.answers import TOP_PAIRS, target_answers
 from damon_bpf.metrics.fold import TargetTotals, fold, fold_moves, hot_threshold, thread_shares
-from damon_bpf.reports.recent import RecentRecords, recorder_meta
+from damon_bpf.reports.recent import RecentRecords, TargetMeta, recorder_meta
 from damon_bpf.session import RunResult, cpu_seconds
 from damon_bpf.sources.numa import cpu_nodes, memory_nodes
 
@@ -105,6 +105,7 @@ class MetricsExporter(Collector):
         self._answers_due = 0.0   # time.monotonic() of the next answers
         self.counters = RunCounters()
         self.monitor: Monitor | None = None
+        self._target_meta: TargetMeta = lambda _target_id, _pid: None   # the attached recorder's (attach)
         self.hot_from = hot_threshold(20)
         self._pending: list[tuple] = []   # (pid, comm, snapshot) since the last fold
         self._cond = threading.Condition()
@@ -120,6 +121,7 @@ class MetricsExporter(Collector):
         self.hot_from = hot_threshold(monitor.config.attrs.max_nr_accesses)
         if self.recent is None or self.recent.attrs != monitor.config.attrs:
             self.recent = RecentRecords(monitor.config.attrs, _window_snapshots(monitor.config.attrs))
+        self._target_meta = recorder_meta(_recorder(monitor))
         _recorder(monitor).listeners.append(self.on_snapshot)
         monitor.tick_hooks.append(self.on_tick)
         monitor.end_hooks.append(self.on_end)
@@ -130,7 +132,7 @@ class MetricsExporter(Collector):
 
     def on_snapshot(self, target_id: int, pid: int, snapshot) -> None:
         # its comm now: a standing monitor forgets gone targets
-        meta = recorder_meta(_recorder(self.monitor))(target_id, pid) or {}
+        meta = self._target_meta(target_id, pid) or {}
         self._pending.append((pid, meta.get("comm"), snapshot))
         if len(self._pending) > PENDING_LIMIT:   # nobody scrapes: fold now rather than grow
             self._fold()
