@@ -27,6 +27,7 @@ pytestmark = pytest.mark.vm
 WARMUP_S = 1.0          # first-touch faults and the scanner's first pass happen here
 BIN_S = 0.5             # "hot for the whole run": at least one report in every such bin after warm-up
 HOT_KIB = 1024
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 # Kernel DAMON with vaddr: bookworm-backports' 6.12 has it, Debian 12's own 6.1 has no DAMON at all.
@@ -156,8 +157,14 @@ def test_samplers_soft_dirty_keeps_a_steady_writer_hot(tracer, accessgen):
                   & (events["time_ns"] >= writer["go_ns"])]
     assert (mine["tid"] == writer["tid"]).all() and (mine["cpu"] == 0).all()
     assert (mine["write"] == ACCESS_WRITE).all(), "soft-dirty faults are write faults"
-    # reads never fault under soft-dirty, and the cold range is never touched
-    assert reports_per_bin(events, reader).sum() == 0
+    # soft-dirty never re-arms reads: a re-arm that did would fault the reader's whole range (256 pages)
+    # once per call. The kernel's own page moves (compaction's migration entries) can still fault a read
+    # now and then: seen once in CI, a single read fault in the last bin of a 6.12 guest.
+    reader_reports = events[(events["tid"] == reader["tid"]) & (events["addr"] >= reader["start"])
+                            & (events["addr"] < reader["end"]) & (events["time_ns"] >= reader["go_ns"])]
+    assert len(reader_reports) < HOT_KIB * 1024 // PAGE_SIZE, f"reads were re-armed: {len(reader_reports)} faults"
+    assert (reader_reports["write"] == ACCESS_READ).all(), "the reader only reads"
+    # the cold range is never touched
     assert reports_per_bin(events, cold).sum() == 0
     if every_s <= 0.025:
         # >= 4 re-arms per 100 ms aggregation: the writer's nr_accesses stays above DAMON's merge threshold
