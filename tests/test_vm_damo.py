@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +28,77 @@ pytestmark = [pytest.mark.vm, pytest.mark.known_failing]
 
 DAMO = str(Path(sys.executable).parent / "damo")
 ADMIN = Path("/sys/kernel/mm/damon/admin")
-RECORD_S = 15       # damo's --timeout, counted once perf records (damo's start-up under TCG: 10-40 s before)
+# How long damo records once perf does. damo's own --timeout counts from when it starts `perf record -a`, and under
+# TCG perf's start-up took longer than 90 s (`perf record -a -- true` alone: 98 s in a 6.12 guest): with --timeout
+# 15 and 90, damo stopped perf before it had caught one damon event and wrote an empty record ("[]"; damo's own
+# `report access` says "No record"). So damo records until the workload ends, which the test ends RECORD_S after
+# perf has enabled its events.
+RECORD_S = 10
+PERF_START_S = 420   # the longest perf's start-up may take
+PERF_RECORD_FINISHED_INIT = 82   # perf writes it after its start-up records, once its events are enabled
 MIB = 1 << 20
 
 
 def _damo(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([DAMO, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
                           env={**os.environ, "HOME": "/tmp"})
+
+
+def _perf_started(path: Path) -> bool:
+    """Whether `perf record` writing ``path`` has finished starting (its FINISHED_INIT record is in the file:
+    perf writes its header and start-up records straight to the file, the traced events only later)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    if raw[:8] != b"PERFILE2" or len(raw) < 104:
+        return False
+    at = struct.unpack_from("<Q", raw, 40)[0]   # perf_file_header.data.offset
+    while at + 8 <= len(raw):
+        kind, _, size = struct.unpack_from("<IHH", raw, at)
+        if kind == PERF_RECORD_FINISHED_INIT:
+            return True
+        if size < 8:
+            return False
+        at += size
+    return False
+
+
+def _damo_record(pid: int, out: Path, stop: subprocess.Popen) -> subprocess.CompletedProcess:
+    """`damo record PID` (perf; the raw perf.data kept as OUT.trace), stopped the way a user stops it for a
+    process: the process ends (``stop`` is killed RECORD_S after perf has started)."""
+    cmd = [DAMO, "record", str(pid), "--do_record", "access", "damon_trace_events", "-o", str(out)]
+    damo = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=out.parent,
+                            env={**os.environ, "HOME": "/tmp"})
+    try:
+        deadline = time.monotonic() + PERF_START_S
+        while not _perf_started(out) and damo.poll() is None and time.monotonic() < deadline:
+            time.sleep(1)
+        started = _perf_started(out)
+        if started:
+            time.sleep(RECORD_S)
+        stop.kill()
+        stop.wait()
+        said, _ = damo.communicate(timeout=600)
+    finally:
+        damo.kill()
+        damo.wait()
+    assert started, f"perf had not started after {PERF_START_S} s: {said}"
+    return subprocess.CompletedProcess(cmd, damo.returncode, said, "")
+
+
+def _keep(tmp_path: Path, said: str) -> None:
+    """Copies what damo wrote (and what it said) into the guest's kept results folder, so a failure can be
+    looked into on the host (the guest's own files are gone when it stops)."""
+    results = os.environ.get("DAMON_BPF_VM_OUT")
+    if not results:
+        return
+    kept = Path(results) / "damo-record"
+    kept.mkdir(exist_ok=True)
+    for path in tmp_path.glob("damon.*"):
+        if path.is_file():
+            shutil.copy(path, kept / path.name)
+    (kept / "damo-said.txt").write_text(said)
 
 
 def _report(*args: str) -> dict | list:
@@ -84,18 +150,20 @@ def test_damo_record_of_kernel_damon_is_read_in_every_format(accessgen, tmp_path
         info = json.loads(work.stdout.readline())
         ranges = {t["name"]: (t["start"], t["end"]) for t in info["threads"]}
         out = tmp_path / "damon.data"
-        damo = _damo("record", str(info["pid"]), "--timeout", str(RECORD_S), "--do_record", "access",
-                     "damon_trace_events", "-o", str(out), cwd=tmp_path)
+        damo = _damo_record(info["pid"], out, work)
     finally:
         work.kill()
         work.wait()
     said = f"damo record (exit {damo.returncode}): {(damo.stdout + damo.stderr).strip()[-1500:]}"
     trace = Path(f"{out}.trace")
+    _keep(tmp_path, f"exit {damo.returncode}\n{damo.stdout}\n{damo.stderr}\nworkload: {json.dumps(info)}\n")
     assert damo.returncode == 0 and out.exists() and trace.exists(), said
     assert trace.read_bytes()[:8] == b"PERFILE2", said
     assert (tmp_path / "damon.data.kdamonds").exists(), said
 
-    (record,) = read_record(str(out))
+    records = read_record(str(out))
+    assert records, f"damo's record is empty (perf caught no damon event); {said}"
+    (record,) = records
     assert (record.sample_us, record.aggr_us) == (5000, 100_000), said
     assert len(record.snapshots) >= 20, f"{len(record.snapshots)} snapshots in {RECORD_S} s; {said}"
 

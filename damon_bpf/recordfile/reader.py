@@ -333,7 +333,7 @@ def _snapshots(text: _Text, where: str, keep: _Keep) -> None:
 
 
 def _record(text: _Text, where: str, index: int | None, extras: frozenset[str],
-            keeps: dict) -> tuple[TargetRecord, tuple | None]:
+            keeps: dict, position: int) -> tuple[TargetRecord, tuple | None]:
     """One record and its part key; snapshots are kept as parsed JSON only until its intervals are known
     (ours come first). Parts of one target (same key, as damo's ``can_merge``) share one ``_Keep``."""
     if text.peek() != "{":
@@ -358,7 +358,7 @@ def _record(text: _Text, where: str, index: int | None, extras: frozenset[str],
             break
     else:
         text.pos += 1
-    return _build(fields, where, keep or _Keep(index, extras)), part_key
+    return _build(fields, where, keep or _Keep(index, extras), position), part_key
 
 
 def _part_key(fields: dict) -> tuple | None:
@@ -370,8 +370,11 @@ def _part_key(fields: dict) -> tuple | None:
                  for k in ("kdamond_idx", "context_idx", "scheme_idx", "target_id", "intervals"))
 
 
-def _build(rec: dict, where: str, keep: _Keep) -> TargetRecord:
-    target_id = _int(_key(rec, "target_id", where), f"{where} target_id", 0, 2**64 - 1)
+def _build(rec: dict, where: str, keep: _Keep, position: int) -> TargetRecord:
+    target_id = _key(rec, "target_id", where)
+    # damo's records of a snapshot (`damo record --snapshot`, DAMOS tried regions) name no target: the
+    # record's place in the file stands for it, as it tells damo's records apart
+    target_id = position if target_id is None else _int(target_id, f"{where} target_id", 0, 2**64 - 1)
     iv = _obj(_key(rec, "intervals", where), f"{where} intervals")
     sample_us = _int(_key(iv, "sample_us", f"{where} intervals"), f"{where} sample_us", 1, MAX_US, unit_ns=1000)
     aggr_us = _aggr_us(rec, where)
@@ -408,10 +411,12 @@ def _records(text: _Text, snapshot: int | None, extras: frozenset[str]) -> list[
         text.pos += 1
     else:
         while True:
-            record, part_key = _record(text, f"record {len(records)}", snapshot, extras, keeps)
+            record, part_key = _record(text, f"record {len(records)}", snapshot, extras, keeps,
+                                        len(records))
             if part_key in place:
                 earlier = records[place[part_key]]
                 record.meta = record.meta or earlier.meta
+                record.target_id = earlier.target_id   # the same, or the first part's place (no id in damo's)
                 records[place[part_key]] = record   # its _Keep holds every part's snapshots
             else:
                 if part_key is not None:
