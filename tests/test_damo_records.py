@@ -104,3 +104,4 @@ def test_an_empty_damo_record_is_one_line(tmp_path, verb):
     out = subprocess.run([DAMON_BPF, "report", verb, "-i", str(path)], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and out.stdout == ""
     assert out.stderr.strip().splitlines() == ["damon-bpf: error: the record file holds no target"]
+

@@ -34,7 +34,7 @@ ADMIN = Path("/sys/kernel/mm/damon/admin")
 # `report access` says "No record"). So damo records until the workload ends, which the test ends RECORD_S after
 # perf has enabled its events.
 RECORD_S = 10
-PERF_START_S = 420   # the longest perf's start-up may take
+PERF_START_S = 420   # how long perf's start-up may take (in the third run it had not finished by then)
 PERF_RECORD_FINISHED_INIT = 82   # perf writes it after its start-up records, once its events are enabled
 MIB = 1 << 20
 
