@@ -64,9 +64,9 @@ def _perf_started(path: Path) -> bool:
     return False
 
 
-def _damo_record(pid: int, out: Path, stop: subprocess.Popen) -> subprocess.CompletedProcess:
+def _damo_record(pid: int, out: Path, stop: subprocess.Popen) -> tuple[subprocess.CompletedProcess, bool]:
     """`damo record PID` (perf; the raw perf.data kept as OUT.trace), stopped the way a user stops it for a
-    process: the process ends (``stop`` is killed RECORD_S after perf has started)."""
+    process: the process ends (``stop`` is killed RECORD_S after perf has started); and whether perf started."""
     cmd = [DAMO, "record", str(pid), "--do_record", "access", "damon_trace_events", "-o", str(out)]
     damo = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=out.parent,
                             env={**os.environ, "HOME": "/tmp"})
@@ -83,8 +83,7 @@ def _damo_record(pid: int, out: Path, stop: subprocess.Popen) -> subprocess.Comp
     finally:
         damo.kill()
         damo.wait()
-    assert started, f"perf had not started after {PERF_START_S} s: {said}"
-    return subprocess.CompletedProcess(cmd, damo.returncode, said, "")
+    return subprocess.CompletedProcess(cmd, damo.returncode, said, ""), started
 
 
 def _keep(tmp_path: Path, said: str) -> None:
@@ -150,13 +149,14 @@ def test_damo_record_of_kernel_damon_is_read_in_every_format(accessgen, tmp_path
         info = json.loads(work.stdout.readline())
         ranges = {t["name"]: (t["start"], t["end"]) for t in info["threads"]}
         out = tmp_path / "damon.data"
-        damo = _damo_record(info["pid"], out, work)
+        damo, perf_started = _damo_record(info["pid"], out, work)
     finally:
         work.kill()
         work.wait()
     said = f"damo record (exit {damo.returncode}): {(damo.stdout + damo.stderr).strip()[-1500:]}"
     trace = Path(f"{out}.trace")
     _keep(tmp_path, f"exit {damo.returncode}\n{damo.stdout}\n{damo.stderr}\nworkload: {json.dumps(info)}\n")
+    assert perf_started, f"perf had not started after {PERF_START_S} s; {said}"
     assert damo.returncode == 0 and out.exists() and trace.exists(), said
     assert trace.read_bytes()[:8] == b"PERFILE2", said
     assert (tmp_path / "damon.data.kdamonds").exists(), said
