@@ -37,9 +37,9 @@ def _region_skeleton(nr_cpus: int, nr_tids: int) -> bytes:
             + b"}}}")
 
 
-def _numbers(text: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray] | None:
-    """The text's skeleton (each run of digits made one ``0``), where in it each number is, and their values;
-    None if a number is too long or has a leading zero."""
+def _numbers(text: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The text's skeleton (each run of digits made one ``0``), where in it each number is, and where in the
+    text each starts and how long it is; None if a number is too long or has a leading zero."""
     digit = (text - np.uint8(_ZERO)) < 10
     edges = np.flatnonzero(digit[1:] != digit[:-1]) + 1
     if not len(text) or digit[0] or digit[-1] or not len(edges):
@@ -47,13 +47,12 @@ def _numbers(text: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray] | None:
     starts, lengths = edges[0::2], edges[1::2] - edges[0::2]
     if starts[0] < 8 or lengths.max() > _MAX_DIGITS or np.any((text[starts] == _ZERO) & (lengths > 1)):
         return None
-    values = _values(text, starts + lengths, lengths)
     keep = ~digit
     keep[starts] = True
     skeleton = text[keep]
     markers = starts - (np.cumsum(lengths - 1) - (lengths - 1))
     skeleton[markers] = _ZERO
-    return skeleton.tobytes(), markers, values
+    return skeleton.tobytes(), markers, starts, lengths
 
 
 def _eight_digits(chunks: np.ndarray) -> np.ndarray:
@@ -94,7 +93,7 @@ class _Layout:
 
     def __init__(self, skeleton: bytes, markers: np.ndarray) -> None:
         chars = np.frombuffer(skeleton, np.uint8)
-        before = [chars[markers - k] for k in range(7)]   # before[k]: the character k before each number
+        before = {k: chars[markers - k] for k in (1, 2, 3, 4, 6)}   # [k]: the character k before each number
         named = (before[1] == _COLON) & (before[3] != _ZERO)    # "key":N, not an id's "N":N
         self.region_at = np.flatnonzero(named & (before[3] == b"t"[0]))      # "start":
         times = np.flatnonzero(named & (before[3] == b"e"[0]))               # "start_time":, "end_time":
@@ -155,13 +154,22 @@ def read_run(text: bytes, extras: frozenset[str]) -> Batch | None:
 
 
 def _read_run(text: bytes, extras: frozenset[str]) -> Batch | None:
-    parsed = _numbers(np.frombuffer(text, np.uint8))
+    chars = np.frombuffer(text, np.uint8)
+    parsed = _numbers(chars)
     if parsed is None:
         return None
-    skeleton, markers, values = parsed
+    skeleton, markers, starts, lengths = parsed
     layout = _Layout(skeleton, markers)
     if layout.skeleton() != skeleton:
         return None
+    # the numbers a Batch holds (not age.usec; cpu and thread entries only if asked for), the rest left 0
+    wanted = [layout.region_at[:, None] + np.array([0, 1, 2, 4, 5, 6, 7]), layout.snapshot_at[:, None] + [0, 1],
+              layout.footprint_at[:, None] + [0, 1]]
+    if extras & {"cpus", "tids"}:
+        wanted.append(layout.id_at[:, None] + [0, 1])
+    need = np.concatenate([w.ravel() for w in wanted])
+    values = np.zeros(len(starts), np.int64)
+    values[need] = _values(chars, starts[need] + lengths[need], lengths[need])
     at = layout.region_at
     counts = values[at + np.array([[2], [4], [5], [6], [7]])]   # samples, aggr_intervals, reports, writes, reads
     by = {}
