@@ -3,10 +3,8 @@ bulk.Batch, DAMON_BPF_READER=general): same records, same reports, same one-line
 
 from __future__ import annotations
 
-import json
 import zlib
 
-import numpy as np
 import orjson
 import pytest
 from click.testing import CliRunner
@@ -124,9 +122,8 @@ GOOD = ('{"start_time":10,"end_time":20,"regions":[{"start":4096,"end":8192,"nr_
 
 
 def test_a_snapshot_in_our_layout_is_read_as_the_general_path_reads_it():
-    ours = _run(GOOD + "," + GOOD.replace('"start_time":10', '"start_time":20').replace('"end_time":20', '"end_time":30'))
-    general = Batch(orjson.loads("[" + GOOD + "," + GOOD.replace('"start_time":10', '"start_time":20')
-                                 .replace('"end_time":20', '"end_time":30') + "]"))
+    later = GOOD.replace('"start_time":10', '"start_time":20').replace('"end_time":20', '"end_time":30')
+    ours, general = _run(GOOD + "," + later), Batch(orjson.loads("[" + GOOD + "," + later + "]"))
     assert ours is not None and len(ours) == 2
     for j in range(2):
         a, b = ours.snapshot(j), general.snapshot(j)

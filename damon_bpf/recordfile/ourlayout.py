@@ -113,7 +113,8 @@ class _Layout:
 
     def skeleton(self) -> bytes | None:
         """The skeleton our writer emits for these snapshots (None if no writer of ours emits it)."""
-        if self.bounds[0] != 0 or max(self.nr_cpus.max(initial=0), self.nr_tids.max(initial=0)) > _MAX_IDS:
+        most_ids = max(self.nr_cpus.max(initial=0), self.nr_tids.max(initial=0))
+        if not len(self.snapshot_at) or self.bounds[0] != 0 or most_ids > _MAX_IDS:
             return None
         if not np.all(self.bounds[1:] > self.bounds[:-1]):   # a snapshot without regions: one by one
             regions = list(map(_region_skeleton, self.nr_cpus.tolist(), self.nr_tids.tolist()))
@@ -134,6 +135,8 @@ class _Pieces(dict):
     comma, 1/2 the end of its snapshot (without/with footprint) and the next one's start, 3/4 that end alone."""
 
     def __missing__(self, key: int) -> bytes:
+        if len(self) >= 4096:   # bounded: a hostile file may have any number of kinds of region
+            self.clear()
         ids, follows = divmod(key, 5)
         ends = [b",", *(end + b"," + _SNAPSHOT_HEAD for end in _ENDS), *_ENDS]
         self[key] = piece = _region_skeleton(*divmod(ids, _MAX_IDS + 1)) + ends[follows]

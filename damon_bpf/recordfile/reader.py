@@ -124,11 +124,10 @@ class _Text:
     def snapshots_ahead(self, extras: frozenset[str] | None = None) -> list | Batch | None:
         """The values from pos up to the last snapshot in our writer's compact form that has text at hand,
         read in one go: with ``extras`` given, as a Batch if the text is exactly our writer's layout
-        (ourlayout.py), else decoded by orjson (None if that is not possible: the caller decodes value by
-        value). If
-        ``[`` + that text + ``]`` is valid JSON, it is a run of whole values of the list being read, so
-        it decodes to what value-by-value decoding would give, except numbers of 19 digits or more, which
-        orjson makes floats: text with those is left to json."""
+        (ourlayout.py), else decoded by orjson (None if neither is possible: the caller decodes value by
+        value). If ``[`` + that text + ``]`` is valid JSON, it is a run of whole values of the list being
+        read, so it decodes to what value-by-value decoding would give, except numbers of 19 digits or more,
+        which orjson makes floats: text with those is left to json."""
         if orjson is None or _reference():
             return None
         self.peek()
