@@ -35,18 +35,24 @@ T0 = 5_000_000_000_000
 BASE = 0x7F00_0000_0000
 
 
-def snapshot(i: int, n: int, rng: np.random.Generator) -> Snapshot:
+def snapshot(i: int, n: int, rng: np.random.Generator, named: bool = False) -> Snapshot:
     sizes = rng.integers(1, 64, n).astype(np.uint64) * 4096
     start = BASE + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.uint64)
     reports = rng.integers(0, 400, n) * (rng.random(n) < 0.5)
     writes = reports // 3
     tids = {1000: reports // 2, 1001: reports // 4, 1002: reports - reports // 2 - reports // 4}
-    return Snapshot(T0 + i * AGGR_NS, T0 + (i + 1) * AGGR_NS, start, start + sizes,
+    snap = Snapshot(T0 + i * AGGR_NS, T0 + (i + 1) * AGGR_NS, start, start + sizes,
                     np.minimum(reports, 20), rng.integers(0, 300, n), reports, writes, reports - writes,
                     {0: reports // 2, 1: reports - reports // 2}, tids)
+    if named:   # as `record` writes them: each region's mappings and top functions
+        snap.mappings = [[("/usr/lib/x86_64-linux-gnu/libc.so.6", "file")] if r % 3 else [("[heap]", "heap")]
+                         for r in range(n)]
+        snap.functions = [{"memcpy": int(reports[r]) // 2, "main": int(reports[r]) // 4} if reports[r] else {}
+                          for r in range(n)]
+    return snap
 
 
-def write_hour(path: str, regions: int) -> dict[str, list[tuple[float, float]]]:
+def write_hour(path: str, regions: int, named: bool = False) -> dict[str, list[tuple[float, float]]]:
     """Write the one-hour record as `record` does, a flush per 2 s of snapshots (20) in the first and the
     last minute (timed there) and per 100 s between; returns the timed flushes' (wall, CPU) seconds by minute."""
     rng = np.random.default_rng(1)
@@ -54,7 +60,7 @@ def write_hour(path: str, regions: int) -> dict[str, list[tuple[float, float]]]:
     writer.add_target(TargetRecord(0, 1000, 5000, 100_000, 1_000_000, [], {"source": "bench"}))
     cost: dict[str, list[tuple[float, float]]] = {"1 min": [], "60 min": []}
     for first in range(0, 36_000, 20):
-        writer.add_snapshots(0, [snapshot(first + i, regions, rng) for i in range(20)])
+        writer.add_snapshots(0, [snapshot(first + i, regions, rng, named) for i in range(20)])
         minute = "1 min" if 600 <= first < 1200 else "60 min" if first >= 35_400 else None
         if minute is not None or (first + 20) % 1000 == 0:
             begin, begin_cpu = time.perf_counter(), time.process_time()
@@ -98,6 +104,9 @@ def main() -> None:
                         default=[["access", "--snapshot", "last"], ["access"], ["wss"], ["breakdown"],
                                  ["heatmap", "--output", "raw"]],
                         help="reports to run, each quoted ('heatmap --output raw')")
+    parser.add_argument("--named", action="store_true",
+                        help="regions carry mappings and functions, as `record` writes them (our layout's reader "
+                             "leaves those to the general path)")
     parser.add_argument("--record", metavar="PATH", help="the one-hour record: written there if missing, else reused")
     parser.add_argument("--reference", action="store_true",
                         help="also the reader before the bulk one (slow)")
@@ -110,7 +119,7 @@ def main() -> None:
         ([("baseline", opts.baseline, "ours")] if opts.baseline else [])
     with tempfile.TemporaryDirectory() as tmp:
         path = opts.record or os.path.join(tmp, "hour.data")
-        cost = write_hour(path, opts.regions) if not os.path.exists(path) else {}
+        cost = write_hour(path, opts.regions, opts.named) if not os.path.exists(path) else {}
         print(f"record: 36000 snapshots x {opts.regions} regions, {os.path.getsize(path) / 1e6:.1f} MB"
               f"{' (reused: ' + path + ')' if not cost else ''}")
         for minute, times in cost.items():   # each flush appends 20 snapshots (2 s of recording)
