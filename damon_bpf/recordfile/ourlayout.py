@@ -177,20 +177,32 @@ def _read_run(text: bytes, extras: frozenset[str]) -> Batch | None:
     values[need] = _values(chars, starts[need] + lengths[need], lengths[need])
     at = layout.region_at
     counts = values[at + np.array([[2], [4], [5], [6], [7]])]   # samples, aggr_intervals, reports, writes, reads
-    by = {}
+    footprints = _footprints(layout, values)
+    times = values[np.stack([layout.snapshot_at, layout.snapshot_at + 1])]
+    try:
+        return Batch.of_columns(times, layout.bounds, values[at].astype(np.uint64),
+                                values[at + 1].astype(np.uint64), counts, _entries(layout, values, extras),
+                                footprints)
+    except ValueError:   # what Batch would refuse: out of range, out of order, an id given twice
+        return None
+
+
+def _entries(layout: _Layout, values: np.ndarray, extras: frozenset[str]) -> dict[str, tuple]:
+    """Per source in ``extras``, its (ids, region index, counts, id limit) for Batch.of_columns."""
+    out = {}
     for name, tid, limit in (("by_cpu", False, 2**20), ("by_tid", True, 2**32)):
         if name[3:] + "s" in extras:
-            which = layout.id_at[layout.is_tid == tid]
-            regions = layout.region_of_id[layout.is_tid == tid]
-            by[name] = (values[which], regions, values[which + 1], limit)
+            which = layout.is_tid == tid
+            out[name] = (values[layout.id_at[which]], layout.region_of_id[which], values[layout.id_at[which] + 1],
+                         limit)
+    return out
+
+
+def _footprints(layout: _Layout, values: np.ndarray) -> list[tuple[int, int] | None]:
+    """Each snapshot's (rss, pss), or None."""
     footprints: list = [None] * len(layout.snapshot_at)
     where = np.searchsorted(layout.snapshot_at, layout.footprint_at, side="right") - 1
     for snapshot, rss, pss in zip(where.tolist(), values[layout.footprint_at].tolist(),
                                   values[layout.footprint_at + 1].tolist()):
         footprints[snapshot] = (rss, pss)
-    times = values[np.stack([layout.snapshot_at, layout.snapshot_at + 1])]
-    try:
-        return Batch.of_columns(times, layout.bounds, values[at].astype(np.uint64),
-                                values[at + 1].astype(np.uint64), counts, by, footprints)
-    except ValueError:   # what Batch would refuse: out of range, out of order, an id given twice
-        return None
+    return footprints
