@@ -82,8 +82,8 @@ class Batch:
         _check(self.first, self.last, self.counts, self.times, bounds)
         self.bounds, self.edges = bounds, bounds.tolist()
         cpus, tids = (_each(ours, key) if key in extras else None for key in ("cpus", "tids"))
-        self.by = {"by_cpu": None if cpus is None else _By(cpus[0], bounds, 2**20),
-                   "by_tid": None if tids is None else _By(tids[0], bounds, 2**32)}
+        self.by = {"by_cpu": None if cpus is None else _By.of_dicts(cpus[0], bounds, 2**20),
+                   "by_tid": None if tids is None else _By.of_dicts(tids[0], bounds, 2**32)}
         # where every region's damon_bpf has reports, writes, reads, cpus and tids, 5 keys are no more
         plain = complete and cpus is not None and tids is not None and cpus[1] and tids[1] and \
             set(map(len, ours)) <= {5}
@@ -93,6 +93,21 @@ class Batch:
         with_funcs = "funcs" in extras and not plain and [o.get("funcs") for o in ours].count(None) != len(ours)
         self.functions = [_functions(s["regions"], "snapshot") for s in raw] if with_funcs else None
         self.footprints = [_footprint(s, "snapshot") for s in raw]
+
+    @classmethod
+    def of_columns(cls, times: np.ndarray, bounds: np.ndarray, first: np.ndarray, last: np.ndarray,
+                   counts: np.ndarray, by: dict[str, tuple], footprints: list) -> Batch:
+        """A Batch of snapshots read as columns (recordfile.ourlayout): ``times`` (2, snapshots), regions'
+        ``first``/``last`` (uint64) and ``counts`` (5, regions) as ``__init__`` has them, ``by`` per source
+        asked for its (ids, region index, counts, id limit) entries. ValueError where ``__init__`` raises."""
+        _check(first, last, counts, times, bounds)
+        batch = cls.__new__(cls)
+        batch.first, batch.last, batch.counts, batch.times = first, last, counts, times
+        batch.bounds, batch.edges = bounds, bounds.tolist()
+        batch.by = {name: _By(bounds, *by[name]) if name in by else None for name in ("by_cpu", "by_tid")}
+        batch.maps = batch.functions = None
+        batch.footprints = footprints
+        return batch
 
     def __len__(self) -> int:
         return len(self.footprints)
@@ -159,30 +174,41 @@ class _By:
     snapshot and id, ordered so) of ``rows``: group g is rows[offset[g]:offset[g+1]], snapshot j's groups
     are [first[j], first[j+1])."""
 
-    def __init__(self, per_region: list, bounds: np.ndarray, limit: int) -> None:
+    def __init__(self, bounds: np.ndarray, ids: np.ndarray, region: np.ndarray, values: np.ndarray,
+                 limit: int) -> None:
+        """From each entry's id, region index (in order) and count; ValueError on an id or count out of
+        range or an id given twice in a region."""
         nr_snaps = len(bounds) - 1
+        self.snap, self.ids = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        self.offset, self.rows = np.zeros(1, np.int64), np.zeros(0, np.int64)
+        if len(ids):
+            if ids.min() < 0 or ids.max() >= limit or values.min() < 0 or values.max() > MAX_COUNT:
+                raise ValueError
+            self._groups(ids, region, values, bounds)
+        self.first = np.searchsorted(self.snap, np.arange(nr_snaps + 1)).tolist()
+
+    @classmethod
+    def of_dicts(cls, per_region: list, bounds: np.ndarray, limit: int) -> _By:
+        """From each region's {id text: count} (decoded JSON)."""
         if per_region and set(map(type, per_region)) != {dict}:
             raise TypeError
         keys = list(chain.from_iterable(per_region))
-        self.snap, self.ids = np.zeros(0, np.int64), np.zeros(0, np.int64)
-        self.offset, self.rows = np.zeros(1, np.int64), np.zeros(0, np.int64)
-        if keys:
-            self._groups(keys, per_region, bounds, limit)
-        self.first = np.searchsorted(self.snap, np.arange(nr_snaps + 1)).tolist()
-
-    def _groups(self, keys: list, per_region: list, bounds: np.ndarray, limit: int) -> None:
         values = _ints(list(chain.from_iterable(map(dict.values, per_region))))
         ident_of = {k: int(k) for k in set(keys)}
-        if len(set(ident_of.values())) != len(ident_of) or \
-                not all(0 <= i < limit for i in ident_of.values()) or values.min() < 0 or values.max() > MAX_COUNT:
+        if len(set(ident_of.values())) != len(ident_of):
             raise ValueError   # e.g. "1" and "01" in one file: the per-snapshot reader's rules decide
         ids = np.fromiter(map(ident_of.__getitem__, keys), np.int64, len(keys))
         region = np.repeat(np.arange(len(per_region)), np.fromiter(map(len, per_region), np.int64, len(per_region)))
+        return cls(bounds, ids, region, values, limit)
+
+    def _groups(self, ids: np.ndarray, region: np.ndarray, values: np.ndarray, bounds: np.ndarray) -> None:
         snap = np.searchsorted(bounds, region, side="right") - 1
         order = np.lexsort((ids, snap))
         ids, region, snap, values = ids[order], region[order], snap[order], values[order]
         new_group = np.ones(len(ids), dtype=bool)
         new_group[1:] = (ids[1:] != ids[:-1]) | (snap[1:] != snap[:-1])
+        if np.any(~new_group[1:] & (region[1:] == region[:-1])):
+            raise ValueError   # one id twice in a region (JSON keeps the last: the general path decides)
         group = np.cumsum(new_group) - 1
         self.snap, self.ids = snap[new_group], ids[new_group]
         width = (bounds[1:] - bounds[:-1])[self.snap]   # each group is one row of its snapshot's regions

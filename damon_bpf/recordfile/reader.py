@@ -29,6 +29,7 @@ from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import RecordFileError
 from damon_bpf.recordfile.bulk import EXTRAS, Batch
 from damon_bpf.recordfile.model import MAX_US, BadRecord, TargetRecord
+from damon_bpf.recordfile.ourlayout import read_run
 from damon_bpf.recordfile.perf_script import read_perf_script
 from damon_bpf.recordfile.schema import _int, _is_damo_fake, _key, _list, _obj, _snapshot
 from damon_bpf.recordfile.snapshots import Loose, Snapshots
@@ -120,12 +121,13 @@ class _Text:
             want = 2 * max(want, len(self.buf) - self.pos)
 
 
-    def snapshots_ahead(self) -> list | None:
+    def snapshots_ahead(self, extras: frozenset[str] | None = None) -> list | Batch | None:
         """The values from pos up to the last snapshot in our writer's compact form that has text at hand,
-        decoded in one go by orjson (None if that is not possible: the caller decodes value by value). If
-        ``[`` + that text + ``]`` is valid JSON, it is a run of whole values of the list being read, so
-        it decodes to what value-by-value decoding would give, except numbers of 19 digits or more, which
-        orjson makes floats: text with those is left to json."""
+        read in one go: with ``extras`` given, as a Batch if the text is exactly our writer's layout
+        (ourlayout.py), else decoded by orjson (None if neither is possible: the caller decodes value by
+        value). If ``[`` + that text + ``]`` is valid JSON, it is a run of whole values of the list being
+        read, so it decodes to what value-by-value decoding would give, except numbers of 19 digits or more,
+        which orjson makes floats: text with those is left to json."""
         if orjson is None or _reference():
             return None
         self.peek()
@@ -136,6 +138,10 @@ class _Text:
         if end < 0:
             return None
         run = self.buf[self.pos:end].encode()
+        part = read_run(run, extras) if extras is not None and not _general() else None
+        if part is not None:
+            self.pos = end
+            return part
         try:
             if _has_long_number(run):
                 raise ValueError
@@ -175,6 +181,12 @@ def _reference() -> bool:
     """DAMON_BPF_READER=reference: json and per-snapshot arrays, as before the bulk reader (for the
     benchmark and the tests that compare the two)."""
     return os.environ.get("DAMON_BPF_READER") == "reference"
+
+
+def _general() -> bool:
+    """DAMON_BPF_READER=general: orjson and bulk.Batch even for our writer's layout (for the benchmark and
+    the tests that compare the two)."""
+    return os.environ.get("DAMON_BPF_READER") == "general"
 
 
 _DIGITS_AS_ONES = bytes(0x31 if 0x30 <= c <= 0x39 else 0x30 for c in range(256))
@@ -279,6 +291,12 @@ class _Keep:
         if len(self.batch) >= _BATCH:
             self.convert()
 
+    def add_part(self, part: Batch) -> None:
+        """The next snapshots, read as a Batch already (ourlayout.py)."""
+        self.convert()
+        self.parts.append(part)
+        self.seen += len(part)
+
     def result(self, where: str, aggr_us: int) -> Snapshots | list:
         """The kept snapshots: all as Snapshots, or the one wanted in a list (empty if there is none)."""
         self.convert()
@@ -322,8 +340,11 @@ def _snapshots(text: _Text, where: str, keep: _Keep) -> None:
         text.pos += 1
         return
     while True:
-        run = text.snapshots_ahead() if keep.index is None else None
-        if run:
+        as_columns = keep.extras if keep.aggr_us is not None else None
+        run = text.snapshots_ahead(as_columns) if keep.index is None else None
+        if isinstance(run, Batch):
+            keep.add_part(run)
+        elif run:
             keep.add_run(run, where)
         else:
             raw = text.raw_snapshot() if keep.index is not None else None

@@ -3,11 +3,14 @@
 Writes a record of one target, one hour at DAMON's default 100 ms aggregation (36,000 snapshots) with
 --regions regions each, attributed to 2 CPUs and 3 threads (10 MB compressed at the default, 12), then
 runs each report in a fresh process and prints its wall time, CPU time and peak RSS (ru_maxrss of the child),
-with the bulk reader, with the reader as it was (DAMON_BPF_READER=reference: json and numpy arrays
-snapshot by snapshot; --no-reference leaves it out) and, with --baseline, an earlier version's damon-bpf;
-with more than one, whether every one printed the same.
+with our layout's reader (recordfile/ourlayout.py, the default), with the general path it falls back to
+(DAMON_BPF_READER=general: orjson and bulk.Batch), with --reference the reader before the bulk one
+(DAMON_BPF_READER=reference: json and numpy arrays snapshot by snapshot) and, with --baseline, an earlier
+version's damon-bpf; whether every one printed the same. Then what a report's time is made of: the process
+start (``report X --help``: Python, numpy, click and the modules the CLI imports) and read_record alone
+(in a fresh process, CPU seconds) with each reader; the rest is the report's own work.
 
-    .venv/bin/python tests/bench/bench_reader.py [--regions 12] [--runs 3] [--baseline PATH]
+    .venv/bin/python tests/bench/bench_reader.py [--regions 12] [--runs 3] [--reference] [--baseline PATH]
 """
 
 from __future__ import annotations
@@ -32,18 +35,24 @@ T0 = 5_000_000_000_000
 BASE = 0x7F00_0000_0000
 
 
-def snapshot(i: int, n: int, rng: np.random.Generator) -> Snapshot:
+def snapshot(i: int, n: int, rng: np.random.Generator, named: bool = False) -> Snapshot:
     sizes = rng.integers(1, 64, n).astype(np.uint64) * 4096
     start = BASE + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.uint64)
     reports = rng.integers(0, 400, n) * (rng.random(n) < 0.5)
     writes = reports // 3
     tids = {1000: reports // 2, 1001: reports // 4, 1002: reports - reports // 2 - reports // 4}
-    return Snapshot(T0 + i * AGGR_NS, T0 + (i + 1) * AGGR_NS, start, start + sizes,
+    snap = Snapshot(T0 + i * AGGR_NS, T0 + (i + 1) * AGGR_NS, start, start + sizes,
                     np.minimum(reports, 20), rng.integers(0, 300, n), reports, writes, reports - writes,
                     {0: reports // 2, 1: reports - reports // 2}, tids)
+    if named:   # as `record` writes them: each region's mappings and top functions
+        snap.mappings = [[("/usr/lib/x86_64-linux-gnu/libc.so.6", "file")] if r % 3 else [("[heap]", "heap")]
+                         for r in range(n)]
+        snap.functions = [{"memcpy": int(reports[r]) // 2, "main": int(reports[r]) // 4} if reports[r] else {}
+                          for r in range(n)]
+    return snap
 
 
-def write_hour(path: str, regions: int) -> dict[str, list[tuple[float, float]]]:
+def write_hour(path: str, regions: int, named: bool = False) -> dict[str, list[tuple[float, float]]]:
     """Write the one-hour record as `record` does, a flush per 2 s of snapshots (20) in the first and the
     last minute (timed there) and per 100 s between; returns the timed flushes' (wall, CPU) seconds by minute."""
     rng = np.random.default_rng(1)
@@ -51,7 +60,7 @@ def write_hour(path: str, regions: int) -> dict[str, list[tuple[float, float]]]:
     writer.add_target(TargetRecord(0, 1000, 5000, 100_000, 1_000_000, [], {"source": "bench"}))
     cost: dict[str, list[tuple[float, float]]] = {"1 min": [], "60 min": []}
     for first in range(0, 36_000, 20):
-        writer.add_snapshots(0, [snapshot(first + i, regions, rng) for i in range(20)])
+        writer.add_snapshots(0, [snapshot(first + i, regions, rng, named) for i in range(20)])
         minute = "1 min" if 600 <= first < 1200 else "60 min" if first >= 35_400 else None
         if minute is not None or (first + 20) % 1000 == 0:
             begin, begin_cpu = time.perf_counter(), time.process_time()
@@ -95,18 +104,24 @@ def main() -> None:
                         default=[["access", "--snapshot", "last"], ["access"], ["wss"], ["breakdown"],
                                  ["heatmap", "--output", "raw"]],
                         help="reports to run, each quoted ('heatmap --output raw')")
-    parser.add_argument("--no-reference", dest="reference", action="store_false",
-                        help="skip the runs with the reference reader")
+    parser.add_argument("--named", action="store_true",
+                        help="regions carry mappings and functions, as `record` writes them (our layout's reader "
+                             "leaves those to the general path)")
+    parser.add_argument("--record", metavar="PATH", help="the one-hour record: written there if missing, else reused")
+    parser.add_argument("--reference", action="store_true",
+                        help="also the reader before the bulk one (slow)")
     parser.add_argument("--baseline", metavar="PATH",
                         help="damon-bpf of an earlier version: its reports too, and whether their output is the same")
     opts = parser.parse_args()
     cli = os.path.join(os.path.dirname(sys.executable), "damon-bpf")
-    versions = [("bulk", cli, "bulk")] + ([("reference", cli, "reference")] if opts.reference else []) + \
-        ([("baseline", opts.baseline, "bulk")] if opts.baseline else [])
+    versions = [("ours", cli, "ours"), ("general", cli, "general")] + \
+        ([("reference", cli, "reference")] if opts.reference else []) + \
+        ([("baseline", opts.baseline, "ours")] if opts.baseline else [])
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "hour.data")
-        cost = write_hour(path, opts.regions)
-        print(f"record: 36000 snapshots x {opts.regions} regions, {os.path.getsize(path) / 1e6:.1f} MB")
+        path = opts.record or os.path.join(tmp, "hour.data")
+        cost = write_hour(path, opts.regions, opts.named) if not os.path.exists(path) else {}
+        print(f"record: 36000 snapshots x {opts.regions} regions, {os.path.getsize(path) / 1e6:.1f} MB"
+              f"{' (reused: ' + path + ')' if not cost else ''}")
         for minute, times in cost.items():   # each flush appends 20 snapshots (2 s of recording)
             walls, cpus = zip(*times)   # wall includes the two fdatasyncs: the disk, and other load
             print(f"flush after {minute:6s}: CPU median {statistics.median(cpus) * 1e3:6.2f} ms, wall median "
@@ -119,16 +134,42 @@ def main() -> None:
                 walls, cpus, peaks, outputs[name] = measure(tool, path, report, reader, opts.runs)
                 print(f"report {' '.join(report):20s} {name:9s} wall {statistics.median(walls):5.2f} s "
                       f"(runs {min(walls):.2f}-{max(walls):.2f})  CPU {statistics.median(cpus):5.2f} s  "
-                      f"peak RSS {max(peaks):6.0f} MiB")
+                      f"peak RSS {max(peaks):6.0f} MiB  load {os.getloadavg()[0]:.1f}")
             if len(outputs) > 1:
                 same = len(set.union(*outputs.values())) == 1
                 print(f"report {' '.join(report):20s} output the same in every run of every version: "
                       f"{'yes' if same else 'NO'}")
+        stages(cli, path, opts.runs)
         print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
+def stages(cli: str, path: str, runs: int) -> None:
+    """What a report's time is made of: starting the CLI, and reading the record with each reader."""
+    walls, cpus, peaks, _ = measure(cli, "", ["access", "--help"], "ours", runs)
+    print(f"process start (report access --help): wall {statistics.median(walls):5.2f} s  CPU "
+          f"{statistics.median(cpus):5.2f} s  peak RSS {max(peaks):4.0f} MiB")
+    for reader in ("ours", "general"):
+        for extras in ("cpus,tids,maps,funcs", ""):
+            env = dict(os.environ, DAMON_BPF_READER=reader)
+            times = [float(subprocess.run([sys.executable, __file__, "--read", path, extras], check=True,
+                                          capture_output=True, text=True, env=env).stdout) for _ in range(runs)]
+            print(f"read_record alone, {reader:7s} extras {extras or '(none)':20s}: CPU "
+                  f"{statistics.median(times):5.2f} s (runs {min(times):.2f}-{max(times):.2f})")
+
+
+def read_alone(path: str, extras: str) -> float:
+    """CPU seconds of read_record in this process (imports done before)."""
+    from damon_bpf.recordfile import read_record
+    begin = time.process_time()
+    read_record(path, extras=frozenset(extras.split(",")) - {""})
+    return time.process_time() - begin
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 3 and sys.argv[1] == "--one":
-        print(*run(sys.argv[2], ["report", sys.argv[4], "-i", sys.argv[3], *sys.argv[5:]]))
+        input_args = ["-i", sys.argv[3]] if sys.argv[3] else []
+        print(*run(sys.argv[2], ["report", sys.argv[4], *input_args, *sys.argv[5:]]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "--read":
+        print(read_alone(sys.argv[2], sys.argv[3]))
     else:
         main()
