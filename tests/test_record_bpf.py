@@ -31,10 +31,11 @@ def record(tmp_path, accessgen, specs, *options, seconds=4.0):
     return ranges, records[0], out
 
 
-def wait_until_recorded(path, timeout: float = 60) -> None:
-    """A flush has added snapshots: the file outgrew the empty record it is from the start (18 bytes)."""
+def wait_until_recorded(path, timeout: float = 60, larger_than: int = 64) -> None:
+    """A flush has added snapshots: the file outgrew the empty record it is from the start (18 bytes),
+    or the size it had at an earlier flush."""
     deadline = time.monotonic() + timeout
-    while not (path.exists() and path.stat().st_size > 64):
+    while not (path.exists() and path.stat().st_size > larger_than):
         assert time.monotonic() < deadline, f"{path} got no snapshots"
         time.sleep(0.05)
 
@@ -113,7 +114,7 @@ def test_every_ending_leaves_a_readable_record(tmp_path, accessgen, how):
             target.stdin.flush()
             target.wait(timeout=30)
         else:
-            time.sleep(2.5)           # and one more, with a couple of seconds of snapshots
+            wait_until_recorded(out, larger_than=out.stat().st_size)   # and one more, with seconds of snapshots
             recorder.send_signal(getattr(signal, how))
         _, stderr = recorder.communicate(timeout=60)
         if how != "SIGKILL":
@@ -168,14 +169,18 @@ def test_sigkill_at_random_points_leaves_what_damo_and_we_read(tmp_path, accessg
                                  str(out)], stderr=subprocess.DEVNULL)
     try:
         wait_until_recorded(out)
-        time.sleep(float(rng.uniform(0, 4.5)))
+        # The first flush comes 2 s after the writer opened the file, which may be before the first
+        # aggregation closed (BPF compiling on a loaded machine): it can hold one snapshot. Wait for the
+        # second flush so the file has parts to join, then kill at a random point of the next cycle.
+        wait_until_recorded(out, larger_than=out.stat().st_size)
+        time.sleep(float(rng.uniform(0, 2.5)))
         recorder.send_signal(signal.SIGKILL)
         recorder.wait(timeout=60)
         records = read_record(str(out))
         assert sorted(r.pid for r in records) == sorted(t.pid for t in targets)
         for rec in records:
             starts = [s.start_ns for s in rec.snapshots]
-            assert len(starts) >= 5 and starts == sorted(starts)   # parts joined in order
+            assert len(starts) >= 2 and starts == sorted(starts)   # parts of two flushes at least, joined in order
         doc = json.loads(damo(tmp_path, "access", "-i", str(out), "--json"))
         assert sum(len(r["snapshots"]) for r in doc) == sum(len(r.snapshots) for r in records)
     finally:
