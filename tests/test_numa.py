@@ -142,3 +142,32 @@ def test_record_apply_moves_during_the_run_and_counts_the_accesses_that_turned_l
     assert "100% of their 50 reports since" in applier.line()
     assert NumaApplier(recent, 1e12, cpu_nodes={0: 0}, memory_nodes=[0]).line() == (
         "--apply: nothing to move: this host has one NUMA node, every page is local")
+
+
+def test_a_range_written_nonstop_under_a_sparse_sampler_is_old_enough_to_move():
+    """The real region core at DAMON's defaults (5 ms samples, 100 ms windows) fed what soft-dirty gave in the
+    two-node guest: every 250 ms one sweep writing each page of an 8 MiB range once, from a CPU of node 1.
+    nr_accesses flickers between windows (0 in some, 1-4 in others), so DAMON's age keeps restarting; the range
+    has reports in most windows, and report numa moves all of it to node 1."""
+    from damon_bpf.access import ACCESS_DTYPE, ACCESS_WRITE
+    from damon_bpf.core.aggregator import Aggregator
+    from damon_bpf.core.attrs import MonitoringAttrs
+
+    page, t0 = 4096, 10**12
+    lo, pages = 0x100000000000, 2048
+    agg = Aggregator(MonitoringAttrs(), lambda: [(lo, lo + pages * page)], start_ns=t0)
+    snaps = []
+    for sweep in range(12):   # 3 s
+        reports = np.zeros(pages, ACCESS_DTYPE)
+        reports["addr"] = lo + np.arange(pages, dtype=np.uint64) * page
+        reports["time_ns"] = t0 + sweep * 250_000_000 + np.arange(pages) * 10_000   # a sweep takes ~20 ms
+        reports["cpu"], reports["pid"], reports["tid"], reports["write"] = 2, 4242, 7, ACCESS_WRITE
+        agg.feed(reports)
+        snaps += agg.advance(t0 + (sweep + 1) * 250_000_000)
+    rec = [TargetRecord(0, 4242, 5000, 100_000, 1_000_000, snaps, dict(TWO_NODES))]
+    layout = snaps[-1]
+    assert (layout.age < nm.DEFAULT_MIN_AGE).all(), layout.age   # the flicker: no region is old by DAMON's age
+    report = nm.numa(rec, query=on_node(0), page_size=page)
+    assert sum(r.move_bytes for r in report.to_move) == pages * page
+    assert {r.move_to for r in report.to_move} == {1}
+    assert all(r.windows >= nm.DEFAULT_MIN_AGE for r in report.to_move)
