@@ -104,7 +104,6 @@ def test_numa_names_the_remote_range_moves_it_and_it_is_local_afterwards(tmp_pat
               f"access from node {local}: {[r['access_share_by_node'] for r in mine]}")
 
 
-@pytest.mark.known_failing   # 2026-11-30, 6.12 and 6.1 guests: "nothing moved in 1 rounds" (README, --apply)
 def test_numa_record_apply_moves_the_range_during_the_run_and_its_accesses_turn_local(tmp_path, accessgen):
     """record --apply: the same decision as report numa, taken every 2 s during the run; the end-of-run line
     says what moved and the share of the moved range's later reports that came from its new node.
