@@ -15,7 +15,7 @@ source needs: DAMON's age restarts whenever nr_accesses moves by more than a ten
 a sampler that re-arms faults only every few sample intervals (soft-dirty under load: every 95-270 ms against
 5 ms samples, so nr_accesses is 0-15 and the tenth is 0 or 1) it restarts nearly every window, however long
 the region has been written; measured in a two-node guest, the 6.5 MiB of an 8 MiB range written nonstop had
-age 0 at the decision, in a record where it had reports in most windows.
+age 0 at the decision, in records where it had reports in 60-84% of the windows after its first.
 ``apply`` moves them with move_pages(2), DAMOS-style under a quota of bytes per second.
 """
 
