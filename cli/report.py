@@ -360,7 +360,8 @@ def sharing(input_path, target_id, by, skip, min_jaccard, max_group, top, as_jso
 @click.option("--min-share", type=click.FloatRange(0, 1), default=numa_mod.DEFAULT_MIN_SHARE, show_default=True,
               help="Mostly from one node: at least this share of the region's reports.")
 @click.option("--min-age", type=click.IntRange(0), default=numa_mod.DEFAULT_MIN_AGE, show_default=True,
-              help="Old enough: at least this many aggregation intervals.")
+              help="Old enough: DAMON's age of at least this many aggregation intervals, or reports in at least "
+                   "this many of the windows summed.")
 @click.option("--apply", "do_apply", is_flag=True,
               help="Move the regions worth moving (move_pages) and say what moved.")
 @click.option("--quota", default="256MiB/s", show_default=True, metavar="RATE",

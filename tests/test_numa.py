@@ -14,11 +14,16 @@ from test_reports import A, MiB, plain, snap
 TWO_NODES = {"numa_cpu_nodes": {"0": 0, "1": 0, "2": 1, "3": 1}}
 
 
-def remote_region(cpu_reports: dict[int, int], age: int = 10) -> list[TargetRecord]:
-    regions = [{"start": A, "end": A + 4 * MiB, "acc": 5, "age": age, "rep": sum(cpu_reports.values()),
-                "cpus": cpu_reports},
-               {"start": A + 4 * MiB, "end": A + 8 * MiB, "age": age}]
-    return [TargetRecord(0, 4242, 5000, 100_000, 1_000_000, [snap(i, regions) for i in range(5)], dict(TWO_NODES))]
+def remote_region(cpu_reports: dict[int, int], age: int = 10, windows: int = 5) -> list[TargetRecord]:
+    """Five aggregation windows of a 4 MiB region and a cold one; the first has ``cpu_reports`` in the last
+    ``windows`` of them (none in the others) and DAMON's ``age`` in each."""
+    def regions(i: int) -> list[dict]:
+        reports = cpu_reports if i >= 5 - windows else {}
+        return [{"start": A, "end": A + 4 * MiB, "acc": 5 if reports else 0, "age": age,
+                 "rep": sum(reports.values()), "cpus": reports},
+                {"start": A + 4 * MiB, "end": A + 8 * MiB, "age": age}]
+    return [TargetRecord(0, 4242, 5000, 100_000, 1_000_000, [snap(i, regions(i)) for i in range(5)],
+                         dict(TWO_NODES))]
 
 
 def on_node(node: int):
@@ -35,21 +40,37 @@ def test_a_region_used_from_node_1_living_on_node_0_is_named_with_its_bytes():
     assert "move 4 MiB in 1 regions" in plain(nm.table(report))
 
 
-@pytest.mark.parametrize("cpus, placement, age, why", [
-    ({2: 90, 0: 10}, 1, 10, "already local"),
-    ({2: 40, 0: 60}, 1, 10, "mostly node 0, on node 1: move to 0"),
-    ({2: 50, 0: 50}, 0, 10, "even split: min_share 0.5 reached by node 0 ... or 1"),
-    ({2: 90, 0: 10}, 0, 1, "too young"),
-    ({2: 5}, 0, 10, "too cold"),
+@pytest.mark.parametrize("cpus, placement, age, windows, why", [
+    ({2: 90, 0: 10}, 1, 10, 5, "already local"),
+    ({2: 40, 0: 60}, 1, 10, 5, "mostly node 0, on node 1: move to 0"),
+    ({2: 50, 0: 50}, 0, 10, 5, "even split: min_share 0.5 reached by node 0 ... or 1"),
+    ({2: 90, 0: 10}, 0, 1, 2, "too young: DAMON's age and the windows with reports both under min_age"),
+    ({2: 90, 0: 10}, 0, 0, 3, "DAMON's age restarted (a fault sampler's flicker), but reports in 3 windows: old"),
+    ({2: 90, 0: 10}, 0, 4, 1, "DAMON's age is enough alone"),
+    ({2: 1}, 0, 10, 5, "too cold"),
 ])
-def test_what_is_not_worth_moving(cpus, placement, age, why):
-    report = nm.numa(remote_region(cpus, age), query=on_node(placement), page_size=4096)
+def test_what_is_not_worth_moving(cpus, placement, age, windows, why):
+    report = nm.numa(remote_region(cpus, age, windows), query=on_node(placement), page_size=4096)
     (r,) = report.regions
+    assert r.windows == windows
     dominant = max(r.access_share, key=r.access_share.get)
-    expect = (5 * sum(cpus.values()) >= nm.DEFAULT_MIN_REPORTS and age >= nm.DEFAULT_MIN_AGE and dominant != placement)
+    old = age >= nm.DEFAULT_MIN_AGE or windows >= nm.DEFAULT_MIN_AGE
+    expect = windows * sum(cpus.values()) >= nm.DEFAULT_MIN_REPORTS and old and dominant != placement
     assert (r.move_to is not None) == expect, why
     if not expect:
         assert report.note.startswith("nothing to move")
+
+
+def test_windows_with_reports_count_each_window_once_across_relayouts():
+    """A layout region counts a window when any of that window's regions overlapping it had reports, whatever
+    DAMON's split and merge did to the regions in between."""
+    whole = [{"start": A, "end": A + 8 * MiB, "rep": 4}]
+    halves = [{"start": A, "end": A + 4 * MiB, "rep": 3}, {"start": A + 4 * MiB, "end": A + 8 * MiB}]
+    quiet = [{"start": A, "end": A + 8 * MiB}]
+    layout = snap(9, [{"start": A, "end": A + 2 * MiB}, {"start": A + 2 * MiB, "end": A + 6 * MiB},
+                      {"start": A + 6 * MiB, "end": A + 8 * MiB}])
+    snaps = [snap(0, whole), snap(1, halves), snap(2, quiet), snap(3, whole)]
+    assert nm.windows_with_reports(snaps, layout).tolist() == [3, 3, 2]
 
 
 def test_apply_moves_under_the_quota_and_counts_what_moved():
@@ -121,3 +142,32 @@ def test_record_apply_moves_during_the_run_and_counts_the_accesses_that_turned_l
     assert "100% of their 50 reports since" in applier.line()
     assert NumaApplier(recent, 1e12, cpu_nodes={0: 0}, memory_nodes=[0]).line() == (
         "--apply: nothing to move: this host has one NUMA node, every page is local")
+
+
+def test_a_range_written_nonstop_under_a_sparse_sampler_is_old_enough_to_move():
+    """The real region core at DAMON's defaults (5 ms samples, 100 ms windows) fed what soft-dirty gave in the
+    two-node guest: every 250 ms one sweep writing each page of an 8 MiB range once, from a CPU of node 1.
+    nr_accesses flickers between windows (0 in some, 1-4 in others), so DAMON's age keeps restarting; the range
+    has reports in most windows, and report numa moves all of it to node 1."""
+    from damon_bpf.access import ACCESS_DTYPE, ACCESS_WRITE
+    from damon_bpf.core.aggregator import Aggregator
+    from damon_bpf.core.attrs import MonitoringAttrs
+
+    page, t0 = 4096, 10**12
+    lo, pages = 0x100000000000, 2048
+    agg = Aggregator(MonitoringAttrs(), lambda: [(lo, lo + pages * page)], start_ns=t0)
+    snaps = []
+    for sweep in range(12):   # 3 s
+        reports = np.zeros(pages, ACCESS_DTYPE)
+        reports["addr"] = lo + np.arange(pages, dtype=np.uint64) * page
+        reports["time_ns"] = t0 + sweep * 250_000_000 + np.arange(pages) * 10_000   # a sweep takes ~20 ms
+        reports["cpu"], reports["pid"], reports["tid"], reports["write"] = 2, 4242, 7, ACCESS_WRITE
+        agg.feed(reports)
+        snaps += agg.advance(t0 + (sweep + 1) * 250_000_000)
+    rec = [TargetRecord(0, 4242, 5000, 100_000, 1_000_000, snaps, dict(TWO_NODES))]
+    layout = snaps[-1]
+    assert (layout.age < nm.DEFAULT_MIN_AGE).all(), layout.age   # the flicker: no region is old by DAMON's age
+    report = nm.numa(rec, query=on_node(0), page_size=page)
+    assert sum(r.move_bytes for r in report.to_move) == pages * page
+    assert {r.move_to for r in report.to_move} == {1}
+    assert all(r.windows >= nm.DEFAULT_MIN_AGE for r in report.to_move)

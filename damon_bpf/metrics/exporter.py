@@ -1,10 +1,11 @@
 """The Prometheus collector of a running monitor.
 
 Nothing is computed between scrapes: a snapshot listener only keeps the closed snapshots, and a
-scrape asks the monitor's own thread (at its next tick, within tens of ms) to fold them, to answer
-report sharing and report numa over each target's last 15 s (``metrics.answers``, for the targets with new
-snapshots) and to read the kernel's counters and the recorder's placement, so every piece of monitor state
-is read by the thread that changes it. When no monitor runs (before the first, between two of ``monitor``'s reloads,
+scrape asks the monitor's own thread (at its next tick, within tens of ms) to fold them and to read the
+kernel's counters and the recorder's placement, so every piece of monitor state is read by the thread that
+changes it. The answers of report sharing and report numa over each target's last 15 s (``metrics.answers``, for
+the targets with new snapshots) are handed to a worker thread (``metrics.answer_worker``) with their own copy of
+the snapshots; the monitor's thread takes its results at a later refresh and never waits for it. When no monitor runs (before the first, between two of ``monitor``'s reloads,
 after the end) a scrape gets the last values at once. Counters carry over from one attached Monitor
 to the next (reloads), so ``rate()`` and ``increase()`` see no reset."""
 
@@ -20,8 +21,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from damon_bpf.core.attrs import MonitoringAttrs
-from damon_bpf.errors import DamonBpfError
-from damon_bpf.metrics.answers import TOP_PAIRS, target_answers
+from damon_bpf.metrics.answer_worker import AnswerWorker, Finished, Job
+from damon_bpf.metrics.answers import TOP_PAIRS, TargetAnswers, target_answers
+from damon_bpf.recordfile import TargetRecord
 from damon_bpf.metrics.fold import TargetTotals, fold, fold_moves, hot_threshold, thread_shares
 from damon_bpf.reports.recent import RecentRecords, TargetMeta, recorder_meta
 from damon_bpf.session import RunResult, cpu_seconds
@@ -39,7 +41,7 @@ GONE_KEEP_NS = 300 * 10**9      # an exited target's series stay this long (its 
 SCRAPE_WAIT_S = 2.0             # longest a scrape waits for the monitor's thread before serving the last values
 PENDING_LIMIT = 10_000          # snapshots kept between scrapes before they are folded without one
 ANSWER_PERIOD_S = 5.0           # the sharing and NUMA answers are recomputed at most this often
-ANSWER_BUDGET = 0.01            # and take at most this share of a core on the collector's thread, on average
+ANSWER_BUDGET = 0.01            # and take at most this share of a core (the worker's thread), on average
 PLACES = ("in_regions", "outside_regions", "late", "unattributed")
 # a run counter: "seen", "delivered", "lost", ("filter", spec, index) or ("placed", place)
 CounterKey = Union[str, tuple[str, str], tuple[str, str, int]]
@@ -91,7 +93,10 @@ class MetricsExporter(Collector):
     label too."""
 
     def __init__(self, top_threads: int = TOP_THREADS, cgroup_of: Callable[[int], str] | None = None,
-                 scrape_wait_s: float = SCRAPE_WAIT_S, top_pairs: int = TOP_PAIRS) -> None:
+                 scrape_wait_s: float = SCRAPE_WAIT_S, top_pairs: int = TOP_PAIRS,
+                 answer: Callable[[TargetRecord], TargetAnswers] | None = None) -> None:
+        """``answer`` (tests, the benchmark): a target's answers from its recent snapshots, made on the worker's
+        thread; ``metrics.answers.target_answers`` with ``top_pairs`` by default."""
         self.top_threads, self.top_pairs = top_threads, top_pairs
         self.cgroup_of = cgroup_of
         self.scrape_wait_s = scrape_wait_s
@@ -103,6 +108,8 @@ class MetricsExporter(Collector):
         self.applier: NumaApplier | None = None    # --apply's, whose moves are served
         self._moves_done = 0
         self._answers_due = 0.0   # time.monotonic() of the next answers
+        self._answers_ready = False   # the worker finished a round: the next tick refreshes
+        self.answers = AnswerWorker(answer or (lambda rec: target_answers(rec, top_pairs)), self._answered)
         self.counters = RunCounters()
         self.monitor: Monitor | None = None
         self._target_meta: TargetMeta = lambda _target_id, _pid: None   # the attached recorder's (attach)
@@ -138,8 +145,12 @@ class MetricsExporter(Collector):
             self._fold()
 
     def on_tick(self, _now_ns: int) -> None:
-        if self._wanted:
+        if self._wanted or self._answers_ready:
             self._refresh()
+
+    def _answered(self) -> None:
+        """The worker's thread: a round finished (a flag the monitor's thread reads at its next tick)."""
+        self._answers_ready = True
 
     def on_end(self, result: RunResult | None) -> None:
         """The run ended: its final (exact) accounting is read, and later scrapes get it at once."""
@@ -163,27 +174,41 @@ class MetricsExporter(Collector):
                 self.recent.on_snapshot(pid, pid, snapshot)   # by pid: target ids restart at a reload
 
     def _answer(self) -> None:
-        """When due, the sharing and NUMA answers of every target with snapshots since its last answer (a gone
-        target keeps its last); then --apply's new moves. The answers are paced by their own cost (they run on
-        the collector's thread): after a round that took ``t`` of CPU the next waits ``t / ANSWER_BUDGET``."""
+        """Take the worker's finished round, if any; when due, hand it the next (every target with snapshots since
+        its last round; a gone target keeps its last answers); then --apply's new moves. Rounds are paced by
+        their cost: after a round that took ``t`` of the worker's CPU, the next waits ``t / ANSWER_BUDGET``."""
+        self._answers_ready = False
+        done = self.answers.take()
+        if done is not None:
+            self._take_answers(done)
         now = time.monotonic()
         if now >= self._answers_due:
-            began, answered = time.thread_time(), 0
-            for pid, totals in self.targets.items():
-                rec = self.recent.record(pid) if self.recent is not None else None
-                if rec is None or totals.answered_at == totals.snapshots:
-                    continue
-                try:
-                    totals.answers = target_answers(rec, self.top_pairs)
-                except DamonBpfError:   # e.g. move_pages refused: nothing to say
-                    totals.answers = None
-                totals.answered_at, answered = totals.snapshots, answered + 1
-            if answered:   # a target's first snapshots are answered at the first scrape after them
-                self._answers_due = now + max(ANSWER_PERIOD_S, (time.thread_time() - began) / ANSWER_BUDGET)
+            jobs = self._answer_jobs()   # a target's first snapshots are answered at the first refresh after them
+            if jobs:   # when the last round still runs this one is skipped (the worker counts it)
+                if self.answers.submit(jobs):
+                    for pid, seen, _rec in jobs:
+                        self.targets[pid].answered_at = seen
+                self._answers_due = now + ANSWER_PERIOD_S
         if self.applier is not None:
             moves = self.applier.moves
             fold_moves(self.targets, moves[self._moves_done:], self.applier.recent.pids)
             self._moves_done = len(moves)
+
+    def _answer_jobs(self) -> list[Job]:
+        """Each target with snapshots since its last round, with its own copy of its recent snapshots."""
+        jobs = []
+        for pid, totals in self.targets.items():
+            rec = self.recent.record(pid) if self.recent is not None else None
+            if rec is not None and totals.answered_at != totals.snapshots:
+                jobs.append((pid, totals.snapshots, rec))
+        return jobs
+
+    def _take_answers(self, done: Finished) -> None:
+        for pid, (_seen, answers) in done.results.items():
+            totals = self.targets.get(pid)
+            if totals is not None:   # else gone and forgotten since
+                totals.answers = answers
+        self._answers_due = max(self._answers_due, time.monotonic() + done.cpu_s / ANSWER_BUDGET - done.wall_s)
 
     def _refresh(self, read_monitor: bool = True) -> None:
         self._fold()
@@ -334,7 +359,12 @@ class MetricsExporter(Collector):
                                   value=cpu_seconds())
         live = GaugeMetricFamily(PREFIX + "targets", "Target processes being monitored now",
                                  value=sum(t.gone_ns is None for t in self.targets.values()))
-        return families + [filtered, placed, cpu, live]
+        rounds = CounterMetricFamily(PREFIX + "answer_rounds", "Rounds of the sharing and NUMA answers, by outcome: "
+                                     "started (on their own thread), skipped (the previous round still ran)",
+                                     labels=["outcome"])
+        rounds.add_metric(["started"], self.answers.rounds)
+        rounds.add_metric(["skipped"], self.answers.skipped)
+        return families + [filtered, placed, cpu, live, rounds]
 
 
 def _window_snapshots(attrs: MonitoringAttrs) -> int:

@@ -34,7 +34,7 @@ class TargetTotals:
     recent_tids: deque = field(default_factory=deque)   # (end_ns, {tid: reports}) of the last window_ns
     gone_ns: int | None = None          # monotonic time it was last seen gone (its series go later)
     answers: TargetAnswers | None = None   # sharing and NUMA over the recent snapshots, as of ``answered_at``
-    answered_at: int = 0                # ``snapshots`` when the answers were computed
+    answered_at: int = 0                # ``snapshots`` when its last answers round was started
     moved_bytes_by_node: Counter = field(default_factory=Counter)   # --apply's moves, by the node moved to
 
 

@@ -1,28 +1,38 @@
 #!/usr/bin/env python3
-"""What do the sharing and NUMA series cost a scrape, by threads? ``metrics.answers.target_answers`` (report
-sharing and report numa over one target's last 15 s: 150 windows at DAMON's 100 ms) on synthetic windows whose
-regions lie in a buffer of this process, so report numa's move_pages(2) query is the real syscall. Each thread
-reports in a random third of the regions in each window, on CPU 0 or 1.
+"""What do the sharing and NUMA series cost, by threads, and how long do they hold the collector's thread?
+``metrics.answers.target_answers`` (report sharing and report numa over one target's last 15 s: 150 windows at
+DAMON's 100 ms) on synthetic windows whose regions lie in a buffer of this process, so report numa's
+move_pages(2) query is the real syscall. Each thread reports in a random third of the regions in each window, on
+CPU 0 or 1.
 
-    bench_metric_answers.py [--threads 2 16 64 200] [--regions 100] [--windows 150] [--repeat 3]
+    bench_metric_answers.py [--threads 2 16 32 200] [--regions 100] [--windows 150] [--repeat 3]
 
-A scrape computes this once per target with new snapshots, on the collector's thread. Prints, per thread
-count, the best wall time of a call and of its two parts (sharing*: report sharing over every thread; the
-answers compare the MAX_THREADS busiest only); asserts nothing.
+First table: per thread count, the best wall time of a call and of its two parts (sharing*: report sharing over
+every thread; the answers compare the MAX_THREADS busiest only). Second table: the collector's thread per
+answers round, before (the round computed on it, as the exporter did until the answers got their own thread:
+it is held the whole round) and after (``MetricsExporter._answer`` hands the round to its worker): the time the
+call holds the thread (median over --repeat rounds), and, while the worker computes, how late a 10 ms tick of
+the collector's thread comes (median and max over the ticks: the worker shares the GIL), next to the worker's
+round time. Asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import threading
 import time
 
 import numpy as np
 
+from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.snapshot import Snapshot
-from damon_bpf.metrics.answers import NUMA_SAMPLES, target_answers
+from damon_bpf.metrics import MetricsExporter
+from damon_bpf.metrics.answers import NUMA_SAMPLES, TOP_PAIRS, target_answers
 from damon_bpf.recordfile import TargetRecord
 from damon_bpf.reports import numa, sharing
+from damon_bpf.reports.recent import RecentRecords
 
 PAGE = os.sysconf("SC_PAGESIZE")
 REGION_PAGES = 64
@@ -55,7 +65,7 @@ def best(repeat: int, call, *args, **kwargs) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, nargs="+", default=[2, 16, 64, 200])
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 16, 32, 200])
     parser.add_argument("--regions", type=int, default=100)
     parser.add_argument("--windows", type=int, default=150)
     parser.add_argument("--repeat", type=int, default=3)
@@ -71,6 +81,45 @@ def main() -> None:
         placed = best(args.repeat, numa.numa, [rec], 0, samples=NUMA_SAMPLES)
         pairs = target_answers(rec).nr_pairs
         print(f"{threads:>8} {1e3 * total:>8.1f}ms {1e3 * shared:>8.1f}ms {1e3 * placed:>8.1f}ms {pairs:>7}")
+    print("the collector's thread per answers round (one target): held by the call; a 10 ms tick's lateness "
+          "while the worker runs (median / max)")
+    print(f"{'threads':>8} {'before: held':>13} {'after: held':>12} {'tick late':>18} {'worker round':>13}")
+    for threads in args.threads:
+        rec = make_record(buffer, threads, args.regions, args.windows)
+        before = [held(target_answers, rec, TOP_PAIRS) for _ in range(args.repeat)]
+        after = [handed_over(rec) for _ in range(args.repeat)]
+        late = [x for _held, ticks, _round in after for x in ticks]
+        print(f"{threads:>8} {1e3 * statistics.median(before):>11.1f}ms "
+              f"{1e3 * statistics.median(h for h, _t, _r in after):>10.2f}ms "
+              f"{1e3 * statistics.median(late):>7.1f} / {1e3 * max(late):>5.1f}ms "
+              f"{1e3 * statistics.median(r for _h, _t, r in after):>11.1f}ms")
+
+
+def held(call, *args) -> float:
+    began = time.perf_counter()
+    call(*args)
+    return time.perf_counter() - began
+
+
+def handed_over(rec: TargetRecord) -> tuple[float, list[float], float]:
+    """One round through a MetricsExporter fed ``rec``'s windows: the time ``_answer`` held the calling thread,
+    the lateness of each 10 ms tick of this thread until the worker's round ended, and the round's wall time."""
+    ended = threading.Event()
+    exporter = MetricsExporter()
+    exporter.answers.on_done = ended.set
+    exporter.recent = RecentRecords(MonitoringAttrs(), keep=len(rec.snapshots))
+    for snapshot in rec.snapshots:
+        exporter.on_snapshot(0, rec.pid, snapshot)
+    exporter._fold()
+    hold = held(exporter._answer)
+    ticks = []
+    while not ended.is_set():
+        due = time.perf_counter() + 0.01
+        time.sleep(0.01)
+        ticks.append(max(0.0, time.perf_counter() - due))
+    done = exporter.answers.take()
+    assert done is not None and done.results[rec.pid][1] is not None
+    return hold, ticks or [0.0], done.wall_s
 
 
 if __name__ == "__main__":
