@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import click
 
@@ -11,7 +11,7 @@ from cli.types import Duration, Microseconds, RingMegabytes, parse_rate
 from damon_bpf import log
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.layout import LAYOUT_MODES
-from damon_bpf.metrics import MetricsExporter, MetricsServer, parse_listen
+from damon_bpf.metrics import parse_listen
 from damon_bpf.monitor import FilterSpec, MonitorConfig, RecordingSpec, SamplerSpec, TargetSpec
 from damon_bpf.recorder import Recorder
 from damon_bpf.reports.numa_live import NumaApplier
@@ -22,6 +22,9 @@ from damon_bpf.sources.host import SOURCE_ORDER
 from damon_bpf.sources.kdamond_paddr import DAMON_OPS
 from damon_bpf.sources.perf_mem import DEFAULT_SAMPLE_PERIOD
 from damon_bpf.sources.tracer import DEFAULT_RING_BYTES
+
+if TYPE_CHECKING:
+    from damon_bpf.metrics import MetricsExporter
 
 _OPTIONS = [
     click.option("-p", "--pid", "pids", type=int, multiple=True,
@@ -213,6 +216,8 @@ def serve_metrics(listen: str | None, cgroups: bool = False) -> MetricsExporter 
     monitor to the exporter. With ``cgroups`` (--cgroup targets) every target series has a ``cgroup`` label."""
     if not listen:
         return None
+    from damon_bpf.metrics import MetricsExporter, MetricsServer   # only when asked: ~0.3 s of imports
+
     exporter = MetricsExporter(cgroup_of=(lambda pid: _cgroup_of(exporter, pid)) if cgroups else None)
     MetricsServer(listen, exporter)
     return exporter

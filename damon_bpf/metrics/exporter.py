@@ -5,8 +5,9 @@ scrape asks the monitor's own thread (at its next tick, within tens of ms) to fo
 kernel's counters and the recorder's placement, so every piece of monitor state is read by the thread that
 changes it. The answers of report sharing and report numa over each target's last 15 s (``metrics.answers``, for
 the targets with new snapshots) are handed to a worker thread (``metrics.answer_worker``) with their own copy of
-the snapshots; the monitor's thread takes its results at a later refresh and never waits for it. When no monitor runs (before the first, between two of ``monitor``'s reloads,
-after the end) a scrape gets the last values at once. Counters carry over from one attached Monitor
+the snapshots; the monitor's thread takes its results at a later refresh and never waits for it. When no
+monitor runs (before the first, between two of ``monitor``'s reloads, after the end) a scrape gets the last
+values at once. Counters carry over from one attached Monitor
 to the next (reloads), so ``rate()`` and ``increase()`` see no reset."""
 
 from __future__ import annotations
