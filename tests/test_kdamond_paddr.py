@@ -61,6 +61,33 @@ def test_mapping_back_is_per_page_and_bounded(frames, max_nr, rnd):
 
 
 RANGE_KIB = 256 << 10   # big enough that DAMON's regions hold mostly this process's frames even when borrowed
+# A borrowed kdamond's regions were shaped before the workload's frames turned hot (on this host: 1024-8192
+# regions over 9 GiB, merged while that memory idled), and the hot and cold ranges' frames interleave in the
+# same 2 MiB blocks (measured: 657 of 836 blocks hold both). DAMON splits a region in at most three per
+# aggregation, so it takes aggregations to part hot frames from cold: measured with two CPU hogs, the hot
+# range's mean nr_accesses was 1.1-1.5x the cold one's in the first aggregation, 2.2-2.3x in the second and
+# 3-6x from the fourth. The first ADAPT aggregations are therefore not judged.
+ADAPT, JUDGED = 4, 3
+
+
+def _compact_free_memory() -> None:
+    """Free memory scattered in small runs spreads the workload's frames thinly over the kdamond's regions
+    (7,163 runs over 9 GiB for 256 MiB, measured); compacting first gives it denser runs (1,074)."""
+    Path("/proc/sys/vm/compact_memory").write_text("1\n")
+
+
+def _seen_share_and_heat(snaps, t: dict) -> tuple[float, float, float]:
+    """Over ``snaps``: the mean share of the range's bytes that lay in monitored regions, and, of those
+    bytes, the share shown hot and the mean nr_accesses per byte."""
+    seen, hot, heat = 0.0, 0.0, 0.0
+    for s in snaps:
+        covered = np.clip(np.minimum(s.end, t["end"]).astype(np.int64)
+                          - np.maximum(s.start, t["start"]).astype(np.int64), 0, None)
+        seen += float(covered.sum())
+        hot += float(covered[s.nr_accesses > 0].sum())
+        heat += float((covered * s.nr_accesses.astype(np.float64)).sum())
+    size = float(t["end"] - t["start"]) * len(snaps)
+    return seen / size, hot / max(seen, 1.0), heat / max(seen, 1.0)
 
 
 def test_paddr_source_finds_the_steady_hot_range_hot_and_the_cold_one_cold(accessgen):
@@ -68,7 +95,8 @@ def test_paddr_source_finds_the_steady_hot_range_hot_and_the_cold_one_cold(acces
     from damon_bpf.sources.kdamond import ADMIN
     from damon_bpf.sources.kdamond_paddr import PaddrDamon, read_pagemap
 
-    proc = subprocess.Popen([accessgen, "--duration", "60", f"hot:-1:W:{RANGE_KIB}:0", f"cold:-1:c:{RANGE_KIB}:0"],
+    _compact_free_memory()
+    proc = subprocess.Popen([accessgen, "--duration", "120", f"hot:-1:W:{RANGE_KIB}:0", f"cold:-1:c:{RANGE_KIB}:0"],
                             stdout=subprocess.PIPE, text=True)
     notes = []
     try:
@@ -81,8 +109,8 @@ def test_paddr_source_finds_the_steady_hot_range_hot_and_the_cold_one_cold(acces
         kernel = PaddrDamon(MonitoringAttrs(), warn=notes.append)
         kernel.start(SimpleNamespace(pids={info["pid"]}))
         try:
-            deadline = time.monotonic() + 60   # 3 aggregations of a borrowed kdamond take 15 s; loaded hosts lag
-            while len(kernel.snapshots.get(info["pid"], [])) < 3 and time.monotonic() < deadline:
+            deadline = time.monotonic() + 100   # 7 aggregations of a borrowed kdamond take 35 s; loaded hosts lag
+            while len(kernel.snapshots.get(info["pid"], [])) < ADAPT + JUDGED and time.monotonic() < deadline:
                 kernel.tick(0)
                 time.sleep(0.1)
         finally:
@@ -91,21 +119,16 @@ def test_paddr_source_finds_the_steady_hot_range_hot_and_the_cold_one_cold(acces
         proc.kill()
         proc.wait()
     snaps = kernel.snapshots.get(info["pid"], [])
-    assert len(snaps) >= 3, notes
-    # Of each range, over the aggregations after the first (a warm-up): the share shown hot and the mean
-    # nr_accesses per byte. A borrowed kdamond's regions are shared with other processes' memory, which on this
-    # busy machine is sometimes hot too (a cold range was once shown 86% hot beside the hot one's 91%), and a
-    # starved writer touches its pages less often than DAMON samples; what holds is the hot range's lead.
-    share, heat = {}, {}
+    assert len(snaps) >= ADAPT + JUDGED, notes
+    # judged over the bytes the kdamond monitors (a borrowed one watches a fixed physical window: 4-13 GiB
+    # of this host's 25, and frames outside it are unseen, not cold); a page takes its whole region's heat,
+    # so cold pages sharing regions with hot frames (others' or ours) look warm: what holds is the hot lead
+    seen, share, heat = {}, {}, {}
     for name, t in threads.items():
-        shares, means = [], []
-        for s in snaps[1:]:
-            covered = np.clip(np.minimum(s.end, t["end"]).astype(np.int64) - np.maximum(s.start, t["start"]).astype(
-                np.int64), 0, None)
-            shares.append(float(covered[s.nr_accesses > 0].sum() / (RANGE_KIB << 10)))
-            means.append(float((covered * s.nr_accesses.astype(np.float64)).sum() / (RANGE_KIB << 10)))
-        share[name], heat[name] = float(np.mean(shares)), float(np.mean(means))
-    assert share["hot"] > share["cold"] and heat["hot"] >= 2 * heat["cold"] and heat["hot"] > 0, (share, heat, notes)
+        seen[name], share[name], heat[name] = _seen_share_and_heat(snaps[ADAPT:], t)
+    assert min(seen.values()) >= 0.25, ("most frames lay outside the kdamond's regions", seen, notes)
+    assert share["hot"] > share["cold"] and heat["hot"] >= 2 * heat["cold"] and heat["hot"] > 0, \
+        (seen, share, heat, notes)
     summary = kernel.summary()
     assert summary["pages_seen"] > 0 and summary["error"] is None, summary
     if summary["borrowed_kdamond"] is None:   # ours: removed at the end
