@@ -264,8 +264,8 @@ def split_aggregations(rows: np.ndarray, gap_ns: int) -> tuple[list[np.ndarray],
     still arriving, the number of rows dropped). DAMON reports all of a target's regions in one pass at the end
     of an aggregation, in ascending address order, each row carrying the target's region count: an aggregation
     ends where the next row does not start above the last one, carries another count or comes ``gap_ns`` or
-    more later (half an aggregation interval), or when it has that many rows. One cut short (rows lost to a
-    full ring buffer) is dropped whole rather than mixed into the next."""
+    more later (three quarters of an aggregation interval), or when it has that many rows. One cut short (rows
+    lost to a full ring buffer) is dropped whole rather than mixed into the next."""
     restarts = np.flatnonzero((rows["start"][1:] <= rows["start"][:-1])
                               | (rows["nr_regions"][1:] != rows["nr_regions"][:-1])
                               | (np.diff(rows["time_ns"].astype(np.int64)) >= gap_ns)) + 1
@@ -351,7 +351,7 @@ class KernelDamon:
             mine = rows[rows["target_id"] == tid]
             if tid in self.pending:
                 mine = np.concatenate([self.pending[tid], mine])
-            done, self.pending[tid], dropped = split_aggregations(mine, self.attrs.aggr_interval_us * 500)
+            done, self.pending[tid], dropped = split_aggregations(mine, self.attrs.aggr_interval_us * 750)
             self.rows_dropped += dropped
             for aggregation in done:
                 self._emit(tid, aggregation)
