@@ -61,28 +61,81 @@ def test_mapping_back_is_per_page_and_bounded(frames, max_nr, rnd):
 
 
 RANGE_KIB = 256 << 10   # big enough that DAMON's regions hold mostly this process's frames even when borrowed
+# A borrowed kdamond's regions were shaped before the workload's frames turned hot (on this host: 1024-8192
+# regions over 9 GiB, merged while that memory idled). DAMON splits a region in at most three per aggregation,
+# so it takes aggregations to part hot frames from cold: measured with two CPU hogs, the hot range's mean
+# nr_accesses was 1.1-1.5x the cold one's in the first aggregation, 2.2-2.3x in the second and 3-6x from the
+# fourth. The first ADAPT aggregations are therefore not judged.
+ADAPT, JUDGED = 4, 3
+# The ranges are backed by huge pages: with 4 KiB pages the allocator interleaved the hot and cold ranges' frames
+# (657 of 836 2 MiB blocks held both) and other processes' among them, so a region could not hold one without
+# the other; once, beside an emulated guest writing its memory on this host, the cold range was shown hot on 92%
+# of its bytes and the hot one on 88%. A 2 MiB huge page is one physically contiguous run of one range's frames.
+STEADY = """
+import ctypes, json, mmap, sys, time
+size, until = int(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+ranges = {}
+for name in ("hot", "cold"):
+    m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    m.madvise(mmap.MADV_HUGEPAGE)
+    for i in range(0, size, 4096):
+        m[i] = 1
+    start = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    ranges[name] = (m, {"name": name, "start": start, "end": start + size})
+print(json.dumps({"pid": __import__("os").getpid(), "threads": [r[1] for r in ranges.values()]}), flush=True)
+hot = ranges["hot"][0]
+while time.monotonic() < until:
+    for i in range(0, size, 4096):
+        hot[i] = 2
+"""
 
 
-def test_paddr_source_finds_the_steady_hot_range_hot_and_the_cold_one_cold(accessgen):
+def _compact_free_memory() -> None:
+    """Huge pages need free 2 MiB blocks: compacting first makes them likely on a long-running host."""
+    Path("/proc/sys/vm/compact_memory").write_text("1\n")
+
+
+def _huge_share(pid: int) -> float:
+    rollup = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+    return int(rollup["AnonHugePages"].split()[0]) / (2 * RANGE_KIB)
+
+
+def _seen_share_and_heat(snaps, t: dict) -> tuple[float, float, float]:
+    """Over ``snaps``: the mean share of the range's bytes that lay in monitored regions, and, of those
+    bytes, the share shown hot and the mean nr_accesses per byte."""
+    seen, hot, heat = 0.0, 0.0, 0.0
+    for s in snaps:
+        covered = np.clip(np.minimum(s.end, t["end"]).astype(np.int64)
+                          - np.maximum(s.start, t["start"]).astype(np.int64), 0, None)
+        seen += float(covered.sum())
+        hot += float(covered[s.nr_accesses > 0].sum())
+        heat += float((covered * s.nr_accesses.astype(np.float64)).sum())
+    size = float(t["end"] - t["start"]) * len(snaps)
+    return seen / size, hot / max(seen, 1.0), heat / max(seen, 1.0)
+
+
+def test_paddr_source_finds_the_steady_hot_range_hot_and_the_cold_one_cold():
     from damon_bpf.core.attrs import MonitoringAttrs
     from damon_bpf.sources.kdamond import ADMIN
     from damon_bpf.sources.kdamond_paddr import PaddrDamon, read_pagemap
 
-    proc = subprocess.Popen([accessgen, "--duration", "60", f"hot:-1:W:{RANGE_KIB}:0", f"cold:-1:c:{RANGE_KIB}:0"],
-                            stdout=subprocess.PIPE, text=True)
+    _compact_free_memory()
+    proc = subprocess.Popen([sys.executable, "-c", STEADY, str(RANGE_KIB << 10), "120"], stdout=subprocess.PIPE,
+                            text=True)
     notes = []
     try:
         info = json.loads(proc.stdout.readline())
         threads = {t["name"]: t for t in info["threads"]}
         pages = read_pagemap(info["pid"])
-        for t in threads.values():   # written before the threads start: resident, with frames root can see
+        for t in threads.values():   # written before monitoring: resident, with frames root can see
             mine = (pages.vpages >= t["start"] // P) & (pages.vpages < t["end"] // P)
             assert int(mine.sum()) == RANGE_KIB // 4 and (pages.pfns[mine] > 0).all()
+        assert _huge_share(info["pid"]) >= 0.9, "the ranges did not get huge pages (THP off or memory fragmented)"
         kernel = PaddrDamon(MonitoringAttrs(), warn=notes.append)
         kernel.start(SimpleNamespace(pids={info["pid"]}))
         try:
-            deadline = time.monotonic() + 60   # 3 aggregations of a borrowed kdamond take 15 s; loaded hosts lag
-            while len(kernel.snapshots.get(info["pid"], [])) < 3 and time.monotonic() < deadline:
+            deadline = time.monotonic() + 100   # 7 aggregations of a borrowed kdamond take 35 s; loaded hosts lag
+            while len(kernel.snapshots.get(info["pid"], [])) < ADAPT + JUDGED and time.monotonic() < deadline:
                 kernel.tick(0)
                 time.sleep(0.1)
         finally:
@@ -91,21 +144,17 @@ def test_paddr_source_finds_the_steady_hot_range_hot_and_the_cold_one_cold(acces
         proc.kill()
         proc.wait()
     snaps = kernel.snapshots.get(info["pid"], [])
-    assert len(snaps) >= 3, notes
-    # Of each range, over the aggregations after the first (a warm-up): the share shown hot and the mean
-    # nr_accesses per byte. A borrowed kdamond's regions are shared with other processes' memory, which on this
-    # busy machine is sometimes hot too (a cold range was once shown 86% hot beside the hot one's 91%), and a
-    # starved writer touches its pages less often than DAMON samples; what holds is the hot range's lead.
-    share, heat = {}, {}
+    assert len(snaps) >= ADAPT + JUDGED, notes
+    # judged over the bytes the kdamond monitors (a borrowed one watches a fixed physical window: 4-13 GiB
+    # of this host's 25, and frames outside it are unseen, not cold); a page takes its whole region's heat,
+    # so cold pages sharing regions with hot frames (others' or ours) look warm: what holds is the hot lead
+    seen, share, heat = {}, {}, {}
     for name, t in threads.items():
-        shares, means = [], []
-        for s in snaps[1:]:
-            covered = np.clip(np.minimum(s.end, t["end"]).astype(np.int64) - np.maximum(s.start, t["start"]).astype(
-                np.int64), 0, None)
-            shares.append(float(covered[s.nr_accesses > 0].sum() / (RANGE_KIB << 10)))
-            means.append(float((covered * s.nr_accesses.astype(np.float64)).sum() / (RANGE_KIB << 10)))
-        share[name], heat[name] = float(np.mean(shares)), float(np.mean(means))
-    assert share["hot"] > share["cold"] and heat["hot"] >= 2 * heat["cold"] and heat["hot"] > 0, (share, heat, notes)
+        seen[name], share[name], heat[name] = _seen_share_and_heat(snaps[ADAPT:], t)
+    assert min(seen.values()) >= 0.25, ("most frames lay outside the kdamond's regions", seen, notes)
+    print("judged", {"seen": seen, "share": share, "heat": heat})   # shown with -rA
+    assert share["hot"] > share["cold"] and heat["hot"] >= 2 * heat["cold"] and heat["hot"] > 0, \
+        (seen, share, heat, notes[-1:])
     summary = kernel.summary()
     assert summary["pages_seen"] > 0 and summary["error"] is None, summary
     if summary["borrowed_kdamond"] is None:   # ours: removed at the end

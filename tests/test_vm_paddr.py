@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# Not yet seen passing: its first guest run (2026-11-30, host load 13-19) ended before it started (README,
-# "Samplers against kernel DAMON"); left out of tests/vm/run's default run until it passes there.
+# Not yet seen passing (README, "vaddr against the paddr-backed view"): its runs of 2026-11-30 showed the written
+# range 2.6% hot, then (rows assembled per tick since) only 7 aggregations in 15 s; left out of tests/vm/run's
+# default run until it passes there twice.
 pytestmark = [pytest.mark.vm, pytest.mark.known_failing]
 
 DAMON_BPF = str(Path(sys.executable).parent / "damon-bpf")
@@ -68,7 +69,7 @@ def test_damon_ops_paddr_shows_the_written_range_hot_on_the_targets_pages(access
     try:
         info = json.loads(proc.stdout.readline())
         run = subprocess.run([DAMON_BPF, "record", "-p", str(info["pid"]), "--source", "damon", "--damon-ops",
-                              "paddr", "--duration", "15", "-o", str(out)], capture_output=True, text=True,
+                              "paddr", "--duration", "45", "-o", str(out)], capture_output=True, text=True,
                              timeout=600)
     finally:
         proc.kill()
@@ -78,9 +79,11 @@ def test_damon_ops_paddr_shows_the_written_range_hot_on_the_targets_pages(access
     assert (ADMIN / "kdamonds" / "nr_kdamonds").read_text().strip() == "0" and not STATE.exists()
     (kernel,) = [r for r in read_record(str(out)) if r.meta.get("view") == "kernel-damon"]
     assert "paddr" in kernel.meta["tool"] and kernel.pid == info["pid"], kernel.meta
-    assert len(kernel.snapshots) >= 20, (len(kernel.snapshots), run.stderr)
     threads = {t["name"]: t for t in info["threads"]}
     (hot_share, hot_heat), (cold_share, cold_heat) = (_shares(kernel.snapshots, threads[n]) for n in ("hot", "cold"))
+    # 45 s: in the emulated guest setting up a kdamond on 356 ranges took 11.7 s (tests/bench/probe_paddr.py)
+    # and a 15 s run held 7 aggregations (2026-11-30); the judgement wants at least 20
+    assert len(kernel.snapshots) >= 20, (len(kernel.snapshots), hot_share, cold_share, run.stderr[-600:])
     # the written range is hot on most of its bytes, and hotter than the range written once before monitoring
     assert hot_share >= 0.5 and hot_share > cold_share and hot_heat >= 2 * cold_heat, \
         (hot_share, cold_share, hot_heat, cold_heat, run.stderr)

@@ -259,6 +259,31 @@ def kernel_snapshot(start: np.ndarray, end: np.ndarray, nr_accesses: np.ndarray,
                     zeros, zeros.copy(), zeros.copy())
 
 
+def split_aggregations(rows: np.ndarray, gap_ns: int) -> tuple[list[np.ndarray], np.ndarray, int]:
+    """One target's damon_aggregated rows, in arrival order, as (its complete aggregations, the rows of the one
+    still arriving, the number of rows dropped). DAMON reports all of a target's regions in one pass at the end
+    of an aggregation, in ascending address order, each row carrying the target's region count: an aggregation
+    ends where the next row does not start above the last one, carries another count or comes ``gap_ns`` or
+    more later (three quarters of an aggregation interval), or when it has that many rows. One cut short (rows
+    lost to a full ring buffer) is dropped whole rather than mixed into the next."""
+    restarts = np.flatnonzero((rows["start"][1:] <= rows["start"][:-1])
+                              | (rows["nr_regions"][1:] != rows["nr_regions"][:-1])
+                              | (np.diff(rows["time_ns"].astype(np.int64)) >= gap_ns)) + 1
+    firsts, ends = np.r_[0, restarts], np.r_[restarts, len(rows)]
+    done, dropped = [], 0
+    for first, end in zip(firsts.tolist(), ends.tolist()):
+        while first < end:
+            want = max(1, int(rows["nr_regions"][first]))
+            if end - first < want:
+                if end == len(rows):
+                    return done, rows[first:], dropped
+                dropped += end - first
+                break
+            done.append(rows[first:first + want])
+            first += want
+    return done, rows[:0], dropped
+
+
 class KernelDamon:
     """A kdamond on the targets, run for the session's length: a companion (sources.companion) that
     Session.run starts with the targets and stops on every exit path; its snapshots go to its sinks."""
@@ -275,8 +300,9 @@ class KernelDamon:
         self.attrs, self.warn = attrs, warn
         self._claim(running_kdamonds(self.sysfs))
         self.bpf = self._compile()
-        self.rows: list[np.ndarray] = []
-        self.pending: dict[int, list[np.ndarray]] = {}
+        self.raw_rows: list[bytes] = []
+        self.pending: dict[int, np.ndarray] = {}   # target index -> rows of its aggregation still arriving
+        self.rows_dropped = 0   # rows of aggregations that arrived incomplete (ring buffer full), not filed
         self.pids: list[int] = []
         self.kdamond_pid: int | None = None
         self.snapshots: dict[int, list[Snapshot]] = {}
@@ -306,24 +332,29 @@ class KernelDamon:
         return start_kdamond(self.pids, self.attrs, self.sysfs)
 
     def _on_row(self, _ctx, data, size) -> int:
-        self.rows.append(np.frombuffer(ct.string_at(data, ROW.itemsize), dtype=ROW).copy())
+        # kept as bytes and decoded per tick: DAMON reports every region of every aggregation, and per-row numpy
+        # work (15 us a row here, far more in an emulated guest) fell behind a 1,000-region kdamond, so that
+        # ring_buffer_consume never returned while rows kept coming
+        self.raw_rows.append(ct.string_at(data, ROW.itemsize))
         return 0
 
     def tick(self, now_ns: int) -> None:
         self.bpf.ring_buffer_consume()
-        if self.rows:
-            self._assemble(np.concatenate(self.rows))
-            self.rows = []
+        if self.raw_rows:
+            rows = np.frombuffer(b"".join(self.raw_rows), dtype=ROW)
+            self.raw_rows = []
+            self._assemble(rows)
 
     def _assemble(self, rows: np.ndarray) -> None:
-        """A snapshot is complete when a target has as many rows as the nr_regions they carry."""
-        for row in rows:
-            tid = int(row["target_id"])
-            got = self.pending.setdefault(tid, [])
-            got.append(row)
-            if len(got) >= int(row["nr_regions"]):
-                self._emit(tid, np.array(got, dtype=ROW))
-                self.pending[tid] = []
+        """Each target's rows, in arrival order, cut into its aggregations (split_aggregations)."""
+        for tid in np.unique(rows["target_id"]).tolist():
+            mine = rows[rows["target_id"] == tid]
+            if tid in self.pending:
+                mine = np.concatenate([self.pending[tid], mine])
+            done, self.pending[tid], dropped = split_aggregations(mine, self.attrs.aggr_interval_us * 750)
+            self.rows_dropped += dropped
+            for aggregation in done:
+                self._emit(tid, aggregation)
 
     def _emit(self, index: int, rows: np.ndarray) -> None:
         if index >= len(self.pids):
@@ -348,7 +379,9 @@ class KernelDamon:
         finally:
             self.bpf.cleanup()
         count = sum(len(s) for s in self.snapshots.values())
-        self.warn(f"damon: kernel DAMON (kdamond {self.kdamond_pid}) gave {count} snapshots; {self.end_note}")
+        lost = (f"; {self.rows_dropped} rows of aggregations cut short (ring buffer full) not filed"
+                if self.rows_dropped else "")
+        self.warn(f"damon: kernel DAMON (kdamond {self.kdamond_pid}) gave {count} snapshots{lost}; {self.end_note}")
 
     def _release(self) -> None:
         stop_kdamond(self.sysfs)
@@ -361,7 +394,7 @@ class KernelDamon:
     def summary(self) -> dict:
         return {"sampler": self.name, "kdamond": self.kdamond_pid,
                 "snapshots": {str(p): len(s) for p, s in self.snapshots.items()}, "error": self.error,
-                "sysfs_busy_retries": self.sysfs.busy_retries}
+                "sysfs_busy_retries": self.sysfs.busy_retries, "rows_dropped": self.rows_dropped}
 
     def add_snapshot_sink(self, sink: SnapshotSink) -> None:
         self.sinks.append(sink)

@@ -33,6 +33,14 @@ from damon_bpf.sources.vaddr import read_maps
 PRESENT = np.uint64(1 << 63)
 PFN_MASK = np.uint64((1 << 55) - 1)
 CHUNK_PAGES = 1 << 17    # pagemap entries read at a time (1 MiB)
+# A commit rewrites every range (DAMON's sysfs recreates a target's region folders when nr_regions is written)
+# and waits for the kdamond's next aggregation; the next one waits COMMIT_PAUSE times as long as the last took,
+# so handing over ranges takes at most about a tenth of the time however slow the host.
+COMMIT_PAUSE = 10
+# The ranges handed to our kdamond are at most a quarter of max_nr_regions: DAMON merges only adjacent regions,
+# so it never has fewer regions than ranges (each one a damon_aggregated row per aggregation), and it splits
+# regions only while it has at most half of max_nr_regions, which ranges filling it would forbid.
+RANGES_SHARE = 4
 
 
 def read_pagemap(pid: int) -> PageMap:
@@ -89,9 +97,10 @@ class PaddrDamon(kd.KernelDamon):
         self.maps: dict[int, PageMap] = {}
         self.ranges: dict[int, list[tuple[int, int]]] = {}
         self.last_refresh = 0.0
+        self.next_commit = 0.0   # monotonic time before which no new ranges are handed over
         # pagemap_s, map_s: CPU seconds (this thread's) reading page maps and mapping aggregations back
-        self.counts = {"refreshes": 0, "commits": 0, "pages_seen": 0, "pages_unseen": 0, "pagemap_s": 0.0,
-                       "map_s": 0.0}
+        self.counts = {"refreshes": 0, "commits": 0, "commits_deferred": 0, "pages_seen": 0,
+                       "pages_unseen": 0, "pagemap_s": 0.0, "map_s": 0.0, "commit_s": 0.0}
         super().__init__(attrs, warn)
 
     def _claim(self, running: list[int]) -> None:
@@ -134,7 +143,8 @@ class PaddrDamon(kd.KernelDamon):
     def _choose_ranges(self) -> None:
         page = page_size()
         for pid in self.pids:
-            self.ranges[pid] = page_ranges(self.maps[pid].frame_addrs(page), page, self.attrs.max_nr_regions)
+            self.ranges[pid] = page_ranges(self.maps[pid].frame_addrs(page), page,
+                                           max(self.attrs.min_nr_regions, self.attrs.max_nr_regions // RANGES_SHARE))
 
     def _uncovered(self) -> bool:
         page = page_size()
@@ -152,12 +162,22 @@ class PaddrDamon(kd.KernelDamon):
             return
         self._refresh_maps()
         if self.borrowed is None and self._uncovered():
-            self._choose_ranges()
-            try:
-                kd.commit_regions(self.sysfs, [self.ranges[p] for p in self.pids])
-                self.counts["commits"] += 1
-            except OSError as err:
-                self.error = f"cannot hand the kdamond new regions: {err.strerror}"
+            if time.monotonic() < self.next_commit:
+                self.counts["commits_deferred"] += 1
+                return
+            self._commit()
+
+    def _commit(self) -> None:
+        began = time.monotonic()
+        self._choose_ranges()
+        try:
+            kd.commit_regions(self.sysfs, [self.ranges[p] for p in self.pids])
+            self.counts["commits"] += 1
+        except OSError as err:
+            self.error = f"cannot hand the kdamond new regions: {err.strerror}"
+        took = time.monotonic() - began
+        self.counts["commit_s"] += took
+        self.next_commit = time.monotonic() + COMMIT_PAUSE * took
 
     def _emit(self, index: int, rows: np.ndarray) -> None:
         if self.borrowed is None:
@@ -188,7 +208,8 @@ class PaddrDamon(kd.KernelDamon):
         share = f"{100 * seen / (seen + unseen):.1f}%" if seen + unseen else "none"
         self.warn(f"damon: paddr on the targets' frames: {share} of their resident pages lay in monitored "
                   f"regions, page maps read {self.counts['refreshes']} times, regions recommitted "
-                  f"{self.counts['commits']} times")
+                  f"{self.counts['commits']} times ({self.counts['commit_s']:.1f} s; "
+                  f"{self.counts['commits_deferred']} more deferred while the last one's cost was paid back)")
 
     def summary(self) -> dict:
         return {**super().summary(), "operations": "paddr", "borrowed_kdamond": self.borrowed,
