@@ -270,7 +270,8 @@ def split_aggregations(rows: np.ndarray, gap_ns: int) -> tuple[list[np.ndarray],
                               | (rows["nr_regions"][1:] != rows["nr_regions"][:-1])
                               | (np.diff(rows["time_ns"].astype(np.int64)) >= gap_ns)) + 1
     firsts, ends = np.r_[0, restarts], np.r_[restarts, len(rows)]
-    done, dropped = [], 0
+    done: list[np.ndarray] = []
+    dropped = 0
     for first, end in zip(firsts.tolist(), ends.tolist()):
         while first < end:
             want = max(1, int(rows["nr_regions"][first]))
