@@ -128,7 +128,7 @@ class _Text:
         value). If ``[`` + that text + ``]`` is valid JSON, it is a run of whole values of the list being
         read, so it decodes to what value-by-value decoding would give, except numbers of 19 digits or more,
         which orjson makes floats: text with those is left to json."""
-        if orjson is None or _reference():
+        if orjson is None or _reader_is("reference"):
             return None
         self.peek()
         if not self.buf.startswith(_OURS, self.pos) or self.dropped + self.pos < self.one_by_one_to:
@@ -138,7 +138,7 @@ class _Text:
         if end < 0:
             return None
         run = self.buf[self.pos:end].encode()
-        part = read_run(run, extras) if extras is not None and not _general() else None
+        part = read_run(run, extras) if extras is not None and not _reader_is("general") else None
         if part is not None:
             self.pos = end
             return part
@@ -177,16 +177,11 @@ class _Text:
         return text
 
 
-def _reference() -> bool:
-    """DAMON_BPF_READER=reference: json and per-snapshot arrays, as before the bulk reader (for the
-    benchmark and the tests that compare the two)."""
-    return os.environ.get("DAMON_BPF_READER") == "reference"
-
-
-def _general() -> bool:
-    """DAMON_BPF_READER=general: orjson and bulk.Batch even for our writer's layout (for the benchmark and
-    the tests that compare the two)."""
-    return os.environ.get("DAMON_BPF_READER") == "general"
+def _reader_is(path: str) -> bool:
+    """DAMON_BPF_READER picks a slower path, for the benchmark and the tests that compare paths: "reference"
+    (json and per-snapshot arrays, as before the bulk reader) or "general" (orjson and bulk.Batch even for
+    our writer's layout)."""
+    return os.environ.get("DAMON_BPF_READER") == path
 
 
 _DIGITS_AS_ONES = bytes(0x31 if 0x30 <= c <= 0x39 else 0x30 for c in range(256))
@@ -257,7 +252,7 @@ class _Keep:
             return
         assert self.aggr_us is not None
         try:
-            if _reference():
+            if _reader_is("reference"):
                 raise ValueError
             self.parts.append(Batch([snap for snap, _, _ in self.batch], self.extras))
         except Exception:  # noqa: BLE001 - anything unusual: the per-snapshot reader decides
