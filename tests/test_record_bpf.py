@@ -57,12 +57,26 @@ def hot_share(snapshots, lo: int, hi: int) -> float:
     return float(np.median(shares))
 
 
+def assert_untouched(snapshots, lo: int, hi: int) -> None:
+    """No region lying wholly inside [lo, hi) has a report or an access, in any snapshot.
+
+    The exact form of "this range is cold": a region that straddles the range's edge and the busy
+    neighbour next to it is accessed by the neighbour's reports, and how far it reaches in is DAMON's
+    random splitting (a median of 0.103 of an 8 MiB range was seen, against the 0.1 once asked here).
+    A region inside the range holds only the range's own reports, which must be none."""
+    for snap in snapshots:
+        inside = (snap.start >= lo) & (snap.end <= hi)
+        assert not snap.nr_reports[inside].any() and not snap.nr_accesses[inside].any(), \
+            f"a region inside [{lo:#x}, {hi:#x}) was accessed"
+
+
 def test_hot_range_is_hot_and_cold_range_is_cold(tmp_path, accessgen):
     ranges, rec, path = record(tmp_path, accessgen, ["hot:0:w:8192:0", "cold:1:c:8192:0"])
     assert path.stat().st_mode & 0o777 == 0o600
     assert len(rec.snapshots) >= 30
     assert hot_share(rec.snapshots, *ranges["hot"]) >= 0.9
-    assert hot_share(rec.snapshots, *ranges["cold"]) <= 0.1
+    assert_untouched(rec.snapshots, *ranges["cold"])
+    assert hot_share(rec.snapshots, *ranges["cold"]) <= 0.25   # only the straddling edge region
     accounting = rec.meta["accounting"]
     assert accounting["lost"] == 0 and accounting["late"] == 0
     assert rec.meta["source"] == "tracepoint"
@@ -78,8 +92,10 @@ def test_filtered_records_show_only_the_kept_side(tmp_path, accessgen, options, 
     # 8 MiB each: the two mappings sit side by side, and a region straddling them is a smaller share
     ranges, rec, _ = record(tmp_path, accessgen, ["writer:0:w:8192:0", "reader:1:r:8192:0"], *options)
     assert hot_share(rec.snapshots, *ranges[hot]) >= 0.9
-    assert hot_share(rec.snapshots, *ranges[cold]) <= 0.1
+    assert_untouched(rec.snapshots, *ranges[cold])
+    assert hot_share(rec.snapshots, *ranges[cold]) <= 0.25   # only the straddling edge region
     assert rec.meta["filters"]
+    assert rec.meta["accounting"]["filtered"]["total"] >= 2048   # the other side's faults: 2048 pages a pass
 
 
 def test_attribution_rides_along_per_region(tmp_path, accessgen):
