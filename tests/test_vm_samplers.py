@@ -171,7 +171,11 @@ def test_samplers_soft_dirty_keeps_a_steady_writer_hot(tracer, accessgen):
         assert hot_share(snapshots, writer["start"], writer["end"]) >= 0.8, summary
     else:   # re-armed less often than asked: only because calls overran, and the summary counts them
         assert summary["overruns"] > 0, summary
-    assert hot_share(snapshots, cold["start"], cold["end"]) <= 0.1
+    # no region inside the cold range is accessed; one straddling its edge and the busy neighbour reaches in
+    # as far as DAMON's random splits left it (the exact "no reports" is asserted on the events above)
+    inside = [(s.start >= cold["start"]) & (s.end <= cold["end"]) for s in snapshots]
+    assert not any(s.nr_accesses[i].any() for s, i in zip(snapshots, inside))
+    assert hot_share(snapshots, cold["start"], cold["end"]) <= 0.25
     assert summary["sampler"] == "soft-dirty" and summary["calls"] >= 20 and summary["mean_rss_mib"] >= 2
     assert result.accounting.lost == 0
 
