@@ -81,6 +81,7 @@ def live(output: str | None, view: str, refresh_hz: float, **options) -> None:
     log.result(f"{result.summary_line()}; {snapshots} snapshots of {len(recorder.states())} target(s){where}")
     log.result(result.placement_line())
     if applier is not None:
+        applier.finish()
         log.result(applier.line())
     for note in notes:
         log.note(f"note: {note}")

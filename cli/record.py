@@ -56,6 +56,7 @@ def record(output: str, **options) -> None:
                f"written to {output}")
     log.result(result.placement_line())
     if applier is not None:
+        applier.finish()
         log.result(applier.line())
     for line in result.advice(monitor.priority.applied or "normal"):
         log.warning(line)

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [
     # shared definitions
     ["damon_bpf", "damon_bpf.errors", "damon_bpf.access", "damon_bpf.filters", "damon_bpf.outputs",
-     "damon_bpf.childproc", "damon_bpf.log"],
+     "damon_bpf.childproc", "damon_bpf.log", "damon_bpf.rounds"],
     ["damon_bpf.core"],
     ["damon_bpf.sources"],
     ["damon_bpf.samplers"],

@@ -3,6 +3,8 @@ real: the page placement comes from a given function), and the sysfs CPU -> node
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -112,11 +114,13 @@ def test_record_apply_moves_during_the_run_and_counts_the_accesses_that_turned_l
     from damon_bpf.reports.recent import RecentRecords
 
     where: dict[int, int] = {}
+    mover_threads = set()
 
     def query(pid, addrs):
         return np.array([where.get(int(a), 0) for a in addrs], dtype=np.int32)
 
     def move(pid, addrs, node):
+        mover_threads.add(threading.get_ident())
         where.update({int(a): node for a in addrs})
         return np.full(len(addrs), node, dtype=np.int32)
 
@@ -128,13 +132,17 @@ def test_record_apply_moves_during_the_run_and_counts_the_accesses_that_turned_l
     for s in rec.snapshots:
         recent.on_snapshot(0, 4242, s)
         applier.on_snapshot(0, 4242, s)
-    applier.on_tick(0)
-    assert applier.summary()["moved_bytes"] == 4 * MiB and set(where.values()) == {1}
+    applier.on_tick(0)                        # hands the round to the worker, returns without waiting
+    assert applier.worker.wait(10)
+    assert applier.moves == []                # not taken yet: the collector takes them at its next tick
     later = remote_region({2: 50})[0].snapshots[0]
-    later.start_ns = later.end_ns = 2**62   # after the move
+    later.start_ns = later.end_ns = 2**62   # after the move, closed before the collector took the move
     recent.on_snapshot(0, 4242, later)
     applier.on_snapshot(0, 4242, later)
-    applier.on_tick(0)                        # already local: nothing moves twice
+    applier.on_tick(0)                        # takes the move (and counts `later`); already local: nothing moves twice
+    applier.finish()
+    assert mover_threads and threading.get_ident() not in mover_threads   # moved on the worker
+    assert set(where.values()) == {1}
     summary = applier.summary()
     assert summary["moved_bytes"] == 4 * MiB and summary["regions_moved"] == 1
     assert summary["reports_after"] == summary["local_after"] == 50
@@ -142,6 +150,47 @@ def test_record_apply_moves_during_the_run_and_counts_the_accesses_that_turned_l
     assert "100% of their 50 reports since" in applier.line()
     assert NumaApplier(recent, 1e12, cpu_nodes={0: 0}, memory_nodes=[0]).line() == (
         "--apply: nothing to move: this host has one NUMA node, every page is local")
+
+
+def test_record_apply_never_holds_the_collector_and_skips_a_round_due_while_one_runs():
+    """A move that takes long (move_pages under TCG) holds the worker, not the collector's tick; the rounds due
+    meanwhile are skipped and counted, and their snapshots judged by the next round that starts."""
+    from damon_bpf.core.attrs import MonitoringAttrs
+    from damon_bpf.reports.numa_live import NumaApplier
+    from damon_bpf.reports.recent import RecentRecords
+
+    release, judged = threading.Event(), []
+
+    def query(pid, addrs):
+        return np.zeros(len(addrs), dtype=np.int32)   # every page on node 0
+
+    def slow_move(pid, addrs, node):
+        assert release.wait(10)
+        return np.full(len(addrs), node, dtype=np.int32)
+
+    recent = RecentRecords(MonitoringAttrs())
+    recent.meta = dict(TWO_NODES)
+    cpus = {int(c): n for c, n in TWO_NODES["numa_cpu_nodes"].items()}
+    applier = NumaApplier(recent, 1e12, period_s=0.0, query=query, move=slow_move, cpu_nodes=cpus,
+                          memory_nodes=[0, 1])
+    judge = applier.worker.work
+    applier.worker.work = lambda rec: (judged.append(len(rec.snapshots)), judge(rec))[1]
+    (rec,) = remote_region({2: 90, 0: 10})
+    for s in rec.snapshots:
+        recent.on_snapshot(0, 4242, s)
+    applier.on_tick(0)                    # round 1 starts and blocks in move_pages
+    more = remote_region({2: 90})[0].snapshots
+    for s in more:
+        recent.on_snapshot(0, 4242, s)
+        applier.on_tick(0)                # returns at once: skipped, the worker still runs
+    assert applier.worker.busy and applier.worker.skipped == len(more) and applier.rounds == 1
+    release.set()
+    assert applier.worker.wait(10)
+    applier.on_tick(0)                    # round 2: every snapshot the skipped rounds would have judged
+    applier.finish()
+    assert judged == [len(rec.snapshots), len(more)]
+    assert applier.summary()["rounds_skipped"] == len(more)
+    assert f"{len(more)} skipped while one ran" in applier.line()
 
 
 def test_a_range_written_nonstop_under_a_sparse_sampler_is_old_enough_to_move():
