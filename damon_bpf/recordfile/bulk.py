@@ -96,16 +96,19 @@ class Batch:
 
     @classmethod
     def of_columns(cls, times: np.ndarray, bounds: np.ndarray, first: np.ndarray, last: np.ndarray,
-                   counts: np.ndarray, by: dict[str, tuple], footprints: list) -> Batch:
+                   counts: np.ndarray, by: dict[str, tuple], footprints: list, maps: Sequence | None = None,
+                   functions: Sequence | None = None) -> Batch:
         """A Batch of snapshots read as columns (recordfile.ourlayout): ``times`` (2, snapshots), regions'
         ``first``/``last`` (uint64) and ``counts`` (5, regions) as ``__init__`` has them, ``by`` per source
-        asked for its (ids, region index, counts, id limit) entries. ValueError where ``__init__`` raises."""
+        asked for its (ids, region index, counts, id limit) entries, ``maps`` and ``functions`` (if asked
+        for) per snapshot as ``__init__`` has them (a sequence that may make them when indexed). ValueError
+        where ``__init__`` raises."""
         _check(first, last, counts, times, bounds)
         batch = cls.__new__(cls)
         batch.first, batch.last, batch.counts, batch.times = first, last, counts, times
         batch.bounds, batch.edges = bounds, bounds.tolist()
         batch.by = {name: _By(bounds, *by[name]) if name in by else None for name in ("by_cpu", "by_tid")}
-        batch.maps = batch.functions = None
+        batch.maps, batch.functions = maps, functions
         batch.footprints = footprints
         return batch
 
