@@ -88,10 +88,11 @@ class Batch:
         plain = complete and cpus is not None and tids is not None and cpus[1] and tids[1] and \
             set(map(len, ours)) <= {5}
         maps = [o.get("maps") for o in ours] if "maps" in extras and not plain else []
-        self.maps = ([_maps(maps[lo:hi]) for lo, hi in zip(self.edges, self.edges[1:])]
+        self.maps: Sequence[Any] | None = ([_maps(maps[lo:hi]) for lo, hi in zip(self.edges, self.edges[1:])]
                      if maps.count(None) != len(maps) else None)
         with_funcs = "funcs" in extras and not plain and [o.get("funcs") for o in ours].count(None) != len(ours)
-        self.functions = [_functions(s["regions"], "snapshot") for s in raw] if with_funcs else None
+        self.functions: Sequence[Any] | None = \
+            [_functions(s["regions"], "snapshot") for s in raw] if with_funcs else None
         self.footprints = [_footprint(s, "snapshot") for s in raw]
 
     @classmethod
@@ -148,7 +149,7 @@ class Batch:
     def each(self, a: int, b: int, name: str) -> list:
         """Snapshots [a, b)'s ``functions``, ``mappings`` or ``footprint``."""
         per_snapshot = {"functions": self.functions, "mappings": self.maps, "footprint": self.footprints}[name]
-        return [None] * (b - a) if per_snapshot is None else per_snapshot[a:b]
+        return [None] * (b - a) if per_snapshot is None else list(per_snapshot[a:b])
 
 
 def _maps(per_region: list) -> list[list[tuple[str, str]]] | None:

@@ -24,7 +24,7 @@ a report asks for them (``_Named``); a report that leaves ``maps`` and ``funcs``
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -317,7 +317,7 @@ def _pairs(names: tuple[str, ...], nr_maps: int) -> list[tuple[str, str]]:
     return list(zip(names[0:2 * nr_maps:2], names[1:2 * nr_maps:2]))
 
 
-class _Named:
+class _Named(Sequence):
     """Per snapshot of a Batch, its regions' mappings (``kind`` "maps") or functions ("funcs") as the general
     path has them (None for a snapshot whose regions name none), made when one is asked for."""
 
