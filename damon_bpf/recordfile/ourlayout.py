@@ -319,12 +319,14 @@ def _pairs(names: tuple[str, ...], nr_maps: int) -> list[tuple[str, str]]:
 
 class _Named(Sequence):
     """Per snapshot of a Batch, its regions' mappings (``kind`` "maps") or functions ("funcs") as the general
-    path has them (None for a snapshot whose regions name none), made when one is asked for."""
+    path has them (None for a snapshot whose regions name none), made when one is asked for (functions each
+    time: a dict per region for every snapshot is the memory the general path took)."""
 
     def __init__(self, kind: str, bounds: list[int], names: list[tuple[str, ...]], nr_maps: np.ndarray,
                  counts: np.ndarray, func_edges: np.ndarray) -> None:
         self.kind, self.bounds, self.names = kind, bounds, names
         self.nr_maps, self.counts, self.func_edges = nr_maps, counts, func_edges
+        self.made: dict[int, list | None] = {}
 
     def __len__(self) -> int:
         return len(self.bounds) - 1
@@ -336,11 +338,12 @@ class _Named(Sequence):
 
     def _one(self, j: int) -> list | None:
         lo, hi = self.bounds[j], self.bounds[j + 1]
-        if self.kind == "maps":
-            nr_maps = self.nr_maps[lo:hi].tolist()
-            if max(nr_maps, default=-1) < 0:
-                return None
-            return [_pairs(names, n) if n >= 0 else [] for names, n in zip(self.names[lo:hi], nr_maps)]
+        if self.kind == "maps":   # kept once made: a list of shared lists per snapshot is small
+            if j not in self.made:
+                nr_maps = self.nr_maps[lo:hi].tolist()
+                self.made[j] = None if max(nr_maps, default=-1) < 0 else \
+                    [_pairs(names, n) if n >= 0 else [] for names, n in zip(self.names[lo:hi], nr_maps)]
+            return self.made[j]
         edges = self.func_edges[lo:hi + 1].tolist()
         if edges[0] == edges[-1]:
             return None
