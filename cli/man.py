@@ -22,12 +22,20 @@ def pages(root: click.Command, name: str = "damon-bpf") -> dict[str, str]:
     def add(command: click.Command, info_name: str, parent: click.Context | None) -> None:
         ctx = click.Context(command, info_name=info_name, parent=parent)
         found[ctx.command_path.replace(" ", "-") + ".1"] = _page(ctx)
-        for sub_name, sub in sorted(getattr(command, "commands", {}).items()):
-            if not sub.hidden:
-                add(sub, sub_name, ctx)
+        for sub_name, sub in _subcommands(ctx):
+            add(sub, sub_name, ctx)
 
     add(root, name, None)
     return found
+
+
+def _subcommands(ctx: click.Context) -> list[tuple[str, click.Command]]:
+    """The visible subcommands of ctx's command by name, sorted (the top group imports them as asked)."""
+    command = ctx.command
+    if not isinstance(command, click.Group):
+        return []
+    subs = ((name, command.get_command(ctx, name)) for name in command.list_commands(ctx))
+    return sorted((name, sub) for name, sub in subs if sub is not None and not sub.hidden)
 
 
 def _page(ctx: click.Context) -> str:
@@ -44,8 +52,7 @@ def _page(ctx: click.Context) -> str:
     page.synopsis = " ".join(command.collect_usage_pieces(ctx))
     records = [param.get_help_record(ctx) for param in command.get_params(ctx) if isinstance(param, click.Option)]
     page.options = [record for record in records if record is not None]
-    page.commands = [(name, sub.get_short_help_str(limit=300))
-                     for name, sub in sorted(getattr(command, "commands", {}).items()) if not sub.hidden]
+    page.commands = [(name, sub.get_short_help_str(limit=300)) for name, sub in _subcommands(ctx)]
     text = str(page).replace(f"\\fB{ctx.command_path}-", f"\\fB{ctx.command_path.replace(' ', '-')}-")
     # a line starting with a quote would be read by roff as a request
     return "".join(("\\&" + line) if line[:1] == "'" else line for line in text.splitlines(keepends=True))

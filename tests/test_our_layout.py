@@ -21,13 +21,47 @@ from test_bulk_reader import assert_same, snapshots
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 
 
+# names as `record` writes them (a path, [heap], a function, a library and offset), and names that look like
+# our keys, numbers or structure, or need escapes (which our layout's reader leaves to the general path)
+NAMES = st.one_of(st.sampled_from(["[heap]", "", "/usr/lib/x86_64-linux-gnu/libc.so.6", "libc.so.6+0x9a2b1", "main",
+                                   "maps", "funcs", "start", "start_time", "damon_bpf", "0", "12", '"', "\\",
+                                   ']}},{"start":', '"],["', "é", "\x7f", "std::vector<int> >"]),
+                  st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12), st.text(max_size=4))
+KINDS = st.one_of(st.sampled_from(["file", "heap", "anon", "stack", "shm", "special"]), NAMES)
+
+
+@st.composite
+def named(draw, snap) -> None:
+    """Each region's mappings and top functions, as `record` gives them (regions may share one list)."""
+    n = len(snap.start)
+    if n and draw(st.booleans()):
+        lists = draw(st.lists(st.lists(st.tuples(NAMES, KINDS), max_size=3), min_size=1, max_size=3))
+        snap.mappings = [lists[draw(st.integers(0, len(lists) - 1))] for _ in range(n)]
+    if n and draw(st.booleans()):
+        counts = st.one_of(st.integers(0, 2**40), st.integers(0, 2**62))   # above 2**53: refused both ways
+        snap.functions = [draw(st.dictionaries(NAMES, counts, max_size=5)) for _ in range(n)]
+
+
 @st.composite
 def records(draw) -> list[TargetRecord]:
     snaps = [draw(snapshots(5_000_000_000_000 + i * 100_000_000)) for i in range(draw(st.integers(0, 14)))]
-    if draw(st.booleans()):   # mostly without maps and funcs, which our layout's reader leaves to the general one
-        for snap in snaps:
+    how = draw(st.sampled_from(["none", "as drawn", "named"]))
+    for snap in snaps:
+        if how == "none":
             snap.mappings = snap.functions = None
+        elif how == "named":
+            draw(named(snap))
     return [TargetRecord(draw(st.integers(0, 2**64 - 1)), 42, 5000, 100_000, 1_000_000, snaps, {"k": 1})]
+
+
+def _plain(snaps) -> bool:
+    """Whether every name the snapshots hold is one our writer leaves as it is (printable ASCII, no quote
+    or backslash) and every function's count one a record may hold: our layout's reader takes them."""
+    names = [x for s in snaps for m in s.mappings or () for pair in m for x in pair] + \
+        [x for s in snaps for f in s.functions or () for x in f]
+    counts = [c for s in snaps for f in s.functions or () for c in f.values()]
+    return all(x.isascii() and x.isprintable() and '"' not in x and "\\" not in x for x in names) and \
+        all(c <= 2**53 for c in counts)
 
 
 def _text(tmp_path_factory, recs: list[TargetRecord]) -> bytes:
@@ -72,7 +106,7 @@ def test_our_layout_reads_what_the_general_path_reads(tmp_path_factory, monkeypa
     write_record(str(path), recs)
     taken = _same_both_ways(str(path), monkeypatch, ahead, extras)
     snaps = recs[0].snapshots
-    if len(snaps) >= 2 and all(s.mappings is None and s.functions is None for s in snaps):
+    if len(snaps) >= 2 and _plain(snaps):
         assert taken >= 1   # the test reads through our layout's reader, not only the general one
 
 
@@ -179,3 +213,64 @@ def test_reports_over_our_layout_equal_the_general_path(tmp_path_factory, recs, 
     got, want = (CliRunner().invoke(cli, ["report", args[0], "-i", str(path), *args[1:]], env=env)
                  for env in ({"DAMON_BPF_READER": None}, {"DAMON_BPF_READER": "general"}))
     assert (got.exit_code, got.output) == (want.exit_code, want.output)
+
+
+NAMED = GOOD.replace('"tids":{"77":4,"78":1}}', '"tids":{"77":4,"78":1},"maps":[["/usr/lib/libc.so.6","file"],'
+                     '["[heap]","heap"]],"funcs":{"main":3,"memcpy_2":2}}')
+
+
+def _same_as_general(text: str, extras=EXTRAS) -> None:
+    ours, general = read_run(text.encode(), extras), Batch(orjson.loads("[" + text + "]"), extras)
+    assert ours is not None
+    assert_same([TargetRecord(0, 0, 1, 1, 1, [ours.snapshot(j) for j in range(len(ours))])],
+                [TargetRecord(0, 0, 1, 1, 1, [general.snapshot(j) for j in range(len(general))])])
+    for name in ("mappings", "functions", "footprint"):
+        assert ours.each(0, len(ours), name) == general.each(0, len(general), name)
+
+
+@pytest.mark.parametrize("extras", [EXTRAS, frozenset(), frozenset({"maps"}), frozenset({"funcs"})])
+def test_regions_with_mappings_and_functions_are_read_as_the_general_path_reads_them(extras):
+    plain = GOOD.replace('"start_time":10', '"start_time":20').replace('"end_time":20', '"end_time":30')
+    only_maps = NAMED.replace(',"funcs":{"main":3,"memcpy_2":2}', "").replace("10", "30", 1) \
+        .replace('"end_time":20', '"end_time":40')
+    region = NAMED[NAMED.index('{"start":4096'):NAMED.index("}],") + 1]
+    two = NAMED.replace(region, region + "," + region.replace('"start":4096,"end":8192', '"start":8192,"end":9000'))
+    text = ",".join([NAMED, plain, only_maps]) + "," + two.replace("10", "40", 1).replace('"end_time":20',
+                                                                                            '"end_time":50')
+    _same_as_general(text, extras)
+    ours = read_run(text.encode(), extras)
+    if "funcs" in extras:
+        assert ours.snapshot(0).functions == [{"main": 3, "memcpy_2": 2}] and ours.snapshot(1).functions is None
+    if "maps" in extras:
+        assert ours.snapshot(0).mappings == [[("/usr/lib/libc.so.6", "file"), ("[heap]", "heap")]]
+        assert ours.snapshot(3).mappings[0] == ours.snapshot(3).mappings[1]
+    else:
+        assert ours.snapshot(0).mappings is None
+
+
+@pytest.mark.parametrize("change", [
+    ('"main":3', '"main":3,"main":5'),          # a name twice: JSON keeps the last
+    ('"main"', '"maps"'), ('"main"', '"start"'), ('"main"', '"0"'), ('"main"', '""'),
+    ('"[heap]","heap"', '"]}}","start"'),
+])
+def test_names_like_keys_or_structure_are_names(change):
+    _same_as_general(NAMED.replace(*change))
+
+
+@pytest.mark.parametrize("change", [
+    ('"main"', '"ma\\u00efn"'), ('"main"', '"ma\\\\in"'), ('"main"', '"m\\"ain"'),   # escapes
+    ('"main"', '"ma\u00efn"'), ('"main"', '"ma\x7fin"'),       # what json.dumps escapes
+    ('"main":3', '"main":03'), ('"main":3', '"main":3.0'), ('"main":3', '"main":-3'),
+    ('"main":3', '"main":9007199254740993'),                  # above 2**53
+    (',"funcs":{"main":3,"memcpy_2":2}', ',"funcs":{}'),      # our writer leaves an empty one out
+    ('["[heap]","heap"]', '["[heap]","heap","x"]'), ('["[heap]","heap"]', '["[heap]"]'),
+    ('["[heap]","heap"]', '["[heap]",1]'), ('"maps":[', '"maps":[[],'),
+    (',"maps":[["/usr/lib/libc.so.6","file"],["[heap]","heap"]],"funcs":{"main":3,"memcpy_2":2}',
+     ',"funcs":{"main":3,"memcpy_2":2},"maps":[["/usr/lib/libc.so.6","file"],["[heap]","heap"]]'),
+    ('"funcs":{', '"funcs":{"a":{},'), ('"maps":', '"mapz":'), ('"funcs":', '"fun":'),
+    ('"heap"]]', '"heap"]],"x":1'),
+])
+def test_other_names_and_their_neighbours_are_left_to_the_general_path(change):
+    assert _run(NAMED) is not None
+    assert NAMED.count(change[0]) == 1
+    assert _run(NAMED.replace(*change)) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import time
@@ -185,3 +186,31 @@ def test_session_drains_every_10_ms_while_reports_flow_and_backs_off_when_idle(t
         pairs = list(zip(_policy_ms(rounds), (ms for _, ms in rounds)))
         slept = [ms for chosen, ms in pairs if chosen == want]
         assert len(slept) >= 10 and abs(statistics.median(slept) - want) < 2.5, pairs
+
+
+def test_clearing_targets_survives_entries_the_program_deleted(tracer):
+    """A target that exits is deleted from the map by the program itself: clearing the map after listing it
+    (as quiesce does, racing with exits) skips that entry instead of raising bcc's KeyError."""
+    import ctypes as ct
+
+    from damon_bpf.sources.tracer import delete_all
+
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        tracer.add_target(proc.pid)
+        tracer.add_target(os.getpid())
+        listed = list(tracer._targets.keys())
+        assert {key.value for key in listed} >= {proc.pid, os.getpid()}
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while tracer.is_target(proc.pid) and time.monotonic() < deadline:   # the program's exit hook deletes it
+            time.sleep(0.01)
+        assert not tracer.is_target(proc.pid)
+        with pytest.raises(KeyError):   # what bcc's clear() did with a listed entry gone
+            del tracer._targets[ct.c_uint32(proc.pid)]
+        delete_all(tracer._targets, listed)
+        assert tracer.kernel_targets() == set()
+    finally:
+        proc.kill()
+        delete_all(tracer._targets)

@@ -88,24 +88,28 @@ class Batch:
         plain = complete and cpus is not None and tids is not None and cpus[1] and tids[1] and \
             set(map(len, ours)) <= {5}
         maps = [o.get("maps") for o in ours] if "maps" in extras and not plain else []
-        self.maps = ([_maps(maps[lo:hi]) for lo, hi in zip(self.edges, self.edges[1:])]
+        self.maps: Sequence[Any] | None = ([_maps(maps[lo:hi]) for lo, hi in zip(self.edges, self.edges[1:])]
                      if maps.count(None) != len(maps) else None)
         with_funcs = "funcs" in extras and not plain and [o.get("funcs") for o in ours].count(None) != len(ours)
-        self.functions = [_functions(s["regions"], "snapshot") for s in raw] if with_funcs else None
+        self.functions: Sequence[Any] | None = \
+            [_functions(s["regions"], "snapshot") for s in raw] if with_funcs else None
         self.footprints = [_footprint(s, "snapshot") for s in raw]
 
     @classmethod
     def of_columns(cls, times: np.ndarray, bounds: np.ndarray, first: np.ndarray, last: np.ndarray,
-                   counts: np.ndarray, by: dict[str, tuple], footprints: list) -> Batch:
+                   counts: np.ndarray, by: dict[str, tuple], footprints: list, maps: Sequence | None = None,
+                   functions: Sequence | None = None) -> Batch:
         """A Batch of snapshots read as columns (recordfile.ourlayout): ``times`` (2, snapshots), regions'
         ``first``/``last`` (uint64) and ``counts`` (5, regions) as ``__init__`` has them, ``by`` per source
-        asked for its (ids, region index, counts, id limit) entries. ValueError where ``__init__`` raises."""
+        asked for its (ids, region index, counts, id limit) entries, ``maps`` and ``functions`` (if asked
+        for) per snapshot as ``__init__`` has them (a sequence that may make them when indexed). ValueError
+        where ``__init__`` raises."""
         _check(first, last, counts, times, bounds)
         batch = cls.__new__(cls)
         batch.first, batch.last, batch.counts, batch.times = first, last, counts, times
         batch.bounds, batch.edges = bounds, bounds.tolist()
         batch.by = {name: _By(bounds, *by[name]) if name in by else None for name in ("by_cpu", "by_tid")}
-        batch.maps = batch.functions = None
+        batch.maps, batch.functions = maps, functions
         batch.footprints = footprints
         return batch
 
@@ -145,7 +149,7 @@ class Batch:
     def each(self, a: int, b: int, name: str) -> list:
         """Snapshots [a, b)'s ``functions``, ``mappings`` or ``footprint``."""
         per_snapshot = {"functions": self.functions, "mappings": self.maps, "footprint": self.footprints}[name]
-        return [None] * (b - a) if per_snapshot is None else per_snapshot[a:b]
+        return [None] * (b - a) if per_snapshot is None else list(per_snapshot[a:b])
 
 
 def _maps(per_region: list) -> list[list[tuple[str, str]]] | None:

@@ -56,6 +56,17 @@ class Accounting:
         }
 
 
+def delete_all(table, keys=None) -> None:
+    """Delete every entry (or those of ``keys``) of a BPF hash map. The program deletes entries itself (a
+    target's exit, a started command's exec), so one listed may be gone when it is deleted: bcc's clear()
+    raised KeyError then, an internal error at the end of a run."""
+    for key in list(table.keys()) if keys is None else keys:
+        try:
+            del table[key]
+        except KeyError:
+            pass
+
+
 class Tracer:
     """One access source loaded in the kernel, with its target set, filters and ring reader."""
 
@@ -190,9 +201,9 @@ class Tracer:
     def quiesce(self, grace_s: float = 0.02) -> np.ndarray:
         """Stop taking reports (empty the target set), let running programs finish, and return the
         last records, so the accounting read afterwards is exact."""
-        self._pending.clear()
+        delete_all(self._pending)
         self.bpf["cgroup_levels"].clear()   # first: no cgroup member joins or leaves from now on
-        self._targets.clear()
+        delete_all(self._targets)
         time.sleep(grace_s)
         return self.drain()
 

@@ -1,16 +1,19 @@
 """Record reader: time and peak memory of `damon-bpf report` on a one-hour record.
 
 Writes a record of one target, one hour at DAMON's default 100 ms aggregation (36,000 snapshots) with
---regions regions each, attributed to 2 CPUs and 3 threads (10 MB compressed at the default, 12), then
-runs each report in a fresh process and prints its wall time, CPU time and peak RSS (ru_maxrss of the child),
-with our layout's reader (recordfile/ourlayout.py, the default), with the general path it falls back to
-(DAMON_BPF_READER=general: orjson and bulk.Batch), with --reference the reader before the bulk one
+--regions regions each, attributed to 2 CPUs and 3 threads (10 MB compressed at the default, 12); with --named
+each region also names the mappings it covers and its top 5 functions, as `record` writes them
+(core.mappings and recorder.top_functions over a fixed layout and list of functions, so names repeat as in a
+real run; 15 MB). Then it runs each report in a fresh process and prints its wall time, CPU time and peak RSS
+(ru_maxrss of the child), with our layout's reader (recordfile/ourlayout.py, the default), with the general
+path it falls back to (DAMON_BPF_READER=general: orjson and bulk.Batch), with --reference the reader before the bulk one
 (DAMON_BPF_READER=reference: json and numpy arrays snapshot by snapshot) and, with --baseline, an earlier
 version's damon-bpf; whether every one printed the same. Then what a report's time is made of: the process
 start (``report X --help``: Python, numpy, click and the modules the CLI imports) and read_record alone
 (in a fresh process, CPU seconds) with each reader; the rest is the report's own work.
 
-    .venv/bin/python tests/bench/bench_reader.py [--regions 12] [--runs 3] [--reference] [--baseline PATH]
+    .venv/bin/python tests/bench/bench_reader.py [--regions 12] [--runs 3] [--named] [--record PATH] [--reference]
+        [--baseline PATH]
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import time
 
 import numpy as np
 
+from damon_bpf.core.mappings import Mapping, region_mappings
 from damon_bpf.core.snapshot import Snapshot
+from damon_bpf.recorder import top_functions
 from damon_bpf.recordfile import RecordWriter, TargetRecord
 
 AGGR_NS = 100_000_000
@@ -45,11 +50,38 @@ def snapshot(i: int, n: int, rng: np.random.Generator, named: bool = False) -> S
                     np.minimum(reports, 20), rng.integers(0, 300, n), reports, writes, reports - writes,
                     {0: reports // 2, 1: reports - reports // 2}, tids)
     if named:   # as `record` writes them: each region's mappings and top functions
-        snap.mappings = [[("/usr/lib/x86_64-linux-gnu/libc.so.6", "file")] if r % 3 else [("[heap]", "heap")]
-                         for r in range(n)]
-        snap.functions = [{"memcpy": int(reports[r]) // 2, "main": int(reports[r]) // 4} if reports[r] else {}
-                          for r in range(n)]
+        snap.mappings = region_mappings(start, start + sizes, LAYOUT)
+        snap.ips = ips_of(reports, rng)
+        snap.functions = top_functions(snap, lambda ips: [FUNCTIONS[ip] for ip in ips])
     return snap
+
+
+# a process's mappings as /proc/PID/maps names them, over the regions' addresses (about 4 MiB): the heap, a
+# few libraries' segments, anonymous memory, a shared memory file and the stack
+LAYOUT = [Mapping(BASE + lo * 4096, BASE + hi * 4096, name) for lo, hi, name in (
+    (0, 90, "[heap]"), (90, 140, ""), (140, 150, "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+    (150, 160, "/usr/lib/x86_64-linux-gnu/libm.so.6"), (160, 300, ""), (300, 420, "/dev/shm/PostgreSQL.1234"),
+    (420, 470, "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"), (470, 620, "[anon:arena]"),
+    (620, 700, "/usr/lib/postgresql/15/bin/postgres"), (700, 1100, "[stack]"))]
+# the code that faults: names as the symbolizer gives them (a function, or a library and offset it could not name)
+FUNCTIONS = ["memcpy", "__memset_avx2_unaligned_erms", "main", "ExecScan", "hash_search_with_hash_value",
+             "heap_getnextslot", "palloc", "AllocSetAlloc", "LWLockAcquire", "pg_qsort", "slot_deform_heap_tuple",
+             "libc.so.6+0x9a2b1", "[kernel]", "bsearch", "_int_malloc", "ReadBufferExtended", "tuplesort_puttuple",
+             "ExecInterpExpr", "[unknown]", "std::vector<int, std::allocator<int> >::_M_realloc_insert"]
+
+
+def ips_of(reports: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(region, ip, count) of the reports, as core.ipcounts gives them: each region's reports from up to 6
+    neighbouring functions (so names repeat across regions and snapshots); an ip names FUNCTIONS[ip]."""
+    region, ips, counts = [], [], []
+    firsts = rng.integers(0, len(FUNCTIONS) - 6, len(reports)).tolist()
+    for r, (count, first) in enumerate(zip(reports.tolist(), firsts)):
+        for k, n in enumerate(rng.multinomial(count, [0.4, 0.25, 0.15, 0.1, 0.06, 0.04]).tolist()):
+            if n:
+                region.append(r)
+                ips.append(first + k)
+                counts.append(n)
+    return np.array(region, np.int64), np.array(ips, np.uint64), np.array(counts, np.int64)
 
 
 def write_hour(path: str, regions: int, named: bool = False) -> dict[str, list[tuple[float, float]]]:
@@ -105,8 +137,7 @@ def main() -> None:
                                  ["heatmap", "--output", "raw"]],
                         help="reports to run, each quoted ('heatmap --output raw')")
     parser.add_argument("--named", action="store_true",
-                        help="regions carry mappings and functions, as `record` writes them (our layout's reader "
-                             "leaves those to the general path)")
+                        help="regions carry mappings and top functions, as `record` writes them")
     parser.add_argument("--record", metavar="PATH", help="the one-hour record: written there if missing, else reused")
     parser.add_argument("--reference", action="store_true",
                         help="also the reader before the bulk one (slow)")
