@@ -1,6 +1,8 @@
 """Instrumented run of the paddr-backed kernel-DAMON source (issue 15): what each refresh and each aggregation
-does, first with this loop at normal priority and then at record's default collector priority (SCHED_RR 1,
-damon_bpf.priority), the kernel's NUMA balancing as found. Run as root where DAMON's sysfs is free (the 6.12
+does, first with this loop at normal priority, then at record's default collector priority (SCHED_RR 1,
+damon_bpf.priority), then so with a process waking every 2 ms on the writer's CPU (PHASES: in the emulated
+guest the kdamond saw the written range cold at SCHED_RR while the writer ran on; README, paddr section), the
+kernel's NUMA balancing as found. Run as root where DAMON's sysfs is free (the 6.12
 guest):
 
     .venv/bin/python tests/bench/probe_paddr.py --seconds 20 --log OUT/probe.log
@@ -32,7 +34,11 @@ from damon_bpf.sources import kdamond as kd
 from damon_bpf.sources import kdamond_paddr as kp
 
 VMSTAT = ("numa_hint_faults", "numa_pages_migrated", "pgmigrate_success", "numa_pte_updates")
-PHASES = (("normal priority", "normal"), ("SCHED_RR 1, as record", "rt"))
+PHASES = (("normal priority", "normal", False), ("SCHED_RR 1, as record", "rt", False),
+          ("SCHED_RR 1, another process waking every 2 ms on the writer's CPU", "rt", True))
+# A process of its own (another mm: switching to it reloads CR3, which flushes the emulated TLB) that wakes
+# every 2 ms on CPU 0, the writer's.
+FLUSHER = "import os, time\nos.sched_setaffinity(0, {0})\nwhile True:\n    time.sleep(0.002)\n"
 
 
 def thread_cpu_s(pid: int, tid: int) -> float:
@@ -60,7 +66,8 @@ def main() -> int:
     binary = Path(tempfile.mkdtemp()) / "accessgen"
     subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(Path(__file__).parents[1] / "workload" /
                                                                       "accessgen.c")], check=True)
-    log("numa_balancing", Path("/proc/sys/kernel/numa_balancing").read_text().strip(), "thp", Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip())
+    log("numa_balancing", Path("/proc/sys/kernel/numa_balancing").read_text().strip(),
+        "thp", Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip())
     began = time.monotonic()
     kernel = kp.PaddrDamon(MonitoringAttrs(), warn=lambda m: log("warn", m))
     log("compiled in", round(time.monotonic() - began, 1), "s")
@@ -95,14 +102,13 @@ def main() -> int:
 
     kernel._refresh_maps = refresh
     kp.kd.commit_regions = commit
-    real_emit = kernel._emit
+    real_mapped = kernel._mapped
 
-    def emit(index, rows) -> None:
+    def mapped(owner, rows):
+        snap = real_mapped(owner, rows)
         m = kernel.maps[pid]
         rows = rows[np.argsort(rows["start"], kind="stable")]
         idx = region_of_pages(m.pfns, rows["start"], rows["end"], page)
-        real_emit(index, rows)
-        snap = kernel.snapshots[pid][-1]
         parts = [f"regions {len(rows)} hot {int((rows['nr_accesses'] > 0).sum())}"
                  f" maxnr {int(rows['nr_accesses'].max())} virtual regions {len(snap.start)}"]
         for name, t in threads.items():
@@ -115,13 +121,16 @@ def main() -> int:
                          f"mean {nr.mean() if len(nr) else 0:.2f} regions {len(np.unique(idx[seen]))} virtual hot "
                          f"{int((virtual > 0).sum())} mean {virtual.mean() if len(virtual) else 0:.2f}")
         log("aggr", " | ".join(parts))
+        return snap
 
-    kernel._emit = emit
+    kernel._mapped = mapped
     try:
         kernel.start(SimpleNamespace(pids={pid}))
         log("started kdamond", kernel.kdamond_pid, "ranges", len(kernel.ranges.get(pid, [])))
-        for phase, priority in PHASES:
+        for phase, priority, flush in PHASES:
             applied = raise_collector_priority(priority) if priority != "normal" else "normal"
+            if flush:
+                flusher = subprocess.Popen([sys.executable, "-c", FLUSHER])
             before, t0, cpu0 = vmstat(), time.monotonic(), time.thread_time()
             threads_cpu0 = {n: thread_cpu_s(pid, t["tid"]) for n, t in threads.items()}
             log("phase", phase, applied, before)
@@ -136,6 +145,9 @@ def main() -> int:
                 len(kernel.snapshots.get(pid, [])), "wall", f"{wall:.1f}s", "this loop's CPU",
                 f"{time.thread_time() - cpu0:.1f}s", "workload threads' CPU",
                 {n: round(thread_cpu_s(pid, t["tid"]) - threads_cpu0[n], 1) for n, t in threads.items()})
+            if flush:
+                flusher.kill()
+                flusher.wait()
     finally:
         kernel.close()
         proc.kill()
