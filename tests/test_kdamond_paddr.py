@@ -114,6 +114,18 @@ def _seen_share_and_heat(snaps, t: dict) -> tuple[float, float, float]:
     return seen / size, hot / max(seen, 1.0), heat / max(seen, 1.0)
 
 
+def _run_for_snapshots(kernel, pid: int, want: int, timeout_s: float) -> None:
+    """Run ``kernel`` on ``pid`` until it has filed ``want`` snapshots of it or ``timeout_s`` passed, then close."""
+    kernel.start(SimpleNamespace(pids={pid}))
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(kernel.snapshots.get(pid, [])) < want and time.monotonic() < deadline:
+            kernel.tick(0)
+            time.sleep(0.1)
+    finally:
+        kernel.close()
+
+
 def test_paddr_source_finds_the_steady_hot_range_hot_and_the_cold_one_cold():
     from damon_bpf.core.attrs import MonitoringAttrs
     from damon_bpf.sources.kdamond import ADMIN
@@ -132,14 +144,8 @@ def test_paddr_source_finds_the_steady_hot_range_hot_and_the_cold_one_cold():
             assert int(mine.sum()) == RANGE_KIB // 4 and (pages.pfns[mine] > 0).all()
         assert _huge_share(info["pid"]) >= 0.9, "the ranges did not get huge pages (THP off or memory fragmented)"
         kernel = PaddrDamon(MonitoringAttrs(), warn=notes.append)
-        kernel.start(SimpleNamespace(pids={info["pid"]}))
-        try:
-            deadline = time.monotonic() + 100   # 7 aggregations of a borrowed kdamond take 35 s; loaded hosts lag
-            while len(kernel.snapshots.get(info["pid"], [])) < ADAPT + JUDGED and time.monotonic() < deadline:
-                kernel.tick(0)
-                time.sleep(0.1)
-        finally:
-            kernel.close()
+        # 7 aggregations of a borrowed kdamond take 35 s; loaded hosts lag
+        _run_for_snapshots(kernel, info["pid"], ADAPT + JUDGED, 100)
     finally:
         proc.kill()
         proc.wait()
@@ -316,14 +322,7 @@ def test_each_aggregation_of_a_real_kdamond_reaches_the_targets_pages_with_its_h
         info = json.loads(proc.stdout.readline())
         pid = info["pid"]
         kernel = Capturing(MonitoringAttrs(), warn=notes.append)
-        kernel.start(SimpleNamespace(pids={pid}))
-        try:
-            deadline = time.monotonic() + 60   # a borrowed kdamond here aggregates every 5 s
-            while len(captured) < 3 and time.monotonic() < deadline:
-                kernel.tick(0)
-                time.sleep(0.1)
-        finally:
-            kernel.close()
+        _run_for_snapshots(kernel, pid, 3, 60)   # a borrowed kdamond here aggregates every 5 s
     finally:
         proc.kill()
         proc.wait()
