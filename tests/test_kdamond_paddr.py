@@ -114,6 +114,18 @@ def _seen_share_and_heat(snaps, t: dict) -> tuple[float, float, float]:
     return seen / size, hot / max(seen, 1.0), heat / max(seen, 1.0)
 
 
+def _run_for_snapshots(kernel, pid: int, want: int, timeout_s: float) -> None:
+    """Run ``kernel`` on ``pid`` until it has filed ``want`` snapshots of it or ``timeout_s`` passed, then close."""
+    kernel.start(SimpleNamespace(pids={pid}))
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(kernel.snapshots.get(pid, [])) < want and time.monotonic() < deadline:
+            kernel.tick(0)
+            time.sleep(0.1)
+    finally:
+        kernel.close()
+
+
 def test_paddr_source_finds_the_steady_hot_range_hot_and_the_cold_one_cold():
     from damon_bpf.core.attrs import MonitoringAttrs
     from damon_bpf.sources.kdamond import ADMIN
@@ -132,14 +144,8 @@ def test_paddr_source_finds_the_steady_hot_range_hot_and_the_cold_one_cold():
             assert int(mine.sum()) == RANGE_KIB // 4 and (pages.pfns[mine] > 0).all()
         assert _huge_share(info["pid"]) >= 0.9, "the ranges did not get huge pages (THP off or memory fragmented)"
         kernel = PaddrDamon(MonitoringAttrs(), warn=notes.append)
-        kernel.start(SimpleNamespace(pids={info["pid"]}))
-        try:
-            deadline = time.monotonic() + 100   # 7 aggregations of a borrowed kdamond take 35 s; loaded hosts lag
-            while len(kernel.snapshots.get(info["pid"], [])) < ADAPT + JUDGED and time.monotonic() < deadline:
-                kernel.tick(0)
-                time.sleep(0.1)
-        finally:
-            kernel.close()
+        # 7 aggregations of a borrowed kdamond take 35 s; loaded hosts lag
+        _run_for_snapshots(kernel, info["pid"], ADAPT + JUDGED, 100)
     finally:
         proc.kill()
         proc.wait()
@@ -279,3 +285,59 @@ def test_a_process_gone_before_its_first_page_map_is_a_gone_target_not_a_host_er
     child.wait()
     with pytest.raises(TargetError, match="gone"):
         read_pagemap(child.pid)
+
+
+def _per_page(pages, rows: np.ndarray, snap) -> tuple[np.ndarray, np.ndarray]:
+    """For the pages whose frame lies in one of ``rows``' regions: their region's nr_accesses, and the index
+    of the virtual region of ``snap`` holding the page (-1 where none does)."""
+    from damon_bpf.core.physmap import region_of_pages
+
+    rows = rows[np.argsort(rows["start"], kind="stable")]
+    idx = region_of_pages(pages.pfns, rows["start"], rows["end"], P)
+    addrs = pages.vpages[idx >= 0].astype(np.uint64) * np.uint64(P)
+    at = np.searchsorted(snap.start, addrs, side="right").astype(np.int64) - 1
+    inside = (at >= 0) & (addrs < snap.end[np.maximum(at, 0)])
+    return rows["nr_accesses"][idx[idx >= 0]].astype(np.int64), np.where(inside, at, -1)
+
+
+def test_each_aggregation_of_a_real_kdamond_reaches_the_targets_pages_with_its_heat(accessgen):
+    """Issue 15's question, on this host: the kdamond's own rows (a real kdamond's, 4 KiB pages, one range
+    written nonstop and one written once) against the virtual snapshot made of them. Every page whose frame
+    lies in a row's region is in the snapshot, every snapshot byte is such a page, and each virtual region has
+    its pages' mean nr_accesses, rounded down (DAMON's merge); unmerged (a region of pages of one heat), that is
+    each page's own row's."""
+    from damon_bpf.core.attrs import MonitoringAttrs
+    from damon_bpf.sources.kdamond_paddr import PaddrDamon
+
+    class Capturing(PaddrDamon):
+        def _emit(self, index: int, rows: np.ndarray) -> None:
+            maps = dict(self.maps)   # the page maps this aggregation is mapped back through
+            super()._emit(index, rows)
+            captured.append((rows.copy(), maps))
+
+    captured, notes = [], []
+    proc = subprocess.Popen([accessgen, "--duration", "120", f"hot:-1:W:{16 << 10}:0", f"cold:-1:c:{16 << 10}:0"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(proc.stdout.readline())
+        pid = info["pid"]
+        kernel = Capturing(MonitoringAttrs(), warn=notes.append)
+        _run_for_snapshots(kernel, pid, 3, 60)   # a borrowed kdamond here aggregates every 5 s
+    finally:
+        proc.kill()
+        proc.wait()
+    snaps = kernel.snapshots.get(pid, [])
+    assert len(captured) >= 3 and len(snaps) == len(captured), (len(captured), notes)
+    hot = next(t for t in info["threads"] if t["name"] == "hot")
+    in_hot_rows = 0
+    for (rows, maps), snap in zip(captured, snaps):
+        pages = maps[pid]
+        physical, region = _per_page(pages, rows, snap)
+        assert len(physical) > 0 and (region >= 0).all(), (len(physical), int((region < 0).sum()))
+        pages_in = np.bincount(region, minlength=len(snap.start))
+        assert (pages_in * P == (snap.end - snap.start)).all()   # nothing in the snapshot but those pages
+        sums = np.bincount(region, weights=physical, minlength=len(snap.start))
+        assert (snap.nr_accesses.astype(np.int64) == sums.astype(np.int64) // pages_in).all()
+        mine = (pages.vpages >= hot["start"] // P) & (pages.vpages < hot["end"] // P)
+        in_hot_rows += int(mine.sum())
+    assert in_hot_rows > 0, "the hot range's frames lay in no region of any aggregation"

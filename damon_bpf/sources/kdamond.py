@@ -340,11 +340,18 @@ class KernelDamon:
         return 0
 
     def tick(self, now_ns: int) -> None:
-        self.bpf.ring_buffer_consume()
-        if self.raw_rows:
-            rows = np.frombuffer(b"".join(self.raw_rows), dtype=ROW)
-            self.raw_rows = []
+        rows = self._drain()
+        if rows is not None:
             self._assemble(rows)
+
+    def _drain(self) -> np.ndarray | None:
+        """The rows the ring buffer holds now, decoded (None if none)."""
+        self.bpf.ring_buffer_consume()
+        if not self.raw_rows:
+            return None
+        rows = np.frombuffer(b"".join(self.raw_rows), dtype=ROW)
+        self.raw_rows = []
+        return rows
 
     def _assemble(self, rows: np.ndarray) -> None:
         """Each target's rows, in arrival order, cut into its aggregations (split_aggregations)."""

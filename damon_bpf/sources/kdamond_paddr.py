@@ -8,6 +8,12 @@ snapshots. Every update interval the page maps are read again; when a target has
 outside the monitored ranges (it faulted in new memory), the ranges are recomputed and committed to
 the running kdamond, which keeps the counters of the regions that still intersect them.
 
+The page maps and the mapping back are the costly part (every resident page, every aggregation), and the
+session loop that ticks this source runs at a real-time priority (damon_bpf.priority) so that it keeps up
+with the ring buffers: there this work would take its CPU from the target itself (in the emulated 6.12
+guest the written range then showed hot on 1.2% of its bytes). So the loop only drains the kdamond's rows
+and files finished snapshots; a worker thread at normal priority does the rest.
+
 When DAMON's sysfs already has a paddr kdamond on that is not ours (a host's own reclaim, as on the
 CI machine), no second one can be added beside it: its aggregations are read instead, without
 writing anything to it, and mapped back the same way, at its own intervals.
@@ -16,6 +22,8 @@ writing anything to it, and mapped back the same way, at its own intervals.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from typing import Callable
 
@@ -25,6 +33,7 @@ from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.layout import page_size
 from damon_bpf.core.physmap import PageMap, to_virtual
 from damon_bpf.core.regions import page_ranges
+from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import DamonBpfError, HostError, TargetError, UsageError, warn_stderr
 from damon_bpf.sources import host
 from damon_bpf.sources import kdamond as kd
@@ -41,6 +50,7 @@ COMMIT_PAUSE = 10
 # so it never has fewer regions than ranges (each one a damon_aggregated row per aggregation), and it splits
 # regions only while it has at most half of max_nr_regions, which ranges filling it would forbid.
 RANGES_SHARE = 4
+WORKER_WAIT_S = 0.05   # the worker's longest sleep with no rows: how late a page-map refresh may come
 
 
 def read_pagemap(pid: int) -> PageMap:
@@ -101,6 +111,11 @@ class PaddrDamon(kd.KernelDamon):
         # pagemap_s, map_s: CPU seconds (this thread's) reading page maps and mapping aggregations back
         self.counts = {"refreshes": 0, "commits": 0, "commits_deferred": 0, "pages_seen": 0,
                        "pages_unseen": 0, "pagemap_s": 0.0, "map_s": 0.0, "commit_s": 0.0}
+        self.inbox: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()    # rows drained, for the worker
+        self.outbox: queue.SimpleQueue[tuple[int, Snapshot]] = queue.SimpleQueue()   # snapshots, to file
+        self.worker: threading.Thread | None = None
+        self.stopping = threading.Event()
+        self.worker_error: BaseException | None = None
         super().__init__(attrs, warn)
 
     def _claim(self, running: list[int]) -> None:
@@ -156,9 +171,54 @@ class PaddrDamon(kd.KernelDamon):
                 return True
         return False
 
+    def start(self, targets) -> None:
+        super().start(targets)
+        self.worker = threading.Thread(target=self._work, name="damon-bpf paddr", daemon=True)
+        self.worker.start()
+
     def tick(self, now_ns: int) -> None:
-        super().tick(now_ns)
-        if self.kdamond_pid is None or time.monotonic() - self.last_refresh < self.own_attrs.update_interval_us / 1e6:
+        """In the session loop: hand the rows drained to the worker, file what it finished (and raise what
+        failed it). Without a worker (closing) the rows are mapped back here."""
+        rows = self._drain()
+        if rows is not None:
+            self.inbox.put(rows)
+        if self.worker is None or not self.worker.is_alive():
+            self._map_inbox()
+        while True:
+            try:
+                pid, snapshot = self.outbox.get_nowait()
+            except queue.Empty:
+                break
+            self._file(pid, snapshot)
+        if self.worker_error is not None:
+            error, self.worker_error = self.worker_error, None
+            raise error
+
+    def _work(self) -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))   # 0: this thread, whatever it inherited
+        except OSError:
+            pass
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self._assemble(self.inbox.get(timeout=WORKER_WAIT_S))
+                except queue.Empty:
+                    pass
+                self._map_inbox()
+                self._maybe_refresh()
+        except Exception as err:   # noqa: BLE001 - raised in the session loop at its next tick
+            self.worker_error = err
+
+    def _map_inbox(self) -> None:
+        while True:
+            try:
+                self._assemble(self.inbox.get_nowait())
+            except queue.Empty:
+                return
+
+    def _maybe_refresh(self) -> None:
+        if time.monotonic() - self.last_refresh < self.own_attrs.update_interval_us / 1e6:
             return
         self._refresh_maps()
         if self.borrowed is None and self._uncovered():
@@ -186,13 +246,17 @@ class PaddrDamon(kd.KernelDamon):
             owners = self.pids   # another's kdamond: every target's frames are looked up in its regions
         began = time.thread_time()
         for pid in owners:
-            seen = to_virtual(self.maps[pid], rows["start"], rows["end"], rows["nr_accesses"], rows["age"],
-                              page_size(), self.own_attrs.max_nr_regions)
-            self.counts["pages_seen"] += seen.pages_seen
-            self.counts["pages_unseen"] += seen.pages_unseen
-            self._file(pid, kd.kernel_snapshot(seen.start, seen.end, seen.nr_accesses, seen.age,
-                                               int(rows["time_ns"].max()), self.attrs))
+            self.outbox.put((pid, self._mapped(pid, rows)))
         self.counts["map_s"] += time.thread_time() - began
+
+    def _mapped(self, pid: int, rows: np.ndarray) -> Snapshot:
+        """One aggregation's rows as process ``pid`` sees them, through its last page map."""
+        seen = to_virtual(self.maps[pid], rows["start"], rows["end"], rows["nr_accesses"], rows["age"],
+                          page_size(), self.own_attrs.max_nr_regions)
+        self.counts["pages_seen"] += seen.pages_seen
+        self.counts["pages_unseen"] += seen.pages_unseen
+        return kd.kernel_snapshot(seen.start, seen.end, seen.nr_accesses, seen.age, int(rows["time_ns"].max()),
+                                  self.attrs)
 
     def _release(self) -> None:
         if self.borrowed is None:
@@ -203,6 +267,13 @@ class PaddrDamon(kd.KernelDamon):
         return "switched off" if self.borrowed is None else "left running as found (not ours)"
 
     def close(self) -> None:
+        self.stopping.set()
+        if self.worker is not None:
+            self.worker.join()   # after its current piece of work; the rest is mapped back by close's tick
+        if self.worker_error is not None:   # said, not raised: the kdamond must still be switched off
+            self.error = f"mapping the kdamond's regions back failed: {self.worker_error}"
+            self.warn(f"warning: damon: {self.error}")
+            self.worker_error = None
         super().close()
         seen, unseen = self.counts["pages_seen"], self.counts["pages_unseen"]
         share = f"{100 * seen / (seen + unseen):.1f}%" if seen + unseen else "none"

@@ -1,13 +1,17 @@
 """Instrumented run of the paddr-backed kernel-DAMON source (issue 15): what each refresh and each aggregation
-does, with the kernel's NUMA balancing as found and then switched off. Run as root where DAMON's sysfs is free
-(the 6.12 guest):
+does, first with this loop at normal priority, then at record's default collector priority (SCHED_RR 1,
+damon_bpf.priority), then so with a process waking every 2 ms on the writer's CPU (PHASES: in the emulated
+guest the kdamond saw the written range cold at SCHED_RR while the writer ran on; README, paddr section), the
+kernel's NUMA balancing as found. Run as root where DAMON's sysfs is free (the 6.12
+guest):
 
     .venv/bin/python tests/bench/probe_paddr.py --seconds 20 --log OUT/probe.log
 
 Per refresh: its time, the resident pages whose frame changed since the last read, those outside the monitored
 ranges, the ranges and the commit's time. Per aggregation: the physical regions, how many were hot, and of the
-hot and the cold range the share of pages seen, shown hot, and their mean nr_accesses. vmstat's NUMA counters
-before and after each phase."""
+hot and the cold range the pages seen, shown hot by the kdamond's rows and by the virtual snapshot made of them
+(the two must agree but for DAMON-style merging), and their mean nr_accesses. Per phase: vmstat's NUMA counters,
+the CPU seconds of each workload thread and of this loop."""
 
 from __future__ import annotations
 
@@ -25,10 +29,22 @@ import numpy as np
 
 from damon_bpf.core.attrs import MonitoringAttrs
 from damon_bpf.core.physmap import region_of_pages
+from damon_bpf.priority import raise_collector_priority
 from damon_bpf.sources import kdamond as kd
 from damon_bpf.sources import kdamond_paddr as kp
 
 VMSTAT = ("numa_hint_faults", "numa_pages_migrated", "pgmigrate_success", "numa_pte_updates")
+PHASES = (("normal priority", "normal", False), ("SCHED_RR 1, as record", "rt", False),
+          ("SCHED_RR 1, another process waking every 2 ms on the writer's CPU", "rt", True))
+# A process of its own (another mm: switching to it reloads CR3, which flushes the emulated TLB) that wakes
+# every 2 ms on CPU 0, the writer's.
+FLUSHER = "import os, time\nos.sched_setaffinity(0, {0})\nwhile True:\n    time.sleep(0.002)\n"
+
+
+def thread_cpu_s(pid: int, tid: int) -> float:
+    """utime + stime of one thread, in seconds."""
+    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def vmstat() -> dict[str, int]:
@@ -50,9 +66,8 @@ def main() -> int:
     binary = Path(tempfile.mkdtemp()) / "accessgen"
     subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(Path(__file__).parents[1] / "workload" /
                                                                       "accessgen.c")], check=True)
-    nb = Path("/proc/sys/kernel/numa_balancing")
-    found_nb = nb.read_text().strip()
-    log("numa_balancing", found_nb, "thp", Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip())
+    log("numa_balancing", Path("/proc/sys/kernel/numa_balancing").read_text().strip(),
+        "thp", Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip())
     began = time.monotonic()
     kernel = kp.PaddrDamon(MonitoringAttrs(), warn=lambda m: log("warn", m))
     log("compiled in", round(time.monotonic() - began, 1), "s")
@@ -87,45 +102,53 @@ def main() -> int:
 
     kernel._refresh_maps = refresh
     kp.kd.commit_regions = commit
-    real_emit = kernel._emit
+    real_mapped = kernel._mapped
 
-    def emit(index, rows) -> None:
+    def mapped(owner, rows):
+        snap = real_mapped(owner, rows)
         m = kernel.maps[pid]
+        rows = rows[np.argsort(rows["start"], kind="stable")]
         idx = region_of_pages(m.pfns, rows["start"], rows["end"], page)
         parts = [f"regions {len(rows)} hot {int((rows['nr_accesses'] > 0).sum())}"
-                 f" maxnr {int(rows['nr_accesses'].max())}"]
+                 f" maxnr {int(rows['nr_accesses'].max())} virtual regions {len(snap.start)}"]
         for name, t in threads.items():
             mine = (m.vpages >= t["start"] // page) & (m.vpages < t["end"] // page)
             seen = mine & (idx >= 0)
             nr = rows["nr_accesses"][idx[seen]].astype(np.int64)
+            at = np.searchsorted(snap.start, m.vpages[seen].astype(np.uint64) * np.uint64(page), side="right") - 1
+            virtual = snap.nr_accesses[at].astype(np.int64) if len(snap.start) else np.zeros(0, np.int64)
             parts.append(f"{name}: pages {int(mine.sum())} seen {int(seen.sum())} hot {int((nr > 0).sum())} "
-                         f"mean {nr.mean() if len(nr) else 0:.2f} regions {len(np.unique(idx[seen]))}")
+                         f"mean {nr.mean() if len(nr) else 0:.2f} regions {len(np.unique(idx[seen]))} virtual hot "
+                         f"{int((virtual > 0).sum())} mean {virtual.mean() if len(virtual) else 0:.2f}")
         log("aggr", " | ".join(parts))
-        real_emit(index, rows)
+        return snap
 
-    kernel._emit = emit
+    kernel._mapped = mapped
     try:
         kernel.start(SimpleNamespace(pids={pid}))
         log("started kdamond", kernel.kdamond_pid, "ranges", len(kernel.ranges.get(pid, [])))
-        for phase, setting in (("as found", None), ("numa_balancing=0", "0")):
-            if setting is not None:
-                if os.environ.get("DAMON_BPF_VM") != "1":
-                    break   # the host's numa_balancing belongs to others' runs too
-                nb.write_text(setting)
-            before, t0 = vmstat(), time.monotonic()
-            log("phase", phase, before)
+        for phase, priority, flush in PHASES:
+            applied = raise_collector_priority(priority) if priority != "normal" else "normal"
+            if flush:
+                flusher = subprocess.Popen([sys.executable, "-c", FLUSHER])
+            before, t0, cpu0 = vmstat(), time.monotonic(), time.thread_time()
+            threads_cpu0 = {n: thread_cpu_s(pid, t["tid"]) for n, t in threads.items()}
+            log("phase", phase, applied, before)
             while time.monotonic() - t0 < opts.seconds:
                 t1 = time.monotonic()
                 kernel.tick(0)
                 if time.monotonic() - t1 > 0.5 or kernel.error:
                     log("slow tick", f"{time.monotonic() - t1:.2f}s", "error", kernel.error)
                 time.sleep(0.05)
-            after = vmstat()
+            after, wall = vmstat(), time.monotonic() - t0
             log("phase end", phase, {k: after[k] - before[k] for k in VMSTAT}, "snapshots",
-                len(kernel.snapshots.get(pid, [])))
+                len(kernel.snapshots.get(pid, [])), "wall", f"{wall:.1f}s", "this loop's CPU",
+                f"{time.thread_time() - cpu0:.1f}s", "workload threads' CPU",
+                {n: round(thread_cpu_s(pid, t["tid"]) - threads_cpu0[n], 1) for n, t in threads.items()})
+            if flush:
+                flusher.kill()
+                flusher.wait()
     finally:
-        if nb.read_text().strip() != found_nb:
-            nb.write_text(found_nb)
         kernel.close()
         proc.kill()
         proc.wait()
