@@ -66,11 +66,18 @@ def test_a_script_records_snapshots_without_click(accessgen, tmp_path):
     middle = (hot["go_ns"] + hot["done_ns"]) // 2
     settled = [s for s in record.snapshots if s.start_ns >= middle and s.end_ns <= hot["done_ns"]]
     assert len(settled) >= 10
-    # written nonstop, every page a fault; a loaded machine may keep the thread off its CPU for a
-    # whole aggregation now and then, so most snapshots, not all
+    # written nonstop, every touch a fault: each one is in the snapshots, in regions on the thread's range;
+    # besides them the thread faults only a handful of pages of its own (stack, TLS: 1 seen)
+    in_range = sum(reports_in(s, hot) for s in record.snapshots)
+    by_thread = sum(int(s.by_tid.get(hot["tid"], np.zeros(1)).sum()) for s in record.snapshots)
+    assert hot["touches"] <= in_range <= by_thread < hot["touches"] + 16, (hot["touches"], in_range, by_thread)
+    # and most settled windows show it (a loaded machine keeps the thread off its CPU for whole windows:
+    # exactness is the sum above, this only says the reports are spread over the run, not bunched)
     hot_snapshots = sum(reports_in(s, hot) > 0 for s in settled)
-    assert hot_snapshots >= 0.8 * len(settled), (hot_snapshots, len(settled))
-    assert sum(reports_in(s, cold) for s in settled) == 0   # written once at start-up, then only mapped
+    assert hot_snapshots >= 0.5 * len(settled), (hot_snapshots, len(settled))
+    # written once at start-up, then only mapped: no report inside it (the thread's own few other faults,
+    # e.g. its stack, can land in a region that straddles the range's edge, so regions wholly inside it)
+    assert sum(reports_in(s, cold, wholly=True) for s in settled) == 0
 
 
 def thread(info: dict, done: dict, name: str) -> dict:
@@ -135,8 +142,12 @@ def test_a_companions_snapshots_are_filed_next_to_ours(accessgen, tmp_path):
     assert result.samplers == [{"sampler": "one-snapshot", "calls": ["start", "tick", "close"]}]
 
 
-def reports_in(snapshot, thread: dict) -> int:
-    inside = (snapshot.start < thread["end"]) & (snapshot.end > thread["start"])
+def reports_in(snapshot, thread: dict, wholly: bool = False) -> int:
+    """The thread's reports in regions that overlap its range (``wholly``: that lie inside it)."""
+    if wholly:
+        inside = (snapshot.start >= thread["start"]) & (snapshot.end <= thread["end"])
+    else:
+        inside = (snapshot.start < thread["end"]) & (snapshot.end > thread["start"])
     return int(snapshot.by_tid.get(thread["tid"], np.zeros(snapshot.nr_regions))[inside].sum())
 
 
