@@ -19,8 +19,10 @@ import numpy as np
 import pytest
 
 # Failed in the guest until 2026-11-30 (the written range 2.6%, then 1.2% and 0.8% hot: the kdamond's own rows cold,
-# FLUSHER); passed twice in one guest run since (README, "A kdamond of its own, in the 6.12 guest").
-pytestmark = pytest.mark.vm
+# FLUSHER); passed twice in one guest run since (README, "A kdamond of its own, in the 6.12 guest"), the second time
+# by a thin margin (hot mean 5.1 against twice the cold's, 3.4: the range written once shares physical regions with
+# the written one, its frames being allocated at the same time). Left out of CI's guest runs until it passes with room.
+pytestmark = [pytest.mark.vm, pytest.mark.known_failing]
 
 DAMON_BPF = str(Path(sys.executable).parent / "damon-bpf")
 RANGE_KIB = 16 << 10
