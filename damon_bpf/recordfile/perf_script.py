@@ -11,8 +11,9 @@ first starts one mean snapshot length before its end (damo's reading, ``parse_da
 closes a record of one snapshot with a placeholder ``0-0: -1 -1`` snapshot for that, dropped here as damo
 drops it. `damo record --snapshot` writes its records of one snapshot each with ``target_id=None``, each closed
 by a placeholder (damo's own reader refuses them): read as one target whose id is its place in the file, each
-snapshot as long as its placeholder says (they are seconds apart, not back to back). ``damon:damon_monitor_intervals_tune`` lines give the sample interval in use; lines of other events
-are counted in the record's meta (``other_events``), not read.
+snapshot as long as its placeholder says (they are seconds apart, not back to back).
+``damon:damon_monitor_intervals_tune`` lines give the sample interval in use; lines of other events are counted
+in the record's meta (``other_events``), not read.
 
 The text holds no intervals; damo's ``FILE.kdamonds`` side file (``damo record`` writes it) gives them and
 each target's pid. Without it the aggregation interval is the median snapshot length and the sample interval
