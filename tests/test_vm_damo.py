@@ -35,8 +35,7 @@ import pytest
 from conftest import DAMON_BPF
 from test_vm_samplers import _guest_has_damon, _in_guest
 
-# known_failing until it has been seen passing twice in the guest
-pytestmark = [pytest.mark.vm, pytest.mark.known_failing]
+pytestmark = [pytest.mark.vm]
 
 DAMO = str(Path(sys.executable).parent / "damo")
 ADMIN = Path("/sys/kernel/mm/damon/admin")
