@@ -3,6 +3,7 @@ reads to what damo's own reader finds in it, and what damo refuses or finds empt
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,36 @@ def test_an_empty_damo_record_is_one_line(tmp_path, verb):
     assert out.returncode != 0 and out.stdout == ""
     assert out.stderr.strip().splitlines() == ["damon-bpf: error: the record file holds no target"]
 
+
+
+def test_snapshot_records_as_perf_script(tmp_path):
+    """`damo record PID --snapshot DELAY COUNT --output_type perf_script`, as it wrote in the 6.12 guest (damo
+    3.4.3; its JSON formats crash there): records of one snapshot each, `target_id=None` on every line, each
+    closed by damo's placeholder, snapshots seconds apart (wall-clock times) and a .kdamonds beside. damo's own
+    reader refuses it (int('None')); ours reads one target (pid from .kdamonds), each snapshot one aggregation
+    long, ending where damo says."""
+    wall = 1_796_053_966_863_162_000
+    ends = [wall, wall + 5_399_463_000, wall + 15_726_685_000]
+    recs = [record(None, [_damo_records.DamonSnapshot(end - 100_000_000, end, regions, None)], scheme_idx=0)
+            for end, regions in zip(ends, [[region(4096, 8192, 0, 40), region(8192, 16384, 1, 0)],
+                                            [region(4096, 12288, 0, 41)],
+                                            [region(4096, 6144, 0, 3), region(6144, 16384, 0, 7)]])]
+    path = tmp_path / "damon.data"
+    assert _damo_records.write_damon_records(recs, str(path), "perf_script") is None
+    assert path.read_text().count("target_id=None") == 2 + 1 + 2 + 3   # regions, placeholders
+    kdamonds = [{"contexts": [{"ops": "vaddr", "targets": [{"pid": 201}],
+                               "intervals": {"sample_us": "5 ms", "aggr_us": "100 ms", "ops_update_us": "1 s"}}]}]
+    (tmp_path / "damon.data.kdamonds").write_text(json.dumps(kdamonds))
+
+    (ours,) = read_record(str(path))
+    assert (ours.target_id, ours.pid, ours.sample_us, ours.aggr_us) == (0, 201, 5000, 100_000)
+    assert [(s.start_ns, s.end_ns) for s in ours.snapshots] == [(e - 100_000_000, e) for e in ends]
+    for want, got in zip(recs, ours.snapshots):
+        assert [(r.start, r.end, r.nr_accesses.samples, r.age.aggr_intervals) for r in want.snapshots[0].regions] \
+            == list(zip(got.start.tolist(), got.end.tolist(), got.nr_accesses.tolist(), got.age.tolist()))
+    assert ours.meta["view"] == "kernel-damon"
+    (last,) = read_record(str(path), snapshot=-1)
+    assert (last.snapshots[0].start_ns, last.snapshots[0].end_ns) == (ends[-1] - 100_000_000, ends[-1])
+    out = subprocess.run([DAMON_BPF, "report", "wss", "-i", str(path), "--json"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr

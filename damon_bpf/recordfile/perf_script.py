@@ -9,8 +9,11 @@ age (aggregation intervals; kernels before 5.16 print none). A target's ``nr_reg
 one snapshot, which ends at its first line's time and starts where the target's previous one ended; the
 first starts one mean snapshot length before its end (damo's reading, ``parse_damon_trace``). damo's writer
 closes a record of one snapshot with a placeholder ``0-0: -1 -1`` snapshot for that, dropped here as damo
-drops it. ``damon:damon_monitor_intervals_tune`` lines give the sample interval in use; lines of other events
-are counted in the record's meta (``other_events``), not read.
+drops it. `damo record --snapshot` writes its records of one snapshot each with ``target_id=None``, each closed
+by a placeholder (damo's own reader refuses them): read as one target whose id is its place in the file, each
+snapshot as long as its placeholder says (they are seconds apart, not back to back).
+``damon:damon_monitor_intervals_tune`` lines give the sample interval in use; lines of other events are counted
+in the record's meta (``other_events``), not read.
 
 The text holds no intervals; damo's ``FILE.kdamonds`` side file (``damo record`` writes it) gives them and
 each target's pid. Without it the aggregation interval is the median snapshot length and the sample interval
@@ -53,7 +56,7 @@ _SNIFF = 1 << 16
 # "<comm> <pid> [<cpu>] <secs>.<frac>: [<period>] <event>: <fields>"; the comm may hold blanks, the time
 # is the first "<digits>.<digits>:" after a blank (or at the start, for `perf script -F time,event,trace`)
 _EVENT_LINE = re.compile(rb"(?:^|\s)(\d{1,12})\.(\d{1,9}):\s+(?:\d+\s+)?(\S+):(?:\s+(.*?))?\s*$")
-_AGGREGATED = re.compile(rb"target_id=(\d{1,20})\s+nr_regions=(\d{1,10})\s+(\d{1,20})-(\d{1,20}):\s+(-?\d{1,20})"
+_AGGREGATED = re.compile(rb"target_id=(\d{1,20}|None)\s+nr_regions=(\d{1,10})\s+(\d{1,20})-(\d{1,20}):\s+(-?\d{1,20})"
                          rb"(?:\s+(-?\d{1,20}))?")
 _TUNE = re.compile(rb"sample_us=(\d{1,20})")
 AGGREGATED, TUNE = b"damon:damon_aggregated", b"damon:damon_monitor_intervals_tune"
@@ -81,8 +84,9 @@ def _is_text(line: bytes) -> bool:
 class _Target:
     """One target's snapshots as its lines come: the one being filled, the ones kept, the times seen."""
 
-    def __init__(self, target_id: int, keep_index: int | None, lenient: bool) -> None:
+    def __init__(self, target_id: int, keep_index: int | None, lenient: bool, apart: bool = False) -> None:
         self.target_id = target_id
+        self.apart = apart              # damo's snapshots (target_id=None): each closed by its own placeholder
         self.index = keep_index
         self.lenient = lenient          # a trace of ours (perf_data): perf may start or stop within a snapshot
         self.cut = [0, 0]               # ... so many regions of the snapshot it started / stopped in, dropped
@@ -102,11 +106,13 @@ class _Target:
         self.no_age = False
 
     def add(self, lineno: int, end_ns: int, nr_regions: int, row: tuple[int, int, int, int]) -> None:
+        if self.closed_at is not None and self.apart:
+            self.closed_at = None
         if self.closed_at is not None:
             raise BadRecord(f"line {lineno}: target {self.target_id} has a region after damo's placeholder "
                             f"snapshot (line {self.closed_at}), which only ends a record")
         if not self.rows:
-            if self.last_end is not None and end_ns < self.last_end:
+            if self.last_end is not None and end_ns < self.last_end and not self.apart:
                 raise BadRecord(f"line {lineno}: target {self.target_id}'s snapshot ends before its previous one "
                                 "(the text is not sorted by time)")
             self.nr_regions, self.end_ns = nr_regions, end_ns
@@ -124,9 +130,13 @@ class _Target:
         rows, self.rows = self.rows, []
         if rows == [_FAKE]:
             self.closed_at = lineno
+            if self.apart and self.last_end is not None:   # the placeholder times the snapshot it closes
+                self.lengths.append(self.end_ns - self.last_end)
+                if self.kept and self.kept[-1].end_ns == self.last_end:
+                    self.kept[-1].start_ns = max(0, self.last_end - self.lengths[-1])
         else:
             self._keep(self._snapshot(rows, lineno))
-        if self.last_end is not None:
+        if self.last_end is not None and not self.apart:
             self.lengths.append(self.end_ns - self.last_end)
         else:
             self.first_end = self.end_ns
@@ -158,6 +168,8 @@ class _Target:
 
     def first_length_ns(self, aggr_us: int) -> int:
         """damo's guess at the first snapshot's length: the mean over the others (the placeholder's too)."""
+        if self.apart and self.lengths:
+            return self.lengths[0]
         if self.nr_ends < 2 or self.first_end is None or self.last_end is None:
             return aggr_us * 1000
         return (self.last_end - self.first_end) // (self.nr_ends - 1)
@@ -169,7 +181,7 @@ class _Reader:
     def __init__(self, keep_index: int | None, lenient: bool = False) -> None:
         self.index = keep_index
         self.lenient = lenient
-        self.targets: dict[int, _Target] = {}
+        self.targets: dict[int | None, _Target] = {}   # None: damo's snapshots (target_id=None)
         self.other_events: dict[str, int] = {}
         self.tuned_sample_us: int | None = None
         self.lineno = 0
@@ -202,13 +214,15 @@ class _Reader:
         found = _AGGREGATED.fullmatch(fields)
         if found is None:
             raise BadRecord(f"line {self.lineno}: damon_aggregated fields not understood ({_show(fields)})")
-        target_id, nr_regions, start, end, accesses = (int(v) for v in found.groups()[:5])
+        key: int | None = None if found[1] == b"None" else int(found[1])
+        nr_regions, start, end, accesses = (int(v) for v in found.groups()[1:5])
         age = int(found[6]) if found[6] is not None else 0
-        if target_id > 2**64 - 1 or not 1 <= nr_regions <= MAX_COUNT:
+        if (key or 0) > 2**64 - 1 or not 1 <= nr_regions <= MAX_COUNT:
             raise BadRecord(f"line {self.lineno}: target_id or nr_regions out of range ({_show(fields)})")
-        target = self.targets.get(target_id)
+        target = self.targets.get(key)
         if target is None:
-            target = self.targets[target_id] = _Target(target_id, self.index, self.lenient)
+            target_id = len(self.targets) if key is None else key   # damo's snapshots: the place is the id
+            target = self.targets[key] = _Target(target_id, self.index, self.lenient, apart=key is None)
         target.no_age |= found[6] is None
         target.add(self.lineno, end_ns, nr_regions, (start, end, accesses, age))
 
