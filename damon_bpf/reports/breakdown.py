@@ -159,7 +159,8 @@ def _masses(cols: Columns, row: dict, fn_rows: _Rows) -> _Mass:
 
 def _function_counts(cols: Columns) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Every (name, count) of the regions' functions in order, and the region (of ``cols``) of each."""
-    per_region, region_index = [], []
+    per_region: list[dict[str, int]] = []
+    region_index: list[int] = []
     for functions, first in zip(cols.functions, cols.bounds.tolist()):
         if functions:
             per_region.extend(functions)

@@ -87,7 +87,9 @@ def mapping_names(snaps: Sequence[Snapshot], axis: AddressAxis) -> list[str] | N
             region, row = int(latest[k]), int(order[k])
             if names[row] is None:
                 snap = int(snapshot_of[region])
-                names[row] = region_label(joined.mappings[snap][region - int(joined.bounds[snap])])
+                mappings = joined.mappings[snap]
+                assert mappings is not None   # only snapshots that name their regions are in named
+                names[row] = region_label(mappings[region - int(joined.bounds[snap])])
         if all(n is not None for n in names):
             break
     return [n or "" for n in names] if named_any else None
