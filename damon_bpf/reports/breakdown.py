@@ -20,8 +20,8 @@ from rich.table import Table
 
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.recordfile import TargetRecord
-from damon_bpf.reports.columns import (SOURCES, WORK_VALUES, Columns, columns, outline_of, select,
-                                      source_ids)
+from damon_bpf.reports import columns as report_columns
+from damon_bpf.reports.columns import SOURCES, Columns, columns, outline_of, select, source_ids
 from damon_bpf.reports.common import (comm_of, fmt_addr, fmt_ns, fmt_size, in_time, pick_snapshot, ppid_of,
                                       process_line, select_target)
 from damon_bpf.reports.spread import bin_masses_each, summed
@@ -121,14 +121,14 @@ class _Rows(dict):
 
 def _parts(snaps: Sequence[Snapshot], nr_rows: Callable[[], int], nr_bins: int) -> Iterator[Sequence[Snapshot]]:
     """``snaps`` in consecutive parts whose work arrays (bin_masses_each's, for ``nr_rows()`` quantities, a
-    number that grows as function names appear) stay within WORK_VALUES. A part's size does not change what
+    number that grows as function names appear) stay within columns.WORK_VALUES. A part's size does not change what
     is computed (each snapshot's spreading is its own, and the running sums add them in order)."""
     nr_regions = outline_of(snaps)[2]
     widest = int(nr_regions.max()) if len(nr_regions) else 0
     first = 0
     while first < len(snaps):
         rows = nr_rows()
-        size = max(1, WORK_VALUES // max(1, 4 * rows * widest + 6 * rows * nr_bins))
+        size = max(1, report_columns.WORK_VALUES // max(1, 4 * rows * widest + 6 * rows * nr_bins))
         yield snaps[first:first + size]
         first += size
 
