@@ -10,7 +10,8 @@ access frequency (Hz), computed the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from itertools import chain
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from rich import box
@@ -19,7 +20,8 @@ from rich.table import Table
 
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.recordfile import TargetRecord
-from damon_bpf.reports.columns import SOURCES, Columns, chunks, columns, each, outline_of, select, source_ids
+from damon_bpf.reports import columns as report_columns
+from damon_bpf.reports.columns import SOURCES, Columns, columns, outline_of, select, source_ids
 from damon_bpf.reports.common import (comm_of, fmt_addr, fmt_ns, fmt_size, in_time, pick_snapshot, ppid_of,
                                       process_line, select_target)
 from damon_bpf.reports.spread import bin_masses_each, summed
@@ -76,21 +78,21 @@ def breakdown(records: list[TargetRecord], top: int = 10, snapshot: int = -1,
     cpu_ids, tid_ids = sorted(source_ids(snaps, "by_cpu")), sorted(source_ids(snaps, "by_tid"))
     row: dict[tuple[str, int | str], int] = {("cpu", c): 4 + i for i, c in enumerate(cpu_ids)}
     row.update({("tid", t): 4 + len(cpu_ids) + i for i, t in enumerate(tid_ids)})
-    names = sorted({name for functions in each(snaps, "functions") for f in functions or () for name in f})
-    first_fn = 4 + len(row)
-    row.update({("fn", name): first_fn + i for i, name in enumerate(names)})
+    fn_rows = _Rows(4 + len(row))   # a row per function name, in the order the names first appear
     moved = np.zeros((4 + len(row), len(lo)))
     total = _Total(snaps)
-    for part in chunks(snaps, 4 * len(moved), 6 * len(moved) * len(lo)):   # what bin_masses_each holds
-        cols = columns(part, SOURCES)
+    for part in _parts(snaps, lambda: 4 + len(row) + len(fn_rows), len(lo)):
+        cols = columns(part, SOURCES)   # each snapshot's functions are made here, once
         total.add(cols)
-        spread = bin_masses_each(cols.start, cols.end, cols.bounds, _masses(cols, row, len(moved)), lo, hi)
-        moved = summed(moved, spread)
+        mass = _masses(cols, row, fn_rows)
+        total.add_functions(mass.fn_rows, mass.fn_counts)
+        spread = bin_masses_each(cols.start, cols.end, cols.bounds, mass.rows, lo, hi)
+        moved = summed(np.concatenate([moved, np.zeros((len(spread[0]) - len(moved), len(lo)))]), spread)
     hz = moved[0] / (hi - lo) / max(1, len(snaps)) * 1e6 / rec.aggr_us
     reports, reads, writes = moved[1], moved[2], moved[3]
     cpus = {c: moved[row["cpu", c]] for c in cpu_ids}
     tids = {t: moved[row["tid", t]] for t in tid_ids}
-    functions = {name: moved[row["fn", name]] for name in names}
+    functions = {name: moved[fn_rows[name]] for name in sorted(fn_rows)}
     order = sorted(range(len(lo)), key=lambda i: (-hz[i], -reports[i], i))[:max(0, top)]
     regions = [RegionShare(
         int(layout.start[i]), int(layout.end[i]), float(hz[i]), float(reports[i]),
@@ -101,14 +103,49 @@ def breakdown(records: list[TargetRecord], top: int = 10, snapshot: int = -1,
         functions=_share({name: float(v[i]) for name, v in functions.items()}, reports[i])) for i in order]
     origin = rec.snapshots[0].start_ns
     span = ((snaps[0].start_ns - origin, snaps[-1].end_ns - origin) if snaps else (0, 0))
-    return Breakdown(rec.target_id, rec.pid, len(snaps), span, regions, total.share(snaps), comm_of(rec),
+    return Breakdown(rec.target_id, rec.pid, len(snaps), span, regions, total.share(fn_rows), comm_of(rec),
                      ppid_of(rec))
 
 
-def _masses(cols: Columns, row: dict, nr_rows: int) -> np.ndarray:
-    """Every quantity breakdown moves onto the layout, one row each, for the regions of ``cols``; ``row`` says
-    where each cpu, thread and function goes (0 where a snapshot has none)."""
-    mass = np.zeros((nr_rows, cols.nr_regions))
+class _Rows(dict):
+    """Function name -> its row of the moved quantities, a new row for each name as it first appears."""
+
+    def __init__(self, first: int) -> None:
+        super().__init__()
+        self.first = first
+
+    def __missing__(self, name: str) -> int:
+        self[name] = at = self.first + len(self)
+        return at
+
+
+def _parts(snaps: Sequence[Snapshot], nr_rows: Callable[[], int], nr_bins: int) -> Iterator[Sequence[Snapshot]]:
+    """``snaps`` in consecutive parts whose work arrays (bin_masses_each's, for ``nr_rows()`` quantities, a
+    number that grows as function names appear) stay within columns.WORK_VALUES. A part's size does not change what
+    is computed (each snapshot's spreading is its own, and the running sums add them in order)."""
+    nr_regions = outline_of(snaps)[2]
+    widest = int(nr_regions.max()) if len(nr_regions) else 0
+    first = 0
+    while first < len(snaps):
+        rows = nr_rows()
+        size = max(1, report_columns.WORK_VALUES // max(1, 4 * rows * widest + 6 * rows * nr_bins))
+        yield snaps[first:first + size]
+        first += size
+
+
+@dataclass
+class _Mass:
+    rows: np.ndarray   # every quantity breakdown moves onto the layout, one row each, per region
+    fn_rows: np.ndarray   # per function count of each region, in the order the snapshots name them: its row
+    fn_counts: np.ndarray   # and its count
+
+
+def _masses(cols: Columns, row: dict, fn_rows: _Rows) -> _Mass:
+    """The masses of the regions of ``cols``; ``row`` says where each cpu and thread goes, ``fn_rows`` where
+    each function goes (new names get new rows; 0 where a snapshot has none)."""
+    names, counts, regions = _function_counts(cols)
+    at = np.fromiter(map(fn_rows.__getitem__, names), np.int64, len(names))
+    mass = np.zeros((fn_rows.first + len(fn_rows), cols.nr_regions))
     # nr_accesses is a per-region rate, not a count: spread it as rate x bytes
     mass[0] = cols.nr_accesses * (cols.end - cols.start).astype(np.float64)
     mass[1], mass[2], mass[3] = cols.nr_reports, cols.reads, cols.writes
@@ -116,11 +153,22 @@ def _masses(cols: Columns, row: dict, nr_rows: int) -> np.ndarray:
         mass[row["cpu", c]] = v
     for t, v in cols.by_tid.items():
         mass[row["tid", t]] = v
+    mass[at, regions] = counts
+    return _Mass(mass, at, counts)
+
+
+def _function_counts(cols: Columns) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Every (name, count) of the regions' functions in order, and the region (of ``cols``) of each."""
+    per_region: list[dict[str, int]] = []
+    region_index: list[int] = []
     for functions, first in zip(cols.functions, cols.bounds.tolist()):
-        for i, region_functions in enumerate(functions or (), first):
-            for name, count in region_functions.items():
-                mass[row["fn", name], i] = count
-    return mass
+        if functions:
+            per_region.extend(functions)
+            region_index.extend(range(first, first + len(functions)))
+    sizes = np.fromiter(map(len, per_region), np.int64, len(per_region))
+    names = list(chain.from_iterable(map(dict.keys, per_region)))
+    counts = np.fromiter(chain.from_iterable(map(dict.values, per_region)), np.int64, len(names))
+    return names, counts, np.repeat(np.array(region_index, np.int64), sizes)
 
 
 class _Total:
@@ -133,6 +181,7 @@ class _Total:
         self.hi: int | None = None
         # in the order they first appear: it breaks ties between equal shares
         self.by: dict[str, dict[int, float]] = {name: dict.fromkeys(source_ids(snaps, name), 0.0) for name in SOURCES}
+        self.functions = np.zeros(0)   # per function row (_Rows), its reports
 
     def add(self, cols: Columns) -> None:
         self.reports += int(cols.nr_reports.sum())
@@ -145,13 +194,17 @@ class _Total:
             for ident, counts in getattr(cols, name).items():
                 totals[ident] = float(summed(np.array(totals[ident]), cols.per_snapshot(counts).astype(np.float64)))
 
-    def share(self, snaps: Sequence[Snapshot]) -> RegionShare:
+    def add_functions(self, rows: np.ndarray, counts: np.ndarray) -> None:
+        """Add each count to its function's total, one at a time in order (np.add.at: as a float sum
+        snapshot by snapshot rounds)."""
+        grown = np.zeros(max(len(self.functions), int(rows.max()) + 1 if len(rows) else 0))
+        grown[:len(self.functions)] = self.functions
+        np.add.at(grown, rows, counts.astype(np.float64))
+        self.functions = grown
+
+    def share(self, fn_rows: _Rows) -> RegionShare:
         reports = float(self.reports)
-        functions: dict[str, float] = {}
-        for per_region in each(snaps, "functions"):
-            for f in per_region or ():
-                for name, count in f.items():
-                    functions[name] = functions.get(name, 0.0) + count
+        functions = {name: float(self.functions[at]) for name, at in fn_rows.items()}
         return RegionShare(self.lo or 0, self.hi or 0, 0.0, reports, float(self.reads), float(self.writes),
                            _share(self.by["by_cpu"], reports), _share(self.by["by_tid"], reports),
                            functions=_share(functions, reports))

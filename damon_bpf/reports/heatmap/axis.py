@@ -12,7 +12,7 @@ from damon_bpf.core.mappings import region_label
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import UsageError
 from damon_bpf.recordfile import TargetRecord
-from damon_bpf.reports.columns import chunks, columns, each, outline_of
+from damon_bpf.reports.columns import Columns, chunks, columns, outline_of
 from damon_bpf.reports.common import fmt_ns
 
 PAGE = 4096
@@ -71,24 +71,45 @@ def _touched_spans(snaps: Sequence[Snapshot]) -> list[tuple[int, int]]:
 def mapping_names(snaps: Sequence[Snapshot], axis: AddressAxis) -> list[str] | None:
     """Per row, the short name of the mappings of the region at the row's middle, from the latest snapshot
     that has a region there ("" when none does); None when no snapshot names its regions (older records)."""
-    nr_regions = outline_of(snaps)[2].tolist()
-    named = [i for i, (m, n) in enumerate(zip(each(snaps, "mappings"), nr_regions)) if m is not None and n]
-    if not named:
-        return None
     mids = np.array([(lo + hi) // 2 for lo, hi in zip(axis.lo, axis.hi)], dtype=np.uint64)
+    order = np.argsort(mids, kind="stable")
     names: list[str | None] = [None] * axis.rows
-    for i in reversed(named):   # only these are made into Snapshot objects, the latest first
-        s = snaps[i]
-        mappings = s.mappings
-        assert mappings is not None   # only snapshots that name their regions are in named
-        index = np.searchsorted(s.start, mids, side="right") - 1
-        inside = (index >= 0) & (mids < s.end[np.clip(index, 0, None)])
-        for r in np.nonzero(inside)[0].tolist():
-            if names[r] is None:
-                names[r] = region_label(mappings[int(index[r])])
+    named_any = False
+    for part in reversed(list(chunks(snaps, 8, axis.rows))):   # the latest first, a part's regions at once
+        joined = columns(part)
+        named = np.array([m is not None for m in joined.mappings], bool) & (np.diff(joined.bounds) > 0)
+        if not named.any():
+            continue
+        named_any = True
+        latest = _latest_cover(joined, named, mids[order])
+        snapshot_of = joined.snapshot_of_region
+        for k in np.flatnonzero(latest >= 0).tolist():
+            region, row = int(latest[k]), int(order[k])
+            if names[row] is None:
+                snap = int(snapshot_of[region])
+                mappings = joined.mappings[snap]
+                assert mappings is not None   # only snapshots that name their regions are in named
+                names[row] = region_label(mappings[region - int(joined.bounds[snap])])
         if all(n is not None for n in names):
             break
-    return [n or "" for n in names]
+    return [n or "" for n in names] if named_any else None
+
+
+def _latest_cover(joined: Columns, named: np.ndarray, mids: np.ndarray) -> np.ndarray:
+    """Per address of ``mids`` (ascending), the region (index in ``joined``) of the latest snapshot in
+    ``named`` whose region at that address (the last one starting at or below it, as a search of the
+    snapshot's starts finds) holds it; -1 where none does. Region ``i`` is the one found for the addresses
+    from its start up to the next region's start, and holds those below its end."""
+    first = np.searchsorted(mids, joined.start, side="left")
+    past_end = np.searchsorted(mids, joined.end, side="left")
+    next_first = np.append(first[1:], len(mids))
+    next_first[joined.bounds[1:] - 1] = len(mids)   # a snapshot's last region: up to every address above
+    count = np.maximum(np.minimum(next_first, past_end) - first, 0) * named[joined.snapshot_of_region]
+    region = np.repeat(np.arange(len(count)), count)
+    at = first[region] + np.arange(len(region)) - np.repeat(np.cumsum(count) - count, count)
+    latest = np.full(len(mids), -1, np.int64)
+    np.maximum.at(latest, at, region)   # later snapshots' regions come later in joined
+    return latest
 
 
 def mapping_spans(names: list[str]) -> list[tuple[int, int, str]]:
