@@ -126,13 +126,16 @@ class Batch:
         snap.functions = None if self.functions is None else self.functions[j]
         return snap
 
-    def columns(self, a: int, b: int, sources: Sequence[str]) -> Columns:
-        """Snapshots [a, b) as Columns: views of the batch's arrays."""
+    def columns(self, a: int, b: int, sources: Sequence[str], names: bool = True) -> Columns:
+        """Snapshots [a, b) as Columns: views of the batch's arrays (without ``names``, no functions or
+        mappings: our layout's reader makes those per snapshot when asked, the costly part of a report that
+        needs only the numbers)."""
         lo, hi = self.edges[a], self.edges[b]
+        functions: list = self.each(a, b, "functions") if names else [None] * (b - a)
+        mappings: list = self.each(a, b, "mappings") if names else [None] * (b - a)
         out = Columns(self.bounds[a:b + 1] - lo, self.times[0, a:b], self.times[1, a:b], self.first[lo:hi],
                       self.last[lo:hi], self.counts[0, lo:hi], self.counts[2, lo:hi], self.counts[3, lo:hi],
-                      self.counts[4, lo:hi], self.each(a, b, "footprint"), self.each(a, b, "functions"),
-                      self.each(a, b, "mappings"))
+                      self.counts[4, lo:hi], self.each(a, b, "footprint"), functions, mappings)
         for name in sources:
             by = self.by[name]
             if by is not None:

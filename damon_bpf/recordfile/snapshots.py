@@ -125,8 +125,8 @@ class Loose:
     def snapshot(self, j: int) -> Snapshot:
         return self.snaps[j]
 
-    def columns(self, a: int, b: int, sources: Sequence[str]) -> Columns:
-        return join(self.snaps[a:b], sources)
+    def columns(self, a: int, b: int, sources: Sequence[str], names: bool = True) -> Columns:
+        return join(self.snaps[a:b], sources)   # the Snapshot objects have their names already
 
     def outline(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return outline(self.snaps)
@@ -204,9 +204,10 @@ class Snapshots(Sequence[Snapshot]):
                 base = int(self.first[part[a]])
                 yield self.parts[part[a]], int(pos[a]) - base, int(pos[b - 1]) + 1 - base
 
-    def columns(self, sources: Sequence[str] = ()) -> Columns:
-        """All of them as Columns (views of the parts' arrays where it is one run of one part)."""
-        pieces = [part.columns(a, b, sources) for part, a, b in self._runs()]
+    def columns(self, sources: Sequence[str] = (), names: bool = True) -> Columns:
+        """All of them as Columns (views of the parts' arrays where it is one run of one part); ``names``:
+        with their functions and mappings (None where not asked for)."""
+        pieces = [part.columns(a, b, sources, names) for part, a, b in self._runs()]
         return concat(pieces) if pieces else join([], sources)
 
     def outline(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -92,7 +92,7 @@ def hottest_snapshot(rec: TargetRecord) -> int:
 def _heat(part: Sequence[Snapshot]) -> np.ndarray:
     """Each snapshot's sum of size x nr_accesses. Below 2**53 every product and partial sum is a whole number
     a float holds exactly, so any order of adding gives what np.dot gives; above, np.dot decides, as before."""
-    joined = columns(part)
+    joined = columns(part, names=False)
     product = (joined.end - joined.start).astype(np.float64) * joined.nr_accesses
     heat = np.bincount(joined.snapshot_of_region, weights=product, minlength=len(part))
     for i in np.flatnonzero(heat >= 2.0**53).tolist():

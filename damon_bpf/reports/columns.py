@@ -22,9 +22,10 @@ WORK_VALUES = 1 << 20   # float64 values in one part's work arrays together (8 M
 __all__ = ["SOURCES", "Columns", "chunks", "columns", "each", "outline_of", "select", "source_ids"]
 
 
-def columns(snaps: Sequence[Snapshot], sources: Sequence[str] = ()) -> Columns:
-    """``snaps`` joined; ``sources`` (of SOURCES) are the per-id counts to join too."""
-    return snaps.columns(sources) if isinstance(snaps, Snapshots) else join(snaps, sources)
+def columns(snaps: Sequence[Snapshot], sources: Sequence[str] = (), names: bool = True) -> Columns:
+    """``snaps`` joined; ``sources`` (of SOURCES) are the per-id counts to join too; ``names=False`` for a
+    caller that reads no functions or mappings (they may then be None)."""
+    return snaps.columns(sources, names) if isinstance(snaps, Snapshots) else join(snaps, sources)
 
 
 def select(snaps: Sequence[Snapshot], mask: np.ndarray) -> Sequence[Snapshot]:

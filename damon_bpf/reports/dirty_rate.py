@@ -111,7 +111,7 @@ def _rates(rec: TargetRecord, page: int, skip: int) -> tuple[list[int], list[flo
     origin = rec.snapshots[0].start_ns if rec.snapshots else 0
     rates: list[float] = []
     for part in chunks(snaps, 4):
-        joined = columns(part)
+        joined = columns(part, names=False)
         window_ns = joined.end_ns - joined.start_ns
         window_s = np.where(window_ns == 0, rec.aggr_us / 1e6, window_ns / 1e9)
         rates += (_dirty_each(part, joined, page) / window_s).tolist()

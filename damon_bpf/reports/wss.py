@@ -66,7 +66,7 @@ def wss(records: list[TargetRecord], target_id: int | None = None, write: bool =
     sizes: list[int] = []
     rates: list[float] = []
     for part in chunks(snaps, 8):
-        joined = columns(part)
+        joined = columns(part, names=False)
         size = (joined.end - joined.start).astype(np.int64)
         member = (joined.writes > 0) if write else (joined.nr_accesses >= acc_thres)
         sizes += joined.per_snapshot(np.where(member & (size >= sz_thres), size, 0)).tolist()

@@ -50,7 +50,7 @@ def _touched_spans(snaps: Sequence[Snapshot]) -> list[tuple[int, int]]:
     def spans(touched: bool) -> tuple[np.ndarray, np.ndarray]:
         starts, ends = [np.zeros(0, np.uint64)], [np.zeros(0, np.uint64)]
         for part in chunks(snaps, 8):
-            joined = columns(part)
+            joined = columns(part, names=False)
             pick = (joined.nr_accesses > 0) | (joined.nr_reports > 0) if touched else slice(None)
             starts.append(joined.start[pick])
             ends.append(joined.end[pick])

@@ -70,7 +70,7 @@ def _panels(rec: TargetRecord, snaps: Sequence[Snapshot], by: str | None) -> lis
     source = "by_cpu" if by == "cpu" else "by_tid"
     totals = dict.fromkeys(source_ids(snaps, source), 0)   # first seen first: that breaks ties below
     for part in chunks(snaps, 16):
-        for ident, counts in getattr(columns(part, [source]), source).items():
+        for ident, counts in getattr(columns(part, [source], names=False), source).items():
             totals[ident] += int(counts.sum())
     if not totals:
         raise UsageError(f"the record holds no per-{by} counts in this time range")
@@ -95,7 +95,7 @@ def _grids(snaps: Sequence[Snapshot], panels: list[_Panel], axis: AddressAxis, e
     # snapshot in the record's order (np.add.at adds in the order given: the sums round as they always did)
     sums = np.zeros((cols, 1 + len(panels), axis.rows))
     for part in chunks(snaps, 4 * len(sums[0]), 6 * sums[0].size):   # what bin_masses_each holds
-        joined = columns(part, sources)
+        joined = columns(part, sources, names=False)
         size = (joined.end - joined.start).astype(np.float64)  # rate x bytes, for every panel at once
         masses = bin_masses_each(joined.start, joined.end, joined.bounds,
                                  np.stack([size] + [p.rate(joined) * size for p in panels]), lo, hi)
