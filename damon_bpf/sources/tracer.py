@@ -155,10 +155,7 @@ class Tracer:
         self._pending[ct.c_uint32(pid)] = ct.c_uint8(1)
 
     def remove_target(self, pid: int) -> None:
-        try:
-            del self._targets[ct.c_uint32(pid)]
-        except KeyError:
-            pass
+        delete_all(self._targets, [ct.c_uint32(pid)])   # the program may have deleted it at the exit
 
     def is_target(self, pid: int) -> bool:
         """True if ``pid`` is in the kernel's target map now."""
