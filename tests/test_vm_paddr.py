@@ -74,6 +74,38 @@ def _shares(snapshots, span: dict) -> tuple[float, float]:
     return float(np.mean(shares)), float(np.mean(heats))
 
 
+def _huge_kib(pid: int, start: int) -> int:
+    """AnonHugePages of the mapping of ``pid`` that begins at ``start`` (/proc/PID/smaps)."""
+    found = False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if "-" in line.split(" ", 1)[0]:   # a mapping's header line: START-END PERMS ...
+            found = int(line.split("-", 1)[0], 16) == start
+        elif found and line.startswith("AnonHugePages:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _physical_sharing(pid: int, ranges: dict) -> dict:
+    """Where the frames of the named virtual ranges lie: the 2 MiB physical blocks and the ranges our kdamond
+    is given (coalesced from the same page map as the source does) that hold frames of more than one of them.
+    DAMON merges only adjacent regions, so its regions never cross those ranges."""
+    from damon_bpf.core.attrs import MonitoringAttrs
+    from damon_bpf.core.regions import page_ranges
+    from damon_bpf.sources.kdamond_paddr import RANGES_SHARE, read_pagemap
+
+    page, attrs, pages = os.sysconf("SC_PAGE_SIZE"), MonitoringAttrs(), read_pagemap(pid)
+    bounds = np.asarray(page_ranges(pages.frame_addrs(page), page,
+                                    max(attrs.min_nr_regions, attrs.max_nr_regions // RANGES_SHARE)), np.int64)
+    blocks, kept = [], []
+    for t in ranges.values():
+        pfns = pages.pfns[(pages.vpages >= t["start"] // page) & (pages.vpages < t["end"] // page)]
+        blocks.append(set((pfns * page >> 21).tolist()))
+        kept.append(set((np.searchsorted(bounds[:, 0], pfns * page, side="right") - 1).tolist()))
+    return {"kdamond ranges": len(bounds), "blocks shared": len(set.intersection(*blocks)),
+            "kdamond ranges shared": len(set.intersection(*kept)),
+            "kdamond ranges of each": [len(k) for k in kept]}
+
+
 def _thread_cpu_s(pid: int, tid: int) -> float:
     fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -91,13 +123,19 @@ def test_damon_ops_paddr_shows_the_written_range_hot_on_the_targets_pages(access
         assert last[0].startswith("damon-bpf: error: ") and "CONFIG_DAMON_SYSFS" in last[0], run.stderr
         assert not (tmp_path / "d").exists()
         return
-    proc = subprocess.Popen([accessgen, "--duration", "600", f"hot:0:W:{RANGE_KIB}:0", f"cold:1:c:{RANGE_KIB}:0"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([accessgen, "--huge", "--duration", "600", f"hot:0:W:{RANGE_KIB}:0",
+                             f"cold:1:c:{RANGE_KIB}:0"], stdout=subprocess.PIPE, text=True)
     flusher = subprocess.Popen([sys.executable, "-c", FLUSHER])   # on CPU 0, the writer's
     out = tmp_path / "d"
     try:
         info = json.loads(proc.stdout.readline())
-        writer = next(t["tid"] for t in info["threads"] if t["name"] == "hot")
+        threads = {t["name"]: t for t in info["threads"]}
+        huge = {n: _huge_kib(info["pid"], t["start"]) for n, t in threads.items()}
+        sharing = _physical_sharing(info["pid"], threads)
+        print("frames", {"AnonHugePages KiB": huge, **sharing})
+        assert min(huge.values()) >= 0.9 * RANGE_KIB, ("the ranges did not get huge pages", huge)
+        assert sharing["kdamond ranges shared"] == 0, ("the ranges' frames share the kdamond's ranges", sharing)
+        writer = threads["hot"]["tid"]
         writer_cpu = _thread_cpu_s(info["pid"], writer)
         run = subprocess.run([DAMON_BPF, "record", "-p", str(info["pid"]), "--source", "damon", "--damon-ops",
                               "paddr", "--duration", "45", "-o", str(out)], capture_output=True, text=True,
@@ -112,7 +150,6 @@ def test_damon_ops_paddr_shows_the_written_range_hot_on_the_targets_pages(access
     assert (ADMIN / "kdamonds" / "nr_kdamonds").read_text().strip() == "0" and not STATE.exists()
     (kernel,) = [r for r in read_record(str(out)) if r.meta.get("view") == "kernel-damon"]
     assert "paddr" in kernel.meta["tool"] and kernel.pid == info["pid"], kernel.meta
-    threads = {t["name"]: t for t in info["threads"]}
     (hot_share, hot_heat), (cold_share, cold_heat) = (_shares(kernel.snapshots, threads[n]) for n in ("hot", "cold"))
     print("judged", {"snapshots": len(kernel.snapshots), "hot": (hot_share, hot_heat), "cold": (cold_share, cold_heat),
                      "writer CPU s": writer_cpu}, run.stderr, sep="\n")   # shown with -rA
