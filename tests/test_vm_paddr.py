@@ -103,7 +103,7 @@ def _physical_sharing(pid: int, ranges: dict) -> dict:
         kept.append(set((np.searchsorted(bounds[:, 0], pfns * page, side="right") - 1).tolist()))
     return {"kdamond ranges": len(bounds), "blocks shared": len(set.intersection(*blocks)),
             "kdamond ranges shared": len(set.intersection(*kept)),
-            "kdamond ranges of each": [len(k) for k in kept]}
+            "kdamond ranges of each": [len(k) for k in kept], "2 MiB blocks of each": [sorted(b) for b in blocks]}
 
 
 def _thread_cpu_s(pid: int, tid: int) -> float:

@@ -18,7 +18,9 @@
  * With --huge the ranges of the c, W and R threads are 2 MiB-aligned and asked for transparent huge pages
  * (MADV_HUGEPAGE), and those threads map and first write them one after another in the order of their specs:
  * ranges written at the same time get interleaved frames, which a physical-address monitor cannot tell
- * apart (tests/test_vm_paddr.py). Other modes are unchanged by it.
+ * apart (tests/test_vm_paddr.py). Each after the first writes a 4 MiB spacer first and unmaps it once its
+ * range is written: ranges written in turn on a freshly booted machine got directly adjacent frames, and the
+ * spacer's freed frames leave a gap between them. Other modes are unchanged by it.
  * At the end one more JSON line gives each thread's touches and the elapsed time:
  *   {"elapsed_s":T,"threads":[{"tid":..,"touches":N,"go_ns":G,"done_ns":D},..]}
  * where [go_ns, done_ns] (CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns) is when the thread made its passes.
@@ -61,6 +63,8 @@ static int huge;             /* --huge */
 static pthread_mutex_t turn_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t turn_done = PTHREAD_COND_INITIALIZER;
 static int turn;             /* --huge: the order of the c, W or R thread whose turn it is to fill its range */
+#define SPACER_BYTES (2 * HUGE_SIZE)
+static char *spacer;         /* --huge: written by the thread in its turn, before its range (see the top) */
 
 static double now_s(void)
 {
@@ -151,12 +155,24 @@ static void wait_turn(const struct worker *w)
 	while (turn != w->order)
 		pthread_cond_wait(&turn_done, &turn_lock);
 	pthread_mutex_unlock(&turn_lock);
+	if (w->order > 0) {
+		spacer = map_huge(SPACER_BYTES);
+		if (spacer == MAP_FAILED) {
+			perror("mmap");
+			exit(2);
+		}
+		memset(spacer, 1, SPACER_BYTES);
+	}
 }
 
 static void end_turn(const struct worker *w)
 {
 	if (w->order < 0)
 		return;
+	if (spacer) {
+		munmap(spacer, SPACER_BYTES);
+		spacer = NULL;
+	}
 	pthread_mutex_lock(&turn_lock);
 	turn++;
 	pthread_cond_broadcast(&turn_done);
