@@ -1,6 +1,6 @@
 /* accessgen: a workload with known memory accesses, for tests and benchmarks.
  *
- *   accessgen [--wait] [--duration SECONDS] NAME:CPU:MODE:KIB:PASSES ...
+ *   accessgen [--wait] [--huge] [--duration SECONDS] NAME:CPU:MODE:KIB:PASSES ...
  *
  * Each spec starts one thread named NAME, pinned to CPU (-1: not pinned), that maps KIB KiB of fresh
  * anonymous memory (no huge pages) and, PASSES times (0: until --duration runs out), touches every
@@ -15,6 +15,12 @@
  * once before the threads start, then rewritten without dropping, like W). The ground truth is printed as JSON on stdout before the threads start:
  *   {"pid":P,"page_size":S,"threads":[{"name":..,"tid":..,"cpu":..,"mode":"w","start":A,"end":B},..]}
  * With --wait the threads start only after a line is read from stdin (so a tracer can attach first).
+ * With --huge the ranges of the c, W and R threads are 2 MiB-aligned and asked for transparent huge pages
+ * (MADV_HUGEPAGE), and those threads map and first write them one after another in the order of their specs:
+ * ranges written at the same time get interleaved frames, which a physical-address monitor cannot tell
+ * apart (tests/test_vm_paddr.py). Each after the first writes a 4 MiB spacer first and unmaps it once its
+ * range is written: ranges written in turn on a freshly booted machine got directly adjacent frames, and the
+ * spacer's freed frames leave a gap between them. Other modes are unchanged by it.
  * At the end one more JSON line gives each thread's touches and the elapsed time:
  *   {"elapsed_s":T,"threads":[{"tid":..,"touches":N,"go_ns":G,"done_ns":D},..]}
  * where [go_ns, done_ns] (CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns) is when the thread made its passes.
@@ -37,6 +43,7 @@ struct worker {
 	char mode;
 	size_t bytes;
 	long passes;
+	int order;         /* --huge: its place among the c, W and R threads (-1: not one of them) */
 	char *mem;
 	pid_t tid;
 	long touches;
@@ -51,6 +58,13 @@ static size_t shared_bytes;
 #define SHARED_HINT ((void *)0x100000000000UL) /* 16 TiB: below the mmap area, above the heap */
 static double duration_s;
 static long page_size;
+#define HUGE_SIZE (2UL << 20)
+static int huge;             /* --huge */
+static pthread_mutex_t turn_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t turn_done = PTHREAD_COND_INITIALIZER;
+static int turn;             /* --huge: the order of the c, W or R thread whose turn it is to fill its range */
+#define SPACER_BYTES (2 * HUGE_SIZE)
+static char *spacer;         /* --huge: written by the thread in its turn, before its range (see the top) */
 
 static double now_s(void)
 {
@@ -99,25 +113,80 @@ static void one_pass(struct worker *w)
 	madvise(w->mem, w->bytes, MADV_DONTNEED);
 }
 
-/* Name the thread and give it its own fresh range, without huge pages: one fault per small page. */
+/* --huge: a range on 2 MiB boundaries (mapped 2 MiB larger, the slack unmapped), asked for huge pages. */
+static char *map_huge(size_t bytes)
+{
+	char *raw = mmap(NULL, bytes + HUGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (raw == MAP_FAILED)
+		return raw;
+	char *mem = (char *)(((unsigned long)raw + HUGE_SIZE - 1) & ~(HUGE_SIZE - 1));
+	if (mem > raw)
+		munmap(raw, mem - raw);
+	munmap(mem + bytes, raw + HUGE_SIZE - mem);
+	madvise(mem, bytes, MADV_HUGEPAGE);
+	return mem;
+}
+
+/* Name the thread and give it its own fresh range, without huge pages: one fault per small page
+ * (with --huge, a c, W or R thread's range gets huge pages). */
 static void map_range(struct worker *w)
 {
 	prctl(PR_SET_NAME, w->name);
 	w->tid = syscall(SYS_gettid);
-	w->mem = mmap(NULL, w->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (w->order >= 0) {
+		w->mem = map_huge(w->bytes);
+	} else {
+		w->mem = mmap(NULL, w->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (w->mem != MAP_FAILED)
+			madvise(w->mem, w->bytes, MADV_NOHUGEPAGE);
+	}
 	if (w->mem == MAP_FAILED) {
 		perror("mmap");
 		exit(2);
 	}
-	madvise(w->mem, w->bytes, MADV_NOHUGEPAGE);
+}
+
+/* --huge: wait until the threads before this one have filled their ranges (no-op otherwise). */
+static void wait_turn(const struct worker *w)
+{
+	if (w->order < 0)
+		return;
+	pthread_mutex_lock(&turn_lock);
+	while (turn != w->order)
+		pthread_cond_wait(&turn_done, &turn_lock);
+	pthread_mutex_unlock(&turn_lock);
+	if (w->order > 0) {
+		spacer = map_huge(SPACER_BYTES);
+		if (spacer == MAP_FAILED) {
+			perror("mmap");
+			exit(2);
+		}
+		memset(spacer, 1, SPACER_BYTES);
+	}
+}
+
+static void end_turn(const struct worker *w)
+{
+	if (w->order < 0)
+		return;
+	if (spacer) {
+		munmap(spacer, SPACER_BYTES);
+		spacer = NULL;
+	}
+	pthread_mutex_lock(&turn_lock);
+	turn++;
+	pthread_cond_broadcast(&turn_done);
+	pthread_mutex_unlock(&turn_lock);
 }
 
 static void *run(void *arg)
 {
 	struct worker *w = arg;
+	wait_turn(w);
 	map_range(w);
 	if (w->mode == 'c')
 		memset(w->mem, 1, w->bytes);
+	end_turn(w);
 	pthread_barrier_wait(&ready);
 	pthread_barrier_wait(&go);
 	w->go_ns = now_ns();
@@ -144,10 +213,13 @@ static void *run_steady(void *arg)
 		w->tid = syscall(SYS_gettid);
 		w->mem = shared_mem;
 		w->bytes = shared_bytes;
+		memset(w->mem, 1, w->bytes); /* mapped before monitoring starts: no first-touch faults later */
 	} else {
+		wait_turn(w);
 		map_range(w);
+		memset(w->mem, 1, w->bytes);
+		end_turn(w);
 	}
-	memset(w->mem, 1, w->bytes); /* mapped before monitoring starts: no first-touch faults later */
 	pthread_barrier_wait(&ready);
 	pthread_barrier_wait(&go);
 	w->go_ns = now_ns();
@@ -227,6 +299,8 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--wait"))
 			wait = 1;
+		else if (!strcmp(argv[i], "--huge"))
+			huge = 1;
 		else if (!strcmp(argv[i], "--duration") && i + 1 < argc)
 			duration_s = atof(argv[++i]);
 		else if (parse_spec(argv[i], &workers[n++])) {
@@ -235,9 +309,11 @@ int main(int argc, char **argv)
 		}
 	}
 	if (!n) {
-		fprintf(stderr, "usage: accessgen [--wait] [--duration S] NAME:CPU:r|w|c|W|R|s|S:KIB:PASSES ...\n");
+		fprintf(stderr, "usage: accessgen [--wait] [--huge] [--duration S] NAME:CPU:r|w|c|W|R|s|S:KIB:PASSES ...\n");
 		return 2;
 	}
+	for (int i = 0, order = 0; i < n; i++)
+		workers[i].order = huge && strchr("cWR", workers[i].mode) ? order++ : -1;
 	pthread_barrier_init(&ready, NULL, n + 1);
 	pthread_barrier_init(&go, NULL, n + 1);
 	map_shared(workers, n);
