@@ -24,6 +24,7 @@ a report asks for them (``_Named``); a report that leaves ``maps`` and ``funcs``
 from __future__ import annotations
 
 import functools
+from itertools import chain
 from typing import Any, Sequence
 
 import numpy as np
@@ -336,6 +337,18 @@ class _Named(Sequence):
             return [self._one(j) for j in range(*i.indices(len(self)))]
         return self._one(range(len(self))[i])
 
+    def entries(self, a: int, b: int) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+        """Snapshots [a, b)'s functions flat, as their dicts list them in order: every name, its count and
+        its region (from snapshot a's first); None where a region names one function twice."""
+        lo, hi = self.bounds[a], self.bounds[b]
+        nr_funcs = np.diff(self.func_edges[lo:hi + 1])
+        per_region = list(map(_function_names, self.names[lo:hi], nr_funcs.tolist()))
+        if None in per_region:
+            return None
+        names = list(chain.from_iterable(per_region))
+        counts = self.counts[self.func_edges[lo]:self.func_edges[hi]]
+        return names, counts, np.repeat(np.arange(hi - lo), nr_funcs)
+
     def _one(self, j: int) -> list | None:
         lo, hi = self.bounds[j], self.bounds[j + 1]
         if self.kind == "maps":   # kept once made: a list of shared lists per snapshot is small
@@ -351,6 +364,13 @@ class _Named(Sequence):
         base = edges[0]
         return [dict(zip(names[len(names) - (b - a):], counts[a - base:b - base]))
                 for names, a, b in zip(self.names[lo:hi], edges, edges[1:])]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _function_names(names: tuple[str, ...], nr_funcs: int) -> tuple[str, ...] | None:
+    """A region's function names (its names' last ``nr_funcs``); None if one repeats (a dict keeps one)."""
+    functions = names[len(names) - nr_funcs:] if nr_funcs else ()
+    return functions if len(set(functions)) == len(functions) else None
 
 
 def _entries(layout: _Layout, values: np.ndarray, extras: frozenset[str]) -> dict[str, tuple]:

@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Iterator
 from damon_bpf import outputs
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import DamonBpfError, RecordFileError, warn_stderr
+from damon_bpf.recordfile import columnfile
 from damon_bpf.recordfile.append import AppendedStream
 from damon_bpf.recordfile.encode import _check_snapshot, _record_head
 from damon_bpf.recordfile.model import TargetRecord
@@ -83,8 +84,9 @@ class RecordWriter:
     """
 
     def __init__(self, path: str, flush_interval_s: float = 2.0,
-                 warn: Callable[[str], None] | None = None) -> None:
+                 warn: Callable[[str], None] | None = None, columns: bool = False) -> None:
         self.path = os.fspath(path)
+        self.columns = columns   # at close, also the columnar side file reports read fast (columnfile.py)
         self.flush_interval_s = flush_interval_s
         self.last_flush_cost_s = 0.0
         self.failed_flushes = 0          # in a row; 0 after a flush that worked
@@ -326,6 +328,8 @@ class RecordWriter:
             if self._closed and self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
+        if self.columns:   # the file as it is now (compacted, or the parts the reader joins)
+            columnfile.write_beside(self.path, self.warn)
 
     def __enter__(self) -> "RecordWriter":
         return self

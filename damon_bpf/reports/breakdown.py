@@ -82,9 +82,10 @@ def breakdown(records: list[TargetRecord], top: int = 10, snapshot: int = -1,
     moved = np.zeros((4 + len(row), len(lo)))
     total = _Total(snaps)
     for part in _parts(snaps, lambda: 4 + len(row) + len(fn_rows), len(lo)):
-        cols = columns(part, SOURCES)   # each snapshot's functions are made here, once
+        entries = report_columns.function_entries(part)   # flat, without a dict per region, where it can
+        cols = columns(part, SOURCES, names=entries is None)   # else each snapshot's functions, made once
         total.add(cols)
-        mass = _masses(cols, row, fn_rows)
+        mass = _masses(cols, row, fn_rows, entries or _function_counts(cols))
         total.add_functions(mass.fn_rows, mass.fn_counts)
         spread = bin_masses_each(cols.start, cols.end, cols.bounds, mass.rows, lo, hi)
         moved = summed(np.concatenate([moved, np.zeros((len(spread[0]) - len(moved), len(lo)))]), spread)
@@ -140,10 +141,12 @@ class _Mass:
     fn_counts: np.ndarray   # and its count
 
 
-def _masses(cols: Columns, row: dict, fn_rows: _Rows) -> _Mass:
+def _masses(cols: Columns, row: dict, fn_rows: _Rows,
+            functions: tuple[list[str], np.ndarray, np.ndarray]) -> _Mass:
     """The masses of the regions of ``cols``; ``row`` says where each cpu and thread goes, ``fn_rows`` where
-    each function goes (new names get new rows; 0 where a snapshot has none)."""
-    names, counts, regions = _function_counts(cols)
+    each function (``functions``: names, counts, regions) goes (new names get new rows; 0 where a snapshot
+    has none)."""
+    names, counts, regions = functions
     at = np.fromiter(map(fn_rows.__getitem__, names), np.int64, len(names))
     mass = np.zeros((fn_rows.first + len(fn_rows), cols.nr_regions))
     # nr_accesses is a per-region rate, not a count: spread it as rate x bytes
