@@ -143,11 +143,11 @@ def test_a_damaged_or_planted_side_file_is_ignored(recorded, tmp_path, damage):
         os.chmod(side, 0o666)
     elif damage == "member":   # one array's shape changed, the binding intact
         arrays = dict(np.load(side))
-        arrays["r0p0_bounds"] = arrays["r0p0_bounds"][:-1]
+        arrays["r0_bounds"] = arrays["r0_bounds"][:-1]
         np.savez(side, **arrays)
     elif damage == "pickle":   # an object array needs pickle: refused
         arrays = dict(np.load(side))
-        arrays["r0p0_times"] = np.array([object()], dtype=object)
+        arrays["r0_times"] = np.array([object()], dtype=object)
         with zipfile.ZipFile(side, "w") as z:
             for name, value in arrays.items():
                 with z.open(name + ".npy", "w") as f:

@@ -79,25 +79,34 @@ def _text(text: str) -> np.ndarray:
 
 
 def _arrays(records: list[TargetRecord]) -> dict[str, np.ndarray] | None:
-    """Every record's parts as named arrays; None if any part is not a bulk Batch of our layout."""
+    """Every record's parts as named arrays, each field of all its parts joined into one array (a member
+    each costs a header parse to load); None if any part is not a bulk Batch."""
     out: dict[str, np.ndarray] = {}
     heads = []
     for r, rec in enumerate(records):
         parts = rec.snapshots.parts if isinstance(rec.snapshots, Snapshots) else None
         if parts is None or rec.snapshots.positions is not None:
             return None
-        for p, part in enumerate(parts):
-            got = _part_arrays(part)
-            if got is None:
-                return None
-            out.update({f"r{r}p{p}_{name}": value for name, value in got.items()})
+        table: dict[tuple[str, ...], int] = {}
+        got = [_part_arrays(part, table) for part in parts]
+        if any(g is None for g in got):
+            return None
+        fields = sorted(set().union(*(arrays for arrays, _ in got)))
+        out[f"r{r}_lens"] = np.array([[arrays[f].shape[-1] if f in arrays else -1 for arrays, _ in got]
+                                      for f in fields], np.int64).reshape(len(fields), len(parts))
+        for f in fields:
+            out[f"r{r}_{f}"] = np.concatenate([arrays[f] for arrays, _ in got if f in arrays], axis=-1)
+        out[f"r{r}_names_table"] = _text("\n".join('"'.join(t) + '"' for t in table))
         heads.append({"target_id": rec.target_id, "pid": rec.pid, "sample_us": rec.sample_us,
-                      "aggr_us": rec.aggr_us, "update_us": rec.update_us, "meta": rec.meta, "parts": len(parts)})
+                      "aggr_us": rec.aggr_us, "update_us": rec.update_us, "meta": rec.meta, "fields": fields,
+                      "parts": [about for _, about in got]})
     out["records"] = _text(json.dumps(heads))
     return out
 
 
-def _part_arrays(part: Any) -> dict[str, np.ndarray] | None:
+def _part_arrays(part: Any, table: dict) -> tuple[dict[str, np.ndarray], dict] | None:
+    """A part's arrays (each along its last axis: a part's slice of the joined one) and what else it has
+    (which names it holds; the general path's names, few, as JSON)."""
     if not isinstance(part, bulk.Batch):
         return None
     named = [x for x in (part.maps, part.functions) if x is not None]
@@ -106,22 +115,18 @@ def _part_arrays(part: Any) -> dict[str, np.ndarray] | None:
         return None
     footprints = np.array([(-1, -1) if f is None else f for f in part.footprints], np.int64).reshape(-1, 2)
     out = {"times": part.times, "bounds": part.bounds, "first": part.first, "last": part.last,
-           "counts": part.counts, "footprints": footprints}
+           "counts": part.counts, "footprints": footprints.T}
     for source, _ in _SOURCES:
         by = part.by[source]
         if by is not None:
             out.update({f"{source}_{k}": getattr(by, k) for k in ("snap", "ids", "offset", "rows")})
-    if listed:   # the general path's (a run's last snapshot): as JSON, few
-        out.update({f"{kind}_json": _text(json.dumps(x)) for kind, x in listed.items()})
-    elif named:
+    about: dict = {"listed": listed, "kinds": []}
+    if named and not listed:
         names = named[0]
-        table = list(dict.fromkeys(names.names))
-        index = {t: i for i, t in enumerate(table)}
-        out.update(names_table=_text("\n".join('"'.join(t) + '"' for t in table)),
-                   names_index=np.fromiter(map(index.__getitem__, names.names), np.int64, len(names.names)),
-                   nr_maps=names.nr_maps, func_counts=names.counts, func_edges=names.func_edges,
-                   named_kinds=_text(",".join(x.kind for x in named)))
-    return out
+        index = np.fromiter(map(lambda t: table.setdefault(t, len(table)), names.names), np.int64, len(names.names))
+        out.update(names_index=index, nr_maps=names.nr_maps, func_counts=names.counts, func_edges=names.func_edges)
+        about["kinds"] = [x.kind for x in named]
+    return out, about
 
 
 # --- reading -------------------------------------------------------------------------------------------
@@ -162,7 +167,16 @@ def _load(path: str, f: Any, snapshot: int | None, extras: frozenset[str]) -> li
 
 
 def _record(npz: Any, r: int, head: dict, extras: frozenset[str]) -> TargetRecord:
-    parts = [_part(npz, f"r{r}p{p}_", extras) for p in range(int(head["parts"]))]
+    fields, lens = head["fields"], npz[f"r{r}_lens"]
+    if lens.dtype != np.int64 or lens.shape != (len(fields), len(head["parts"])):
+        raise _Stale
+    joined = {f: npz[f"r{r}_{f}"] for f in fields}
+    table = [tuple(key.split('"')[:-1]) for key in npz[f"r{r}_names_table"].tobytes().decode("ascii").split("\n")]
+    ends = np.cumsum(np.maximum(lens, 0), axis=1)
+    parts = []
+    for p, about in enumerate(head["parts"]):
+        arrays = {f: joined[f][..., ends[k, p] - lens[k, p]:ends[k, p]] for k, f in enumerate(fields) if lens[k, p] >= 0}
+        parts.append(_part(arrays, about, table, extras))
     return TargetRecord(int(head["target_id"]), head["pid"], int(head["sample_us"]), int(head["aggr_us"]),
                         int(head["update_us"]), Snapshots(parts), dict(head["meta"]))
 
@@ -176,9 +190,9 @@ def _one(rec: TargetRecord, index: int) -> TargetRecord:
     return rec
 
 
-def _part(npz: Any, prefix: str, extras: frozenset[str]) -> bulk.Batch:
+def _part(arrays: dict[str, np.ndarray], about: dict, table: list, extras: frozenset[str]) -> bulk.Batch:
     def get(name: str, dtype: Any) -> np.ndarray:
-        value = npz[prefix + name]
+        value = arrays[name]
         if value.dtype != dtype:
             raise _Stale
         return value
@@ -189,15 +203,15 @@ def _part(npz: Any, prefix: str, extras: frozenset[str]) -> bulk.Batch:
     if times.shape != (2, nr_snaps) or counts.shape != (5, nr_regions) or last.shape != first.shape or \
             bounds[0] != 0 or bounds[-1] != nr_regions or np.any(np.diff(bounds) < 0):
         raise _Stale
-    footprints = get("footprints", np.int64)
+    footprints = get("footprints", np.int64).T
     if footprints.shape != (nr_snaps, 2):
         raise _Stale
     listed = [None if rss < 0 else (rss, pss) for rss, pss in footprints.tolist()]
-    names = _names(get, bounds, extras) if prefix + "names_table" in npz.files else \
-        _listed_names(get, npz.files, prefix, extras)
+    names = _names(get, bounds, about["kinds"], table, extras) if about["kinds"] else \
+        _listed_names(about["listed"], extras)
     batch = bulk.Batch.of_columns(times, bounds, first, last, counts, {}, listed, **names)
     for source, extra in _SOURCES:
-        if extra in extras and prefix + source + "_rows" in npz.files:
+        if extra in extras and source + "_rows" in arrays:
             batch.by[source] = _by(get, source, bounds)
     return batch
 
@@ -217,28 +231,28 @@ def _by(get: Callable, source: str, bounds: np.ndarray) -> bulk._By:
     return by
 
 
-def _listed_names(get: Callable, files: list[str], prefix: str, extras: frozenset[str]) -> dict[str, list]:
+def _listed_names(listed: dict, extras: frozenset[str]) -> dict[str, list]:
     """Batch.of_columns' ``maps`` and ``functions`` kept as JSON (mappings are (name, kind) tuples)."""
     out: dict[str, list] = {}
-    if "maps" in extras and prefix + "maps_json" in files:
+    if "maps" in extras and "maps" in listed:
         out["maps"] = [None if snap is None else [[tuple(pair) for pair in region] for region in snap]
-                       for snap in json.loads(get("maps_json", np.uint8).tobytes())]
-    if "funcs" in extras and prefix + "functions_json" in files:
-        out["functions"] = json.loads(get("functions_json", np.uint8).tobytes())
+                       for snap in listed["maps"]]
+    if "funcs" in extras and "functions" in listed:
+        out["functions"] = listed["functions"]
     return out
 
 
-def _names(get: Callable, bounds: np.ndarray, extras: frozenset[str]) -> dict[str, ourlayout._Named]:
-    """Batch.of_columns' ``maps`` and ``functions`` (those in ``extras``) from the names table."""
-    kinds = [kind for kind in get("named_kinds", np.uint8).tobytes().decode().split(",") if kind in extras]
+def _names(get: Callable, bounds: np.ndarray, kinds: list[str], table: list,
+           extras: frozenset[str]) -> dict[str, ourlayout._Named]:
+    """Batch.of_columns' ``maps`` and ``functions`` (those of ``kinds`` in ``extras``) from the names table."""
+    kinds = [kind for kind in kinds if kind in extras]
     if not kinds:
         return {}
-    table = [tuple(key.split('"')[:-1]) for key in get("names_table", np.uint8).tobytes().decode("ascii").split("\n")]
     index, nr_maps = get("names_index", np.int64), get("nr_maps", np.int64)
     counts, func_edges = get("func_counts", np.int64), get("func_edges", np.int64)
     nr_regions = int(bounds[-1])
     if index.shape != (nr_regions,) or nr_maps.shape != (nr_regions,) or func_edges.shape != (nr_regions + 1,) \
-            or func_edges[-1] != len(counts) or np.any(np.diff(func_edges) < 0) or \
+            or func_edges[0] != 0 or func_edges[-1] != len(counts) or np.any(np.diff(func_edges) < 0) or \
             (nr_regions and (index.min() < 0 or index.max() >= len(table))):
         raise _Stale
     names = list(map(table.__getitem__, index.tolist()))
