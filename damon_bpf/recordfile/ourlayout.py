@@ -337,17 +337,31 @@ class _Named(Sequence):
             return [self._one(j) for j in range(*i.indices(len(self)))]
         return self._one(range(len(self))[i])
 
-    def entries(self, a: int, b: int) -> tuple[list[str], np.ndarray, np.ndarray] | None:
-        """Snapshots [a, b)'s functions flat, as their dicts list them in order: every name, its count and
-        its region (from snapshot a's first); None where a region names one function twice."""
+    def entries(self, a: int, b: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None:
+        """Snapshots [a, b)'s functions flat, as their dicts list them in order: a table of names, and per
+        entry its name's index in it, its count and its region (from snapshot a's first); None where a
+        region names one function twice. Worked out once per distinct region (names repeat), not per region."""
         lo, hi = self.bounds[a], self.bounds[b]
         nr_funcs = np.diff(self.func_edges[lo:hi + 1])
-        per_region = list(map(_function_names, self.names[lo:hi], nr_funcs.tolist()))
-        if None in per_region:
+        names = self.names[lo:hi]
+        # a region's kind: its names tuple (by identity: they are interned, equal ones mostly the same object)
+        # and number of functions
+        identity = np.fromiter(map(id, names), np.uint64, hi - lo)
+        _, where, kind = np.unique(np.stack([identity, nr_funcs.astype(np.uint64)], 1), axis=0,
+                                   return_index=True, return_inverse=True)
+        kind = kind.reshape(-1)
+        per_kind = [_function_names(names[k], n) for k, n in zip(where.tolist(), nr_funcs[where].tolist())]
+        if None in per_kind:
             return None
-        names = list(chain.from_iterable(per_region))
+        table: dict[str, int] = {}
+        flat = np.fromiter((table.setdefault(name, len(table)) for names in per_kind for name in names), np.int64)
+        size = np.fromiter(map(len, per_kind), np.int64, len(per_kind))
+        first = np.concatenate([[0], np.cumsum(size)[:-1]]).astype(np.int64)
+        sizes = size[kind]   # each region's number of functions
+        ends = np.cumsum(sizes)
+        at = np.repeat(first[kind] - (ends - sizes), sizes) + np.arange(int(ends[-1]) if len(ends) else 0)
         counts = self.counts[self.func_edges[lo]:self.func_edges[hi]]
-        return names, counts, np.repeat(np.arange(hi - lo), nr_funcs)
+        return list(table), flat[at], counts, np.repeat(np.arange(hi - lo), sizes)
 
     def _one(self, j: int) -> list | None:
         lo, hi = self.bounds[j], self.bounds[j + 1]

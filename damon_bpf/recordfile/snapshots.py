@@ -222,21 +222,23 @@ class Snapshots(Sequence[Snapshot]):
         """The ids ``name`` (by_cpu, by_tid) names, in the order they first appear."""
         return list(dict.fromkeys(chain.from_iterable(part.source_ids(a, b, name) for part, a, b in self._runs())))
 
-    def function_entries(self) -> tuple[list[str], np.ndarray, np.ndarray] | None:
-        """Their functions flat: every (name, count) their regions' dicts hold, in order, and the region
-        (in ``columns()``) of each; None if a part can tell them only as dicts (then ``columns().functions``)."""
-        names: list[str] = []
-        counts, regions = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    def function_entries(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None:
+        """Their functions flat: a table of names, and per (name, count) their regions' dicts hold, in
+        order, its name's index there, its count and its region (in ``columns()``); None if a part can tell
+        them only as dicts (then ``columns().functions``)."""
+        table: list[str] = []
+        ids, counts, regions = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
         first_region = 0
         for part, a, b in self._runs():
             got = part.function_entries(a, b) if hasattr(part, "function_entries") else None
             if got is None:
                 return None
-            names += got[0]
-            counts.append(got[1])
-            regions.append(got[2] + first_region)
+            ids.append(got[1] + len(table))
+            table += got[0]
+            counts.append(got[2])
+            regions.append(got[3] + first_region)
             first_region += int(part.outline()[2][a:b].sum())
-        return names, np.concatenate(counts).astype(np.int64), np.concatenate(regions).astype(np.int64)
+        return table, *(np.concatenate(x).astype(np.int64) for x in (ids, counts, regions))  # type: ignore[return-value]
 
     def each(self, name: str) -> list:
         """Each one's ``functions``, ``mappings`` or ``footprint`` (the same objects its Snapshot has)."""

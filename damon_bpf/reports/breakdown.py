@@ -142,12 +142,16 @@ class _Mass:
 
 
 def _masses(cols: Columns, row: dict, fn_rows: _Rows,
-            functions: tuple[list[str], np.ndarray, np.ndarray]) -> _Mass:
+            functions: tuple[list[str], np.ndarray, np.ndarray, np.ndarray]) -> _Mass:
     """The masses of the regions of ``cols``; ``row`` says where each cpu and thread goes, ``fn_rows`` where
-    each function (``functions``: names, counts, regions) goes (new names get new rows; 0 where a snapshot
-    has none)."""
-    names, counts, regions = functions
-    at = np.fromiter(map(fn_rows.__getitem__, names), np.int64, len(names))
+    each function (``functions``: table of names, each entry's name there, count, region) goes (new names get
+    new rows, in the order they first appear; 0 where a snapshot has none)."""
+    table, ids, counts, regions = functions
+    named, first = np.unique(ids, return_index=True)
+    row_of = np.zeros(len(table), np.int64)
+    in_order = named[np.argsort(first, kind="stable")]
+    row_of[in_order] = np.fromiter((fn_rows[table[i]] for i in in_order.tolist()), np.int64, len(in_order))
+    at = row_of[ids]
     mass = np.zeros((fn_rows.first + len(fn_rows), cols.nr_regions))
     # nr_accesses is a per-region rate, not a count: spread it as rate x bytes
     mass[0] = cols.nr_accesses * (cols.end - cols.start).astype(np.float64)
@@ -160,8 +164,9 @@ def _masses(cols: Columns, row: dict, fn_rows: _Rows,
     return _Mass(mass, at, counts)
 
 
-def _function_counts(cols: Columns) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Every (name, count) of the regions' functions in order, and the region (of ``cols``) of each."""
+def _function_counts(cols: Columns) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Every (name, count) of the regions' functions in order, and the region (of ``cols``) of each (as
+    function_entries gives them: each name its own entry of the table)."""
     per_region: list[dict[str, int]] = []
     region_index: list[int] = []
     for functions, first in zip(cols.functions, cols.bounds.tolist()):
@@ -171,7 +176,7 @@ def _function_counts(cols: Columns) -> tuple[list[str], np.ndarray, np.ndarray]:
     sizes = np.fromiter(map(len, per_region), np.int64, len(per_region))
     names = list(chain.from_iterable(map(dict.keys, per_region)))
     counts = np.fromiter(chain.from_iterable(map(dict.values, per_region)), np.int64, len(names))
-    return names, counts, np.repeat(np.array(region_index, np.int64), sizes)
+    return names, np.arange(len(names)), counts, np.repeat(np.array(region_index, np.int64), sizes)
 
 
 class _Total:

@@ -58,9 +58,10 @@ def chunks(snaps: Sequence[Snapshot], per_region: int, per_snapshot: int = 0) ->
         yield snaps[first:first + size]
 
 
-def function_entries(snaps: Sequence[Snapshot]) -> tuple[list[str], np.ndarray, np.ndarray] | None:
-    """Every (name, count) of the regions' functions in order and the region (in ``columns(snaps)``) of
-    each, read without a dict per region; None where only ``columns(snaps).functions`` tells them."""
+def function_entries(snaps: Sequence[Snapshot]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None:
+    """Every (name, count) of the regions' functions in order, as a table of names and per entry its name's
+    index there, its count and its region (in ``columns(snaps)``), read without a dict per region; None where
+    only ``columns(snaps).functions`` tells them."""
     return snaps.function_entries() if isinstance(snaps, Snapshots) else None
 
 
