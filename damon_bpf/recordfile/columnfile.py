@@ -126,6 +126,9 @@ def _part_arrays(part: Any, table: dict) -> tuple[dict[str, np.ndarray], dict] |
         index = np.fromiter(map(lambda t: table.setdefault(t, len(table)), names.names), np.int64, len(names.names))
         out.update(names_index=index, nr_maps=names.nr_maps, func_counts=names.counts, func_edges=names.func_edges)
         about["kinds"] = [x.kind for x in named]
+        entries = names.entries(0, len(names))   # breakdown's flat functions, worked out once here
+        if entries is not None:
+            out["func_ids"], about["func_table"] = entries[1], entries[0]
     return out, about
 
 
@@ -209,6 +212,12 @@ def _part(arrays: dict[str, np.ndarray], about: dict, table: list, extras: froze
     listed = [None if rss < 0 else (rss, pss) for rss, pss in footprints.tolist()]
     names = _names(get, bounds, about["kinds"], table, extras) if about["kinds"] else \
         _listed_names(about["listed"], extras)
+    if "functions" in names and "func_table" in about:
+        ids = get("func_ids", np.int64)
+        func_table = [str(name) for name in about["func_table"]]
+        if ids.shape != names["functions"].counts.shape or (len(ids) and (ids.min() < 0 or ids.max() >= len(func_table))):
+            raise _Stale
+        names["functions"].known = func_table, ids
     batch = bulk.Batch.of_columns(times, bounds, first, last, counts, {}, listed, **names)
     for source, extra in _SOURCES:
         if extra in extras and source + "_rows" in arrays:

@@ -328,6 +328,7 @@ class _Named(Sequence):
         self.kind, self.bounds, self.names = kind, bounds, names
         self.nr_maps, self.counts, self.func_edges = nr_maps, counts, func_edges
         self.made: dict[int, list | None] = {}
+        self.known: tuple[list[str], np.ndarray] | None = None   # entries()' table and ids for all, if known
 
     def __len__(self) -> int:
         return len(self.bounds) - 1
@@ -343,6 +344,10 @@ class _Named(Sequence):
         region names one function twice. Worked out once per distinct region (names repeat), not per region."""
         lo, hi = self.bounds[a], self.bounds[b]
         nr_funcs = np.diff(self.func_edges[lo:hi + 1])
+        if self.known is not None:   # worked out when the columnar side file was written (columnfile.py)
+            table, ids = self.known
+            return table, ids[self.func_edges[lo]:self.func_edges[hi]], \
+                self.counts[self.func_edges[lo]:self.func_edges[hi]], np.repeat(np.arange(hi - lo), nr_funcs)
         names = self.names[lo:hi]
         # a region's kind: its names tuple (by identity: they are interned, equal ones mostly the same object)
         # and number of functions
