@@ -130,7 +130,7 @@ def test_a_changed_record_leaves_its_side_file(recorded):
     assert not _used(recorded)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "member", "pickle", "link", "shared"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "member", "function", "pickle", "link", "shared"])
 def test_a_damaged_or_planted_side_file_is_ignored(recorded, tmp_path, damage):
     side = columnfile.side_path(recorded)
     good = open(side, "rb").read()
@@ -144,6 +144,10 @@ def test_a_damaged_or_planted_side_file_is_ignored(recorded, tmp_path, damage):
     elif damage == "member":   # one array's shape changed, the binding intact
         arrays = dict(np.load(side))
         arrays["r0_bounds"] = arrays["r0_bounds"][:-1]
+        np.savez(side, **arrays)
+    elif damage == "function":   # a function's name index past the table, the binding intact
+        arrays = dict(np.load(side))
+        arrays["r0_func_ids"][-1] = 10**6
         np.savez(side, **arrays)
     elif damage == "pickle":   # an object array needs pickle: refused
         arrays = dict(np.load(side))

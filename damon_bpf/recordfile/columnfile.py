@@ -27,7 +27,8 @@ import numpy as np
 
 from damon_bpf import outputs
 from damon_bpf.errors import DamonBpfError
-from damon_bpf.recordfile import bulk, ourlayout
+import damon_bpf.recordfile.bulk as bulk
+import damon_bpf.recordfile.ourlayout as ourlayout
 from damon_bpf.recordfile.model import TargetRecord
 from damon_bpf.recordfile.snapshots import Snapshots
 from damon_bpf.recordfile.stream import MAX_INFLATED
@@ -54,13 +55,13 @@ def fingerprint(path: str) -> tuple[int, str]:
 
 # --- writing -------------------------------------------------------------------------------------------
 
-def write_beside(path: str, warn: Callable[[str], None]) -> bool:
-    """Write ``path``'s side file from the record read back (nothing if the record is not all in our bulk
-    layout); a failure is one warning, the record file is never affected. True if written."""
-    from damon_bpf.recordfile.reader import read_record   # the reader imports this module
+def write_beside(path: str, warn: Callable[[str], None], read: Callable[..., list[TargetRecord]]) -> bool:
+    """Write ``path``'s side file from the record read back by ``read`` (reader.read_record, which imports
+    this module; nothing if the record is not all in bulk batches); a failure is one warning, the record
+    file is never affected. True if written."""
     try:
         before = fingerprint(path)
-        records = read_record(path, use_columns=False)
+        records = read(path, use_columns=False)
         arrays = _arrays(records)
         if arrays is None or fingerprint(path) != before:
             return False

@@ -27,8 +27,8 @@ except ImportError:   # the stdlib json alone reads every file too, slower
 
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import RecordFileError
-from damon_bpf.recordfile import columnfile
 from damon_bpf.recordfile.bulk import EXTRAS, Batch
+from damon_bpf.recordfile.columnfile import load as load_columns
 from damon_bpf.recordfile.model import MAX_US, BadRecord, TargetRecord
 from damon_bpf.recordfile.ourlayout import read_run
 from damon_bpf.recordfile.perf_script import read_perf_script
@@ -458,7 +458,7 @@ def read_record(path: str, snapshot: int | None = None, extras: frozenset[str] =
     it matches the record (DAMON_BPF_READER=json or any other slower path leaves it too)."""
     path = os.fspath(path)
     if use_columns and os.environ.get("DAMON_BPF_READER") not in ("json", "general", "reference"):
-        from_columns = columnfile.load(path, snapshot, extras)
+        from_columns = load_columns(path, snapshot, extras)
         if from_columns is not None:
             return from_columns
     collecting = gc.isenabled()

@@ -22,10 +22,11 @@ from typing import Callable, Iterable, Iterator
 from damon_bpf import outputs
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import DamonBpfError, RecordFileError, warn_stderr
-from damon_bpf.recordfile import columnfile
 from damon_bpf.recordfile.append import AppendedStream
+from damon_bpf.recordfile.columnfile import write_beside
 from damon_bpf.recordfile.encode import _check_snapshot, _record_head
 from damon_bpf.recordfile.model import TargetRecord
+from damon_bpf.recordfile.reader import read_record
 from damon_bpf.recordfile.stream import _file_chunks, _Piece, _TargetState
 
 WHAT = "record file"
@@ -329,7 +330,7 @@ class RecordWriter:
                 os.close(self._lock_fd)
                 self._lock_fd = None
         if self.columns:   # the file as it is now (compacted, or the parts the reader joins)
-            columnfile.write_beside(self.path, self.warn)
+            write_beside(self.path, self.warn, read_record)
 
     def __enter__(self) -> "RecordWriter":
         return self

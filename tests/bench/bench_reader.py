@@ -35,7 +35,7 @@ import numpy as np
 from damon_bpf.core.mappings import Mapping, region_mappings
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.recorder import top_functions
-from damon_bpf.recordfile import RecordWriter, TargetRecord, columnfile
+from damon_bpf.recordfile import RecordWriter, TargetRecord, columnfile, read_record
 
 AGGR_NS = 100_000_000
 T0 = 5_000_000_000_000
@@ -155,7 +155,7 @@ def main() -> None:
         cost = write_hour(path, opts.regions, opts.named) if not os.path.exists(path) else {}
         if not columnfile.load(path, None, frozenset()):   # as `record` writes it when it closes the file
             begin = time.process_time()
-            columnfile.write_beside(path, print)
+            columnfile.write_beside(path, print, read_record)
             print(f"columnar side file written in {time.process_time() - begin:.2f} s CPU")
         print(f"columnar side file: {os.path.getsize(columnfile.side_path(path)) / 1e6:.1f} MB")
         print(f"record: 36000 snapshots x {opts.regions} regions, {os.path.getsize(path) / 1e6:.1f} MB"
