@@ -36,7 +36,7 @@ def record(output: str, **options) -> None:
     config = monitor_config(options, recording_spec(options))
     quota = apply_quota(options)
     metrics = serve_metrics(options.pop("metrics_listen"), bool(config.targets.cgroups))
-    writer = RecordWriter(output)
+    writer = RecordWriter(output, columns=True)
     with writer.abandoned_on_error():
         monitor = Monitor(config, writer)
     if metrics is not None:

@@ -176,11 +176,12 @@ def test_every_output_is_0600_under_umask_000(tmp_path, small_record):
     assert result.returncode == 0, result.stderr
     result = cli("record", "-o", str(tmp_path / "rec.data"), "--", "true", umask=0)
     assert result.returncode == 0, result.stderr
-    for name in ("ev.jsonl", "sum.json", "cmd.out", "heat.png", "rec.data", "rec.data.mem_footprint", "rec.data.vmas"):
+    for name in ("ev.jsonl", "sum.json", "cmd.out", "heat.png", "rec.data", "rec.data.columns.npz",
+                 "rec.data.mem_footprint", "rec.data.vmas"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
     assert (tmp_path / "cmd.out").read_text() == "hi\n"
-    assert sorted(os.listdir(tmp_path)) == ["cmd.out", "ev.jsonl", "heat.png", "rec.data", "rec.data.mem_footprint",
-                                            "rec.data.vmas", "sum.json"]
+    assert sorted(os.listdir(tmp_path)) == ["cmd.out", "ev.jsonl", "heat.png", "rec.data", "rec.data.columns.npz",
+                                            "rec.data.mem_footprint", "rec.data.vmas", "sum.json"]
 
 
 def test_an_existing_file_of_ours_is_narrowed_to_0600(tmp_path):

@@ -5,7 +5,8 @@ damo ignores: per region the raw report count, reads/writes and non-zero per-CPU
 per record the target pid and ``TargetRecord.meta`` (accounting, source, filters, host, ...).
 
 ``model`` holds the data model, ``encode`` the JSON text, ``stream`` the zlib segments and bounded
-inflation, ``writer`` the crash-safe incremental writer, ``schema`` and ``reader`` the streaming reader.
+inflation, ``writer`` the crash-safe incremental writer, ``schema`` and ``reader`` the streaming reader,
+``columnfile`` the columnar side file `record` writes beside the record, which the reader takes while it matches.
 """
 
 from damon_bpf.recordfile.model import TargetRecord

@@ -145,6 +145,15 @@ class Batch:
     def outline(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.times[0], self.times[1], np.diff(self.bounds)
 
+    def function_entries(self, a: int, b: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None:
+        """Snapshots [a, b)'s functions flat (a table of names; per entry its name's index there, its count
+        and region from snapshot a's first), without a dict per region; None where only the per-snapshot
+        functions tell (then Columns.functions)."""
+        if self.functions is None:
+            return [], np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        entries = getattr(self.functions, "entries", None)   # our layout's reader's (ourlayout._Named)
+        return None if entries is None else entries(a, b)
+
     def source_ids(self, a: int, b: int, name: str) -> list[int]:
         by = self.by[name]
         return [] if by is None else by.ids[by.first[a]:by.first[b]].tolist()

@@ -24,6 +24,7 @@ a report asks for them (``_Named``); a report that leaves ``maps`` and ``funcs``
 from __future__ import annotations
 
 import functools
+from itertools import chain
 from typing import Any, Sequence
 
 import numpy as np
@@ -327,6 +328,7 @@ class _Named(Sequence):
         self.kind, self.bounds, self.names = kind, bounds, names
         self.nr_maps, self.counts, self.func_edges = nr_maps, counts, func_edges
         self.made: dict[int, list | None] = {}
+        self.known: tuple[list[str], np.ndarray] | None = None   # entries()' table and ids for all, if known
 
     def __len__(self) -> int:
         return len(self.bounds) - 1
@@ -335,6 +337,36 @@ class _Named(Sequence):
         if isinstance(i, slice):
             return [self._one(j) for j in range(*i.indices(len(self)))]
         return self._one(range(len(self))[i])
+
+    def entries(self, a: int, b: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None:
+        """Snapshots [a, b)'s functions flat, as their dicts list them in order: a table of names, and per
+        entry its name's index in it, its count and its region (from snapshot a's first); None where a
+        region names one function twice. Worked out once per distinct region (names repeat), not per region."""
+        lo, hi = self.bounds[a], self.bounds[b]
+        nr_funcs = np.diff(self.func_edges[lo:hi + 1])
+        if self.known is not None:   # worked out when the columnar side file was written (columnfile.py)
+            table, ids = self.known
+            return table, ids[self.func_edges[lo]:self.func_edges[hi]], \
+                self.counts[self.func_edges[lo]:self.func_edges[hi]], np.repeat(np.arange(hi - lo), nr_funcs)
+        names = self.names[lo:hi]
+        # a region's kind: its names tuple (by identity: they are interned, equal ones mostly the same object)
+        # and number of functions
+        identity = np.fromiter(map(id, names), np.uint64, hi - lo)
+        _, where, kind = np.unique(np.stack([identity, nr_funcs.astype(np.uint64)], 1), axis=0,
+                                   return_index=True, return_inverse=True)
+        kind = kind.reshape(-1)
+        per_kind = [_function_names(names[k], n) for k, n in zip(where.tolist(), nr_funcs[where].tolist())]
+        if None in per_kind:
+            return None
+        table: dict[str, int] = {}
+        flat = np.fromiter((table.setdefault(name, len(table)) for names in per_kind for name in names), np.int64)
+        size = np.fromiter(map(len, per_kind), np.int64, len(per_kind))
+        first = np.concatenate([[0], np.cumsum(size)[:-1]]).astype(np.int64)
+        sizes = size[kind]   # each region's number of functions
+        ends = np.cumsum(sizes)
+        at = np.repeat(first[kind] - (ends - sizes), sizes) + np.arange(int(ends[-1]) if len(ends) else 0)
+        counts = self.counts[self.func_edges[lo]:self.func_edges[hi]]
+        return list(table), flat[at], counts, np.repeat(np.arange(hi - lo), sizes)
 
     def _one(self, j: int) -> list | None:
         lo, hi = self.bounds[j], self.bounds[j + 1]
@@ -351,6 +383,13 @@ class _Named(Sequence):
         base = edges[0]
         return [dict(zip(names[len(names) - (b - a):], counts[a - base:b - base]))
                 for names, a, b in zip(self.names[lo:hi], edges, edges[1:])]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _function_names(names: tuple[str, ...], nr_funcs: int) -> tuple[str, ...] | None:
+    """A region's function names (its names' last ``nr_funcs``); None if one repeats (a dict keeps one)."""
+    functions = names[len(names) - nr_funcs:] if nr_funcs else ()
+    return functions if len(set(functions)) == len(functions) else None
 
 
 def _entries(layout: _Layout, values: np.ndarray, extras: frozenset[str]) -> dict[str, tuple]:

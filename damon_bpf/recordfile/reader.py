@@ -28,6 +28,7 @@ except ImportError:   # the stdlib json alone reads every file too, slower
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import RecordFileError
 from damon_bpf.recordfile.bulk import EXTRAS, Batch
+from damon_bpf.recordfile.columnfile import load as load_columns
 from damon_bpf.recordfile.model import MAX_US, BadRecord, TargetRecord
 from damon_bpf.recordfile.ourlayout import read_run
 from damon_bpf.recordfile.perf_script import read_perf_script
@@ -178,9 +179,9 @@ class _Text:
 
 
 def _reader_is(path: str) -> bool:
-    """DAMON_BPF_READER picks a slower path, for the benchmark and the tests that compare paths: "reference"
-    (json and per-snapshot arrays, as before the bulk reader) or "general" (orjson and bulk.Batch even for
-    our writer's layout)."""
+    """DAMON_BPF_READER picks a slower path, for the benchmark and the tests that compare paths: "json" (our
+    layout's JSON reader, the columnar side file left), "reference" (json and per-snapshot arrays, as before
+    the bulk reader) or "general" (orjson and bulk.Batch even for our writer's layout)."""
     return os.environ.get("DAMON_BPF_READER") == path
 
 
@@ -445,15 +446,21 @@ def _records(text: _Text, snapshot: int | None, extras: frozenset[str]) -> list[
     return records
 
 
-def read_record(path: str, snapshot: int | None = None, extras: frozenset[str] = EXTRAS) -> list[TargetRecord]:
+def read_record(path: str, snapshot: int | None = None, extras: frozenset[str] = EXTRAS,
+                use_columns: bool = True) -> list[TargetRecord]:
     """Read a record file (ours or damo's JSON/compressed JSON/perf_script/perf_data). Any problem ->
     RecordFileError.
 
     ``snapshot`` keeps only that snapshot of each record (negative counts from the end; a record without it
     keeps none); None keeps all. A report that needs no per-region ``cpus``, ``tids``, ``maps`` or ``funcs``
     leaves them out of ``extras``: they are then skipped unread where the snapshots are read in bulk (and may
-    be empty in what it gets)."""
+    be empty in what it gets). ``use_columns``: take the record's columnar side file (columnfile.py) when
+    it matches the record (DAMON_BPF_READER=json or any other slower path leaves it too)."""
     path = os.fspath(path)
+    if use_columns and os.environ.get("DAMON_BPF_READER") not in ("json", "general", "reference"):
+        from_columns = load_columns(path, snapshot, extras)
+        if from_columns is not None:
+            return from_columns
     collecting = gc.isenabled()
     gc.disable()   # the reader makes no reference cycles; collections over its growing heap cost ~20%
     try:

@@ -222,6 +222,24 @@ class Snapshots(Sequence[Snapshot]):
         """The ids ``name`` (by_cpu, by_tid) names, in the order they first appear."""
         return list(dict.fromkeys(chain.from_iterable(part.source_ids(a, b, name) for part, a, b in self._runs())))
 
+    def function_entries(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None:
+        """Their functions flat: a table of names, and per (name, count) their regions' dicts hold, in
+        order, its name's index there, its count and its region (in ``columns()``); None if a part can tell
+        them only as dicts (then ``columns().functions``)."""
+        table: list[str] = []
+        ids, counts, regions = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        first_region = 0
+        for part, a, b in self._runs():
+            got = part.function_entries(a, b) if hasattr(part, "function_entries") else None
+            if got is None:
+                return None
+            ids.append(got[1] + len(table))
+            table += got[0]
+            counts.append(got[2])
+            regions.append(got[3] + first_region)
+            first_region += int(part.outline()[2][a:b].sum())
+        return table, *(np.concatenate(x).astype(np.int64) for x in (ids, counts, regions))  # type: ignore[return-value]
+
     def each(self, name: str) -> list:
         """Each one's ``functions``, ``mappings`` or ``footprint`` (the same objects its Snapshot has)."""
         return list(chain.from_iterable(part.each(a, b, name) for part, a, b in self._runs()))

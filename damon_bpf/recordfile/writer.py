@@ -23,8 +23,10 @@ from damon_bpf import outputs
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.errors import DamonBpfError, RecordFileError, warn_stderr
 from damon_bpf.recordfile.append import AppendedStream
+from damon_bpf.recordfile.columnfile import write_beside
 from damon_bpf.recordfile.encode import _check_snapshot, _record_head
 from damon_bpf.recordfile.model import TargetRecord
+from damon_bpf.recordfile.reader import read_record
 from damon_bpf.recordfile.stream import _file_chunks, _Piece, _TargetState
 
 WHAT = "record file"
@@ -83,8 +85,9 @@ class RecordWriter:
     """
 
     def __init__(self, path: str, flush_interval_s: float = 2.0,
-                 warn: Callable[[str], None] | None = None) -> None:
+                 warn: Callable[[str], None] | None = None, columns: bool = False) -> None:
         self.path = os.fspath(path)
+        self.columns = columns   # at close, also the columnar side file reports read fast (columnfile.py)
         self.flush_interval_s = flush_interval_s
         self.last_flush_cost_s = 0.0
         self.failed_flushes = 0          # in a row; 0 after a flush that worked
@@ -326,6 +329,8 @@ class RecordWriter:
             if self._closed and self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
+        if self.columns:   # the file as it is now (compacted, or the parts the reader joins)
+            write_beside(self.path, self.warn, read_record)
 
     def __enter__(self) -> "RecordWriter":
         return self

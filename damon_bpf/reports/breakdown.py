@@ -82,9 +82,10 @@ def breakdown(records: list[TargetRecord], top: int = 10, snapshot: int = -1,
     moved = np.zeros((4 + len(row), len(lo)))
     total = _Total(snaps)
     for part in _parts(snaps, lambda: 4 + len(row) + len(fn_rows), len(lo)):
-        cols = columns(part, SOURCES)   # each snapshot's functions are made here, once
+        entries = report_columns.function_entries(part)   # flat, without a dict per region, where it can
+        cols = columns(part, SOURCES, names=entries is None)   # else each snapshot's functions, made once
         total.add(cols)
-        mass = _masses(cols, row, fn_rows)
+        mass = _masses(cols, row, fn_rows, entries or _function_counts(cols))
         total.add_functions(mass.fn_rows, mass.fn_counts)
         spread = bin_masses_each(cols.start, cols.end, cols.bounds, mass.rows, lo, hi)
         moved = summed(np.concatenate([moved, np.zeros((len(spread[0]) - len(moved), len(lo)))]), spread)
@@ -140,11 +141,17 @@ class _Mass:
     fn_counts: np.ndarray   # and its count
 
 
-def _masses(cols: Columns, row: dict, fn_rows: _Rows) -> _Mass:
+def _masses(cols: Columns, row: dict, fn_rows: _Rows,
+            functions: tuple[list[str], np.ndarray, np.ndarray, np.ndarray]) -> _Mass:
     """The masses of the regions of ``cols``; ``row`` says where each cpu and thread goes, ``fn_rows`` where
-    each function goes (new names get new rows; 0 where a snapshot has none)."""
-    names, counts, regions = _function_counts(cols)
-    at = np.fromiter(map(fn_rows.__getitem__, names), np.int64, len(names))
+    each function (``functions``: table of names, each entry's name there, count, region) goes (new names get
+    new rows, in the order they first appear; 0 where a snapshot has none)."""
+    table, ids, counts, regions = functions
+    named, first = np.unique(ids, return_index=True)
+    row_of = np.zeros(len(table), np.int64)
+    in_order = named[np.argsort(first, kind="stable")]
+    row_of[in_order] = np.fromiter((fn_rows[table[i]] for i in in_order.tolist()), np.int64, len(in_order))
+    at = row_of[ids]
     mass = np.zeros((fn_rows.first + len(fn_rows), cols.nr_regions))
     # nr_accesses is a per-region rate, not a count: spread it as rate x bytes
     mass[0] = cols.nr_accesses * (cols.end - cols.start).astype(np.float64)
@@ -157,8 +164,9 @@ def _masses(cols: Columns, row: dict, fn_rows: _Rows) -> _Mass:
     return _Mass(mass, at, counts)
 
 
-def _function_counts(cols: Columns) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Every (name, count) of the regions' functions in order, and the region (of ``cols``) of each."""
+def _function_counts(cols: Columns) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Every (name, count) of the regions' functions in order, and the region (of ``cols``) of each (as
+    function_entries gives them: each name its own entry of the table)."""
     per_region: list[dict[str, int]] = []
     region_index: list[int] = []
     for functions, first in zip(cols.functions, cols.bounds.tolist()):
@@ -168,7 +176,7 @@ def _function_counts(cols: Columns) -> tuple[list[str], np.ndarray, np.ndarray]:
     sizes = np.fromiter(map(len, per_region), np.int64, len(per_region))
     names = list(chain.from_iterable(map(dict.keys, per_region)))
     counts = np.fromiter(chain.from_iterable(map(dict.values, per_region)), np.int64, len(names))
-    return names, counts, np.repeat(np.array(region_index, np.int64), sizes)
+    return names, np.arange(len(names)), counts, np.repeat(np.array(region_index, np.int64), sizes)
 
 
 class _Total:

@@ -19,7 +19,7 @@ from damon_bpf.recordfile.snapshots import SOURCES, Columns, Snapshots, join, ou
 
 WORK_VALUES = 1 << 20   # float64 values in one part's work arrays together (8 MiB)
 
-__all__ = ["SOURCES", "Columns", "chunks", "columns", "each", "outline_of", "select", "source_ids"]
+__all__ = ["SOURCES", "Columns", "chunks", "columns", "each", "function_entries", "outline_of", "select", "source_ids"]
 
 
 def columns(snaps: Sequence[Snapshot], sources: Sequence[str] = (), names: bool = True) -> Columns:
@@ -56,6 +56,13 @@ def chunks(snaps: Sequence[Snapshot], per_region: int, per_snapshot: int = 0) ->
     size = max(1, WORK_VALUES // max(1, per_region * widest + per_snapshot))
     for first in range(0, len(snaps), size):
         yield snaps[first:first + size]
+
+
+def function_entries(snaps: Sequence[Snapshot]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None:
+    """Every (name, count) of the regions' functions in order, as a table of names and per entry its name's
+    index there, its count and its region (in ``columns(snaps)``), read without a dict per region; None where
+    only ``columns(snaps).functions`` tells them."""
+    return snaps.function_entries() if isinstance(snaps, Snapshots) else None
 
 
 def outline_of(snaps: Sequence[Snapshot]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

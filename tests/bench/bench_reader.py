@@ -5,7 +5,9 @@ Writes a record of one target, one hour at DAMON's default 100 ms aggregation (3
 each region also names the mappings it covers and its top 5 functions, as `record` writes them
 (core.mappings and recorder.top_functions over a fixed layout and list of functions, so names repeat as in a
 real run; 15 MB). Then it runs each report in a fresh process and prints its wall time, CPU time and peak RSS
-(ru_maxrss of the child), with our layout's reader (recordfile/ourlayout.py, the default), with the general
+(ru_maxrss of the child), from the columnar side file `record` writes beside the record (recordfile/columnfile.py,
+written here as `record` does if missing; the default), from the JSON with our layout's reader
+(recordfile/ourlayout.py, DAMON_BPF_READER=json), with the general
 path it falls back to (DAMON_BPF_READER=general: orjson and bulk.Batch), with --reference the reader before the bulk one
 (DAMON_BPF_READER=reference: json and numpy arrays snapshot by snapshot) and, with --baseline, an earlier
 version's damon-bpf; whether every one printed the same. Then what a report's time is made of: the process
@@ -33,7 +35,7 @@ import numpy as np
 from damon_bpf.core.mappings import Mapping, region_mappings
 from damon_bpf.core.snapshot import Snapshot
 from damon_bpf.recorder import top_functions
-from damon_bpf.recordfile import RecordWriter, TargetRecord
+from damon_bpf.recordfile import RecordWriter, TargetRecord, columnfile, read_record
 
 AGGR_NS = 100_000_000
 T0 = 5_000_000_000_000
@@ -145,12 +147,17 @@ def main() -> None:
                         help="damon-bpf of an earlier version: its reports too, and whether their output is the same")
     opts = parser.parse_args()
     cli = os.path.join(os.path.dirname(sys.executable), "damon-bpf")
-    versions = [("ours", cli, "ours"), ("general", cli, "general")] + \
+    versions = [("columns", cli, "columns"), ("json", cli, "json"), ("general", cli, "general")] + \
         ([("reference", cli, "reference")] if opts.reference else []) + \
         ([("baseline", opts.baseline, "ours")] if opts.baseline else [])
     with tempfile.TemporaryDirectory() as tmp:
         path = opts.record or os.path.join(tmp, "hour.data")
         cost = write_hour(path, opts.regions, opts.named) if not os.path.exists(path) else {}
+        if not columnfile.load(path, None, frozenset()):   # as `record` writes it when it closes the file
+            begin = time.process_time()
+            columnfile.write_beside(path, print, read_record)
+            print(f"columnar side file written in {time.process_time() - begin:.2f} s CPU")
+        print(f"columnar side file: {os.path.getsize(columnfile.side_path(path)) / 1e6:.1f} MB")
         print(f"record: 36000 snapshots x {opts.regions} regions, {os.path.getsize(path) / 1e6:.1f} MB"
               f"{' (reused: ' + path + ')' if not cost else ''}")
         for minute, times in cost.items():   # each flush appends 20 snapshots (2 s of recording)
@@ -176,10 +183,10 @@ def main() -> None:
 
 def stages(cli: str, path: str, runs: int) -> None:
     """What a report's time is made of: starting the CLI, and reading the record with each reader."""
-    walls, cpus, peaks, _ = measure(cli, "", ["access", "--help"], "ours", runs)
+    walls, cpus, peaks, _ = measure(cli, "", ["access", "--help"], "columns", runs)
     print(f"process start (report access --help): wall {statistics.median(walls):5.2f} s  CPU "
           f"{statistics.median(cpus):5.2f} s  peak RSS {max(peaks):4.0f} MiB")
-    for reader in ("ours", "general"):
+    for reader in ("columns", "json", "general"):
         for extras in ("cpus,tids,maps,funcs", ""):
             env = dict(os.environ, DAMON_BPF_READER=reader)
             times = [float(subprocess.run([sys.executable, __file__, "--read", path, extras], check=True,
