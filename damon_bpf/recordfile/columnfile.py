@@ -67,7 +67,7 @@ def write_beside(path: str, warn: Callable[[str], None], read: Callable[..., lis
             return False
         arrays["binding"] = _text(json.dumps({"version": VERSION, "size": before[0], "sha256": before[1]}))
         data = io.BytesIO()
-        np.savez(data, **arrays)
+        np.savez(data, **arrays)   # type: ignore[arg-type]  # numpy's stub types **kwds like allow_pickle
         outputs.replace_file(side_path(path), data.getvalue(), WHAT)
         return True
     except (DamonBpfError, OSError) as err:
@@ -85,12 +85,14 @@ def _arrays(records: list[TargetRecord]) -> dict[str, np.ndarray] | None:
     out: dict[str, np.ndarray] = {}
     heads = []
     for r, rec in enumerate(records):
-        parts = rec.snapshots.parts if isinstance(rec.snapshots, Snapshots) else None
-        if parts is None or rec.snapshots.positions is not None:
+        snaps = rec.snapshots
+        if not isinstance(snaps, Snapshots) or snaps.positions is not None:
             return None
+        parts = snaps.parts
         table: dict[tuple[str, ...], int] = {}
-        got = [_part_arrays(part, table) for part in parts]
-        if any(g is None for g in got):
+        maybe = [_part_arrays(part, table) for part in parts]
+        got = [g for g in maybe if g is not None]
+        if len(got) != len(maybe):
             return None
         fields = sorted(set().union(*(arrays for arrays, _ in got)))
         out[f"r{r}_lens"] = np.array([[arrays[f].shape[-1] if f in arrays else -1 for arrays, _ in got]
@@ -110,7 +112,7 @@ def _part_arrays(part: Any, table: dict) -> tuple[dict[str, np.ndarray], dict] |
     (which names it holds; the general path's names, few, as JSON)."""
     if not isinstance(part, bulk.Batch):
         return None
-    named = [x for x in (part.maps, part.functions) if x is not None]
+    named: list[Any] = [x for x in (part.maps, part.functions) if x is not None]
     listed = {kind: x for kind, x in (("maps", part.maps), ("functions", part.functions)) if isinstance(x, list)}
     if any(not isinstance(x, (ourlayout._Named, list)) for x in named):
         return None
@@ -123,7 +125,7 @@ def _part_arrays(part: Any, table: dict) -> tuple[dict[str, np.ndarray], dict] |
             out.update({f"{source}_{k}": getattr(by, k) for k in ("snap", "ids", "offset", "rows")})
     about: dict = {"listed": listed, "kinds": []}
     if named and not listed:
-        names = named[0]
+        names: Any = named[0]
         index = np.fromiter(map(lambda t: table.setdefault(t, len(table)), names.names), np.int64, len(names.names))
         out.update(names_index=index, nr_maps=names.nr_maps, func_counts=names.counts, func_edges=names.func_edges)
         about["kinds"] = [x.kind for x in named]
@@ -179,7 +181,8 @@ def _record(npz: Any, r: int, head: dict, extras: frozenset[str]) -> TargetRecor
     ends = np.cumsum(np.maximum(lens, 0), axis=1)
     parts = []
     for p, about in enumerate(head["parts"]):
-        arrays = {f: joined[f][..., ends[k, p] - lens[k, p]:ends[k, p]] for k, f in enumerate(fields) if lens[k, p] >= 0}
+        arrays = {f: joined[f][..., ends[k, p] - lens[k, p]:ends[k, p]]
+                  for k, f in enumerate(fields) if lens[k, p] >= 0}
         parts.append(_part(arrays, about, table, extras))
     return TargetRecord(int(head["target_id"]), head["pid"], int(head["sample_us"]), int(head["aggr_us"]),
                         int(head["update_us"]), Snapshots(parts), dict(head["meta"]))
@@ -211,12 +214,13 @@ def _part(arrays: dict[str, np.ndarray], about: dict, table: list, extras: froze
     if footprints.shape != (nr_snaps, 2):
         raise _Stale
     listed = [None if rss < 0 else (rss, pss) for rss, pss in footprints.tolist()]
-    names = _names(get, bounds, about["kinds"], table, extras) if about["kinds"] else \
+    names: dict[str, Any] = _names(get, bounds, about["kinds"], table, extras) if about["kinds"] else \
         _listed_names(about["listed"], extras)
     if "functions" in names and "func_table" in about:
         ids = get("func_ids", np.int64)
         func_table = [str(name) for name in about["func_table"]]
-        if ids.shape != names["functions"].counts.shape or (len(ids) and (ids.min() < 0 or ids.max() >= len(func_table))):
+        out_of_table = len(ids) and (ids.min() < 0 or ids.max() >= len(func_table))
+        if ids.shape != names["functions"].counts.shape or out_of_table:
             raise _Stale
         names["functions"].known = func_table, ids
     batch = bulk.Batch.of_columns(times, bounds, first, last, counts, {}, listed, **names)

@@ -24,7 +24,6 @@ a report asks for them (``_Named``); a report that leaves ``maps`` and ``funcs``
 from __future__ import annotations
 
 import functools
-from itertools import chain
 from typing import Any, Sequence
 
 import numpy as np
@@ -345,8 +344,8 @@ class _Named(Sequence):
         lo, hi = self.bounds[a], self.bounds[b]
         nr_funcs = np.diff(self.func_edges[lo:hi + 1])
         if self.known is not None:   # worked out when the columnar side file was written (columnfile.py)
-            table, ids = self.known
-            return table, ids[self.func_edges[lo]:self.func_edges[hi]], \
+            known_table, ids = self.known
+            return known_table, ids[self.func_edges[lo]:self.func_edges[hi]], \
                 self.counts[self.func_edges[lo]:self.func_edges[hi]], np.repeat(np.arange(hi - lo), nr_funcs)
         names = self.names[lo:hi]
         # a region's kind: its names tuple (by identity: they are interned, equal ones mostly the same object)
@@ -355,11 +354,13 @@ class _Named(Sequence):
         _, where, kind = np.unique(np.stack([identity, nr_funcs.astype(np.uint64)], 1), axis=0,
                                    return_index=True, return_inverse=True)
         kind = kind.reshape(-1)
-        per_kind = [_function_names(names[k], n) for k, n in zip(where.tolist(), nr_funcs[where].tolist())]
-        if None in per_kind:
+        maybe = [_function_names(names[k], n) for k, n in zip(where.tolist(), nr_funcs[where].tolist())]
+        per_kind = [functions for functions in maybe if functions is not None]
+        if len(per_kind) != len(maybe):
             return None
         table: dict[str, int] = {}
-        flat = np.fromiter((table.setdefault(name, len(table)) for names in per_kind for name in names), np.int64)
+        flat = np.fromiter((table.setdefault(name, len(table)) for functions in per_kind for name in functions),
+                           np.int64)
         size = np.fromiter(map(len, per_kind), np.int64, len(per_kind))
         first = np.concatenate([[0], np.cumsum(size)[:-1]]).astype(np.int64)
         sizes = size[kind]   # each region's number of functions
