@@ -50,10 +50,13 @@ def build_accessgen(out: Path) -> str:
     return str(binary)
 
 
+WORKLOAD_FLAGS: list[str] = []   # --huge adds accessgen's --huge
+
+
 def start_workload(binary: str, seconds: float, hot_kib: int, cold_kib: int):
     specs = [f"hotw:0:W:{hot_kib}:0", f"hotr:1:R:{hot_kib}:0", f"cold:1:c:{cold_kib}:0"]
-    proc = subprocess.Popen([binary, "--wait", "--duration", str(seconds), *specs], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([binary, "--wait", *WORKLOAD_FLAGS, "--duration", str(seconds), *specs],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     info = json.loads(proc.stdout.readline())
     ranges = {t["name"]: (t["start"], t["end"]) for t in info["threads"]}
     return proc, info["pid"], ranges
@@ -366,7 +369,11 @@ def main() -> None:
     ap.add_argument("--no-damo", action="store_true")
     ap.add_argument("--no-clear-refs", action="store_true", help="skip the clear_refs cost table")
     ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument("--huge", action="store_true",
+                    help="the workload's ranges on transparent huge pages, filled in turn (accessgen --huge): "
+                         "hot and cold frames never interleave, which paddr cannot tell apart")
     args = ap.parse_args()
+    WORKLOAD_FLAGS.extend(["--huge"] if args.huge else [])
     from damon_bpf.sources.tracer import Tracer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-samplers-"))
