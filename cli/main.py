@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import os
 import sys
@@ -56,6 +57,9 @@ def cli() -> None:
 
 
 def main() -> None:
+    # A crash in native code (numpy, bcc) prints where Python was, instead of ending the run with no word: one
+    # segfault in numpy's AVX2 argsort under QEMU's emulator left nothing else to go on (docs/design.md §11).
+    faulthandler.enable()
     # click's own usage errors (a value out of range, an unknown option) print three lines; ours print one.
     try:
         code = cli.main(standalone_mode=False)
