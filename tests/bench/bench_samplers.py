@@ -50,12 +50,11 @@ def build_accessgen(out: Path) -> str:
     return str(binary)
 
 
-WORKLOAD_FLAGS: list[str] = []   # --huge adds accessgen's --huge
-
-
-def start_workload(binary: str, seconds: float, hot_kib: int, cold_kib: int):
-    specs = [f"hotw:0:W:{hot_kib}:0", f"hotr:1:R:{hot_kib}:0", f"cold:1:c:{cold_kib}:0"]
-    proc = subprocess.Popen([binary, "--wait", *WORKLOAD_FLAGS, "--duration", str(seconds), *specs],
+def start_workload(binary: str, seconds: float, args):
+    """The workload as the options say: its hot and cold sizes, and with --huge on huge pages filled in turn."""
+    specs = [f"hotw:0:W:{args.hot_kib}:0", f"hotr:1:R:{args.hot_kib}:0", f"cold:1:c:{args.cold_kib}:0"]
+    flags = ["--huge"] if args.huge else []
+    proc = subprocess.Popen([binary, "--wait", *flags, "--duration", str(seconds), *specs],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     info = json.loads(proc.stdout.readline())
     ranges = {t["name"]: (t["start"], t["end"]) for t in info["threads"]}
@@ -168,7 +167,7 @@ def run_damo(binary: str, seconds: float, args, tmp: Path) -> dict:
     `seconds`; when it exits (and is reaped), kdamond stops and damo saves the recording. The `--timeout` is
     only a guard.
     """
-    proc, pid, ranges = start_workload(binary, seconds, args.hot_kib, args.cold_kib)
+    proc, pid, ranges = start_workload(binary, seconds, args)
     out = tmp / "damo.data"
     env = dict(os.environ, HOME="/tmp")
     children_before = _children_cpu()
@@ -234,7 +233,7 @@ def run_companion(tracer, binary: str, seconds: float, args, kernel) -> dict:
     from damon_bpf.session import Session
     from damon_bpf.sources.targets import Targets
 
-    proc, pid, ranges = start_workload(binary, seconds, args.hot_kib, args.cold_kib)
+    proc, pid, ranges = start_workload(binary, seconds, args)
     snaps, cpu = [], {}
     kernel.add_snapshot_sink(lambda _p, s: snaps.append((s.start, s.end, s.nr_accesses)))
 
@@ -296,7 +295,7 @@ def run_ours(tracer, binary: str, seconds: float, sampler_spec: str, args, tmp: 
     from damon_bpf.sources.targets import Targets
 
     attrs = MonitoringAttrs()
-    proc, pid, ranges = start_workload(binary, seconds, args.hot_kib, args.cold_kib)
+    proc, pid, ranges = start_workload(binary, seconds, args)
     snapshots = []
     recorder = Recorder(attrs, "damon")
     recorder.listeners.append(lambda _t, _p, s: snapshots.append((s.start, s.end, s.nr_accesses)))
@@ -373,7 +372,6 @@ def main() -> None:
                     help="the workload's ranges on transparent huge pages, filled in turn (accessgen --huge): "
                          "hot and cold frames never interleave, which paddr cannot tell apart")
     args = ap.parse_args()
-    WORKLOAD_FLAGS.extend(["--huge"] if args.huge else [])
     from damon_bpf.sources.tracer import Tracer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-samplers-"))
@@ -381,7 +379,7 @@ def main() -> None:
     costs = [] if args.no_clear_refs else clear_refs_costs(binary)
     rows = [] if args.no_damo else [r for r in [run_damo(binary, args.seconds, args, tmp)] if r]
     print("untraced touch rate:", end=" ", flush=True)
-    proc, _, _ = start_workload(binary, args.seconds / 2, args.hot_kib, args.cold_kib)
+    proc, _, _ = start_workload(binary, args.seconds / 2, args)
     go(proc)
     baseline = finish(proc)
     print(f"{baseline / 1e6:.1f}M touches/s", flush=True)
